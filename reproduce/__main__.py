@@ -1,7 +1,8 @@
 """``python -m reproduce <experiment> [--scale smoke|small|paper] [--seeds N] [--out results]`` or ``... all``.
 
 ``all`` runs every experiment in dependency order (tokenizers and source models are cached, so later experiments
-reuse what earlier ones built), then writes ``<out>/REPORT.md``.
+reuse what earlier ones built), then writes ``<out>/REPORT.md``; ``report`` only rewrites ``<out>/REPORT.md`` from
+the ``results.json`` files already there (after experiments were run one by one).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import time
 import traceback
 from pathlib import Path
 
-from reproduce.common import SCALES, write_results
+from reproduce.common import DEFAULT_SEEDS, SCALES, write_results
 from reproduce.report import write_report
 
 # PAPER.md §6, in dependency order
@@ -32,18 +33,22 @@ def run_one(name: str, scale: str, seeds: int, out: Path, models: tuple[str, ...
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m reproduce", description=__doc__.splitlines()[0])
-    parser.add_argument("experiment", choices=(*EXPERIMENTS, "all"))
+    parser.add_argument("experiment", choices=(*EXPERIMENTS, "all", "report"))
     parser.add_argument("--scale", choices=SCALES, default="smoke")
-    parser.add_argument("--seeds", type=int, default=None, help="seeds per setting (default: 1 at smoke, 3 above)")
+    parser.add_argument("--seeds", type=int, default=None,
+                        help="seeds per setting (default: 1 smoke, 2 small, 3 paper)")
     parser.add_argument("--out", type=Path, default=Path("results"))
     parser.add_argument("--skip", default="", help="comma-separated experiments to leave out of `all`")
     parser.add_argument("--model", action="append", default=[], help="extra model dir(s) for `final`")
     parser.add_argument("--source", type=Path, default=None,
                         help="a LLaMA-format model dir to inherit from (layer_skip, layer_selection, inheritance)")
     args = parser.parse_args(argv)
-    seeds = args.seeds or (1 if args.scale == "smoke" else 3)
+    seeds = args.seeds or DEFAULT_SEEDS[args.scale]
     if args.source is not None:
         importlib.import_module("reproduce.inheritance").SOURCE_DIR = args.source
+    if args.experiment == "report":
+        print(f"report: {write_report(args.out)}")
+        return 0
     names = [e for e in EXPERIMENTS if e not in args.skip.split(",")] if args.experiment == "all" else [args.experiment]
     failed = []
     for index, name in enumerate(names, 1):

@@ -12,7 +12,7 @@ the raw ρ(factor, bpb).
     python -m reproduce.architecture --scale smoke|small|paper [--seeds N] [--out results]
 
 Scales: ``smoke`` proves the pipeline (6 tiny shapes, 40 steps); ``small`` is where the finding is tested
-(12 shapes of 3M body parameters, ~4M tokens each: hours on 2 CPU cores, minutes on a GPU); ``paper`` holds the
+(8 shapes of 800k body parameters, 205k tokens each: ~10 minutes on 2 CPU cores); ``paper`` holds the
 paper's setting (a ~1B budget counting embeddings, 48k vocabulary, 5B tokens per configuration) — it needs a
 GPU cluster and a corpus of that size (``TINYLM_CORPUS``, comma-separated source specs; default ``builtin``).
 """
@@ -30,6 +30,7 @@ from typing import Any, Sequence
 import torch
 
 from reproduce.common import experiment_dir, fmt, main
+from reproduce.verdict import judge_results
 from tinylm.architecture import ShapeSpace, expansion_rate, sample, spearman
 from tinylm.datamodule import TextDataModule
 from tinylm.io import atomic_file
@@ -82,10 +83,11 @@ SCALES: dict[str, Scale] = {
         speed_depths=(1, 2, 4, 8), speed_new_tokens=126,
     ),
     "small": Scale(
-        space=ShapeSpace(budget=3_000_000, tolerance=0.1, depth=(2, 24), width=(64, 768), expansion=(1.0, 4.0),
-                         head_dim=16, ffn_multiple=16, max_seq_len=1024),
-        configs=12, steps=1000, batch_size=16, seq_len=256, lr=1e-3, min_lr=1e-4, warmup=0.03, val_batches=40,
-        speed_depths=(2, 4, 8, 12, 16, 20),
+        # sized for 2 CPU cores (~10 min per experiment with 2 seeds): 800k body parameters, 200 k tokens each
+        space=ShapeSpace(budget=800_000, tolerance=0.12, depth=(2, 16), width=(64, 256), expansion=(1.0, 4.0),
+                         head_dim=16, ffn_multiple=16, max_seq_len=512),
+        configs=8, steps=200, batch_size=8, seq_len=128, lr=2e-3, min_lr=2e-4, warmup=0.05, val_batches=40,
+        vocab_size=4000, speed_depths=(2, 4, 8, 16),
     ),
     "paper": Scale(
         space=ShapeSpace(budget=1_000_000_000, tolerance=0.1, embeddings=True, vocab_size=48000, depth=(6, 40),
@@ -144,35 +146,25 @@ def correlations(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
     return result
 
 
-def verdicts(stats: dict[str, dict[str, float]], scale: str) -> list[str]:
+def notes(stats: dict[str, dict[str, float]], scale: str) -> list[str]:
+    """What the correlations show, in words; the verdict itself comes from ``findings`` by the report's rule."""
     depth = stats["depth"]
     said = []
-    if scale == "smoke":
-        said.append("smoke scale proves the pipeline, not the finding; read the small-scale table for the finding")
     if math.isnan(depth["rho_quality"]):
-        said.append("depth: no correlation computable (constant depth or score); the finding is untested")
-    elif depth["rho_quality"] > 0 and depth["p"] < SIGNIFICANCE:
-        said.append(f"depth: reproduces — deeper shapes score better (ρ={depth['rho_quality']:.3f}, "
-                    f"p={depth['p']:.3g}; paper 0.528 [?])")
-    elif depth["rho_quality"] > 0:
-        said.append(f"depth: does not reproduce at this scale — same sign as the paper "
-                    f"(ρ={depth['rho_quality']:.3f}) but not significant (p={depth['p']:.3g} ≥ {SIGNIFICANCE})")
+        said.append("depth: no correlation computable (constant depth or score)")
     else:
-        said.append(f"depth: does not reproduce — deeper shapes score worse or equal here "
-                    f"(ρ={depth['rho_quality']:.3f}, p={depth['p']:.3g}; paper +0.528 [?])")
+        direction = "better" if depth["rho_quality"] > 0 else "worse"
+        significant = "significant" if depth["p"] < SIGNIFICANCE else f"not significant at p < {SIGNIFICANCE}"
+        said.append(f"depth: deeper shapes score {direction} here (ρ={depth['rho_quality']:.3f}, p={depth['p']:.3g}, "
+                    f"{significant}); the paper: deeper is better, ρ = +0.528 [?]")
     strength = {f: abs(s["rho_quality"]) for f, s in stats.items() if not math.isnan(s["rho_quality"])}
     if strength:
         top = [f for f, value in strength.items() if math.isclose(value, max(strength.values()))]
-        if len(top) > 1:
-            said.append(f"strongest factor here: {' and '.join(top)} (tied; paper: depth)")
-        else:
-            verdict = "as in the paper" if top == ["depth"] else "the paper's ranking (depth first) does not reproduce"
-            said.append(f"strongest factor here: {top[0]} — {verdict}")
+        said.append(f"largest |ρ| here: {' and '.join(top)} (the paper: depth)")
     expansion = stats["expansion"]
     if not math.isnan(expansion["p"]):
-        little = expansion["p"] >= SIGNIFICANCE
-        verdict = "matters little, as in the paper" if little else "matters here, unlike the paper"
-        said.append(f"expansion rate: {verdict} (ρ={expansion['rho_quality']:.3f}, p={expansion['p']:.3g})")
+        said.append(f"expansion rate: ρ={expansion['rho_quality']:.3f}, p={expansion['p']:.3g} "
+                    "(the paper: it matters little)")
     return said
 
 
@@ -215,11 +207,13 @@ def table(rows: Sequence[dict[str, Any]], stats: dict[str, dict[str, float]], sc
         value, tag = PAPER_RHO[factor]
         paper = f"{value} [{tag}]" if value is not None else "n/a"
         lines.append(f"| {factor} | {fmt(s['rho_quality'], 3)} | {fmt(s['p'], 3)} | {fmt(s['rho_bpb'], 3)} | {paper} |")
-    lines += ["", "| shape | depth | width | heads | FFN | expansion | params (budget) | bpb |",
-              "|---|---|---|---|---|---|---|---|"]
+    lines += ["", "| shape | depth | width | heads | FFN | expansion | params (budget) | bpb | seed sd |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for row in sorted(rows, key=lambda r: (r["depth"], r["width"])):
+        seeds = row.get("bpb_per_seed", [])
+        sd = statistics.stdev(seeds) if len(seeds) > 1 else None
         lines.append(f"| {row['name']} | {row['depth']} | {row['width']} | {row['heads']} | {row['ffn']} | "
-                     f"{row['expansion']:.2f} | {row['budget_params']:,} | {row['bpb']:.4f} |")
+                     f"{row['expansion']:.2f} | {row['budget_params']:,} | {row['bpb']:.4f} | {fmt(sd, 4)} |")
     return "\n".join(lines)
 
 
@@ -236,16 +230,18 @@ def run_scale(scale: Scale, seeds: int, out: Path, name: str = "custom") -> dict
                          "tokens": trained[0].tokens, "bpb": statistics.fmean(scores), "bpb_per_seed": scores})
     stats = correlations(rows)
     figures = scatter_plots(rows, stats, folder)
-    said = verdicts(stats, name)
+    findings = [{"claim": "at a fixed budget, depth correlates with quality (Spearman, depth vs −bpb)",
+                 "tag": PAPER_RHO["depth"][1], "kind": "correlation", "rho": stats["depth"]["rho_quality"],
+                 "p": stats["depth"]["p"], "expected_sign": 1}]
+    said = [f"{v.claim}: {v.verdict} — {v.why}" for v in judge_results({"scale": name, "findings": findings})]
+    said += notes(stats, name)
     return {
         "table": table(rows, stats, scale, seeds) + "\n\n" + "\n".join(f"- {line}" for line in said),
         "rows": rows,
         "spearman": stats,
         "paper": {f"spearman_{factor}": {"value": value, "tag": tag} for factor, (value, tag) in PAPER_RHO.items()},
         "verdicts": said,
-        "findings": [{"claim": "at a fixed budget, depth correlates with quality (Spearman, depth vs −bpb)",
-                      "tag": PAPER_RHO["depth"][1], "kind": "correlation", "rho": stats["depth"]["rho_quality"],
-                      "p": stats["depth"]["p"], "expected_sign": 1}],
+        "findings": findings,
         "figures": figures,
         "settings": {"budget": scale.space.budget, "budget_counts_embeddings": scale.space.embeddings,
                      "tolerance": scale.space.tolerance, "tokens_per_config": scale.tokens, "steps": scale.steps,

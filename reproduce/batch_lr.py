@@ -49,8 +49,10 @@ class Scale:
 SCALES = {
     "smoke": Scale(model="debug", sources=("builtin:lee",), vocab_size=2000, seq_len=64, batch_sizes=(4, 8, 16, 32),
                    bs0_tokens=512, lr0=2e-3, tokens=98_304, val_batches=10),
-    "small": Scale(model="tiny", sources=("builtin",), vocab_size=8000, seq_len=128, batch_sizes=(8, 16, 32, 64, 128),
-                   bs0_tokens=4096, lr0=1e-3, tokens=8_388_608, val_batches=100),
+    # sized for 2 CPU cores: a 128 × 4 model, 131k tokens per run, bs0 = 8 sequences
+    "small": Scale(model=ModelConfig(hidden_size=128, num_layers=4, num_heads=4, intermediate_size=352),
+                   sources=("builtin:wiki",), vocab_size=4000, seq_len=128, batch_sizes=(4, 8, 16, 32, 64),
+                   bs0_tokens=1024, lr0=2e-3, tokens=131_072, val_batches=40),
     # bs0 = 1M tokens, lr0 = 1e-4 [P]; 2M..16M-token batches, 20B tokens per run
     "paper": Scale(model="pangu-pi-1b-pro", sources=tuple(os.environ.get("TINYLM_CORPUS", "builtin").split(",")),
                    vocab_size=48000, seq_len=2048, batch_sizes=(256, 512, 1024, 2048, 4096, 8192),
@@ -113,7 +115,8 @@ def verdicts(table: list[dict[str, Any]], scale: str) -> list[str]:
         small = [t for t in runs if t["bs_over_bs0"] < 4]
         large = [t for t in runs if t["bs_over_bs0"] >= 4]
         best = min(runs, key=lambda t: t["bpb"])
-        line = f"r={r}: best batch {best['batch_tokens']:,} tokens (bs/bs0 = {best['bs_over_bs0']:g}, bpb {best['bpb']:.4f})"
+        line = (f"r={r}: best batch {best['batch_tokens']:,} tokens (bs/bs0 = {best['bs_over_bs0']:g}, "
+                f"bpb {best['bpb']:.4f})")
         if small and large:
             delta = min(t["bpb"] for t in small) - min(t["bpb"] for t in large)
             if not noise:

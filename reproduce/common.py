@@ -23,6 +23,22 @@ from typing import Any, Callable
 import torch
 
 SCALES = ("smoke", "small", "paper")
+DEFAULT_SEEDS = {"smoke": 1, "small": 2, "paper": 3}
+
+
+def shown(text: str | Path) -> str:
+    """Text as it may appear in committed results: paths under the home folder are written ``~/...``."""
+    return str(text).replace(str(Path.home()) + "/", "~/")
+
+
+def _portable(value: Any) -> Any:
+    if isinstance(value, str):
+        return shown(value)
+    if isinstance(value, dict):
+        return {key: _portable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_portable(item) for item in value]
+    return value
 
 
 def experiment_dir(out: Path, experiment: str) -> Path:
@@ -40,10 +56,10 @@ def hardware() -> str:
 def write_results(out: Path, experiment: str, result: dict[str, Any], scale: str, seeds: int, seconds: float) -> Path:
     folder = experiment_dir(out, experiment)
     record = {"experiment": experiment, "scale": scale, "seeds": seeds, "wall_seconds": round(seconds, 1),
-              "hardware": hardware(), **result}
+              "hardware": hardware(), **_portable(result)}
     (folder / "results.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
     header = f"# {experiment} ({scale} scale, {seeds} seed(s), {seconds:.0f} s on {hardware()})\n\n"
-    (folder / "table.md").write_text(header + result.get("table", "") + "\n")
+    (folder / "table.md").write_text(header + record.get("table", "") + "\n")
     return folder
 
 
@@ -67,10 +83,10 @@ def fmt(value: float | None, digits: int = 2) -> str:
 def main(experiment: str, run: Callable[[str, int, Path], dict], argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog=f"python -m reproduce {experiment}")
     parser.add_argument("--scale", choices=SCALES, default="smoke")
-    parser.add_argument("--seeds", type=int, default=None, help="number of seeds (default: 1 smoke, 3 small)")
+    parser.add_argument("--seeds", type=int, default=None, help="number of seeds (default: 1 smoke, 2 small, 3 paper)")
     parser.add_argument("--out", type=Path, default=Path("results"))
     args = parser.parse_args(argv)
-    seeds = args.seeds or (1 if args.scale == "smoke" else 3)
+    seeds = args.seeds or DEFAULT_SEEDS[args.scale]
     start = time.perf_counter()
     result = run(args.scale, seeds, args.out)
     folder = write_results(args.out, experiment, result, args.scale, seeds, time.perf_counter() - start)

@@ -33,7 +33,7 @@ PAPER_ROWS = {
     "Qwen-1.8B": (53.60, 52.12, 46.43, 35.83, 64.31, 57.79, 73.83, 88.12, 20.03, 58.30, 55.04),
     "PanGu-π-1.5B Pro": (52.39, 48.51, 62.54, 44.89, 70.61, 67.93, 79.55, 86.12, 24.61, 69.24, 60.64),
 }
-LIMITS = {"smoke": 4, "small": 200, "paper": None}
+LIMITS = {"smoke": 4, "small": 100, "paper": None}
 
 
 def scores(model_dir: str, limit: int | None) -> dict[str, float | None]:
@@ -57,7 +57,7 @@ def run(scale: str, seeds: int, out: Path, models: tuple[str, ...] = ()) -> dict
         rows = {row["step"]: row for row in json.loads(ladder.read_text())["rows"]}
         for step in ("base", "+rounds"):
             if step in rows:
-                ours[f"tinylm ladder {step}"] = rows[step]["model_dirs"]
+                ours[f"tinylm ladder {step}"] = [str(Path(d).expanduser()) for d in rows[step]["model_dirs"]]
     if not ours:
         raise SystemExit("final: no model to evaluate; run `python -m reproduce ladder` first or pass --model DIR")
     from tinylm.errors import TinyLMError

@@ -8,8 +8,8 @@ budget; the paper compares training-loss curves (inheriting beats scratch; keepi
 
 from __future__ import annotations
 
-import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 from reproduce import inheritance
@@ -31,18 +31,19 @@ def run(scale: str, seeds: int, out: Path) -> dict:
     keep_all = importance(model, "l1").plan  # width unchanged: every head, neuron and channel is kept
     results: dict[str, list[float]] = {}
     curves: dict[str, list[tuple[int, float]]] = {}
-    for seed in range(seeds):
-        for name in ("scratch", *STRATEGIES):
-            root = folder / "runs" / f"{name}-seed{seed}"
-            shutil.rmtree(root, ignore_errors=True)
-            init = None
-            if name != "scratch":
-                layers = select_layers(name, model.config.num_layers, shape.num_layers)
-                init = str(save_inherited(root / "init", model.state_dict(), model.config, keep_all(shape, layers),
-                                          tokenizer, {"parent": str(source), "layer_strategy": name}))
-            bpb, curve = inheritance.train(cfg, root / "train", str(source), seed, init_from=init, shape=shape)
-            results.setdefault(name, []).append(bpb)
-            curves.setdefault(name, curve)
+    with tempfile.TemporaryDirectory(prefix="tinylm-layer-selection-") as work:
+        for seed in range(seeds):
+            for name in ("scratch", *STRATEGIES):
+                root = Path(work) / f"{name}-seed{seed}"
+                init = None
+                if name != "scratch":
+                    layers = select_layers(name, model.config.num_layers, shape.num_layers)
+                    init = str(save_inherited(root / "init", model.state_dict(), model.config,
+                                              keep_all(shape, layers), tokenizer,
+                                              {"parent": str(source), "layer_strategy": name}))
+                bpb, curve = inheritance.train(cfg, root / "train", str(source), seed, init_from=init, shape=shape)
+                results.setdefault(name, []).append(bpb)
+                curves.setdefault(name, curve)
     mean = {k: sum(v) / len(v) for k, v in results.items()}
     figure = inheritance.plot(curves, folder / "loss_curves.png")
     lines = ["| Layers kept | which | final held-out bpb ↓ | final train loss | paper |", "|---|---|---|---|---|"]

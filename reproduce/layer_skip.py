@@ -43,7 +43,8 @@ def run(scale: str, seeds: int, out: Path) -> dict:
     lines = ["| skipped layers x | " + " | ".join(f"start {s}" for s in range(n)) + " |",
              "|---|" + "---|" * n]
     for x in spans:
-        lines.append(f"| {x} | " + " | ".join(fmt(scores[x][s], 3) if s < len(scores[x]) else "" for s in range(n)) + " |")
+        cells = [fmt(scores[x][s], 3) if s < len(scores[x]) else "" for s in range(n)]
+        lines.append(f"| {x} | " + " | ".join(cells) + " |")
     long = [x for x in spans if len(scores[x]) > 2]  # spans with a middle position to compare with
     findings = [
         {"claim": f"skipping the {end} layers costs more bpb than the cheapest middle span (every x)", "tag": "P",

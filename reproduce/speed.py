@@ -21,6 +21,7 @@ import torch
 
 from reproduce.architecture import SCALES, Scale, budget_words, shape_row, train
 from reproduce.common import experiment_dir, fmt, main
+from reproduce.verdict import judge_results
 from tinylm.architecture import decode_throughput, grid, spearman
 from tinylm.io import atomic_file
 from tinylm.model import Transformer
@@ -86,9 +87,9 @@ def run_scale(scale: Scale, seeds: int, out: Path, name: str = "custom") -> dict
     for r in rows:
         lines.append(f"| {r['name']} | {r['depth']} | {r['width']} | {r['heads']} | {r['ffn']} | "
                      f"{r['budget_params']:,} | {r['cpu_fp32']:.0f} | {fmt(r['gpu_fp16'], 0)} | {r['bpb']:.4f} | n/a |")
-    slower = rho < 0 and p < 0.05
-    said = [f"deeper is slower (paper [P]): {'reproduces' if slower else 'does not reproduce at this scale'} — "
-            f"Spearman(depth, CPU tokens/s) = {fmt(rho, 3)}, p = {fmt(p, 3)}"]
+    findings = [{"claim": "deeper shapes generate fewer tokens/s (Spearman, depth vs tokens/s)", "tag": "P",
+                 "kind": "correlation", "rho": rho, "p": p, "expected_sign": -1}]
+    said = [f"{v.claim}: {v.verdict} — {v.why}" for v in judge_results({"scale": name, "findings": findings})]
     if name == "smoke":
         said.insert(0, "smoke scale proves the pipeline; its scores come from a few dozen training steps")
     return {
@@ -99,8 +100,7 @@ def run_scale(scale: Scale, seeds: int, out: Path, name: str = "custom") -> dict
                   "tokens_per_s": None, "chosen_depth_for_1b": {"value": 20, "tag": "P"}},
         "protocol": {**PROTOCOL, "new_tokens": scale.speed_new_tokens, "threads": torch.get_num_threads()},
         "verdicts": said,
-        "findings": [{"claim": "deeper shapes generate fewer tokens/s (Spearman, depth vs tokens/s)", "tag": "P",
-                      "kind": "correlation", "rho": rho, "p": p, "expected_sign": -1}],
+        "findings": findings,
         "figures": [speed_plot(rows, folder)],
     }
 

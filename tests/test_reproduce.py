@@ -93,7 +93,31 @@ def test_reproduce_all_at_smoke_scale_writes_the_full_report(tmp_path):
     assert result.returncode == 0, result.stderr[-4000:]
     report = (tmp_path / "REPORT.md").read_text()
     assert report.count("\n## ") == 12 and "| not run |" not in report
+    assert not list(tmp_path.glob("*/runs")), "training runs belong in temp dirs, not beside the results"
     for name in TITLES:
         record = json.loads((tmp_path / name / "results.json").read_text())
         assert record["scale"] == "smoke" and record["table"], name
         assert all(v.verdict == INCONCLUSIVE for v in judge_results(record)), name  # smoke never decides
+
+
+@pytest.mark.parametrize("scale", ["smoke", "small", "paper"])
+def test_every_architecture_scale_has_its_shapes(scale):
+    """The sampled shapes and the speed table's depth grid exist inside each scale's budget (no training)."""
+    from reproduce.architecture import SCALES
+    from tinylm.architecture import grid, sample
+
+    setting = SCALES[scale]
+    assert len(sample(setting.space, setting.configs)) == setting.configs
+    assert [c.num_layers for c in grid(setting.space, setting.speed_depths, [setting.speed_expansion])] == \
+        list(setting.speed_depths)
+
+
+def test_results_files_write_the_home_folder_as_a_tilde(tmp_path):
+    from reproduce.common import write_results
+
+    model = str(Path.home() / ".cache" / "tinylm" / "ladder" / "seed0")
+    folder = write_results(tmp_path, "ladder", {"table": f"source {model}", "rows": [{"model_dirs": [model]}]},
+                           "small", 2, 1.0)
+    record = json.loads((folder / "results.json").read_text())
+    assert record["rows"][0]["model_dirs"] == ["~/.cache/tinylm/ladder/seed0"]
+    assert str(Path.home()) + "/" not in (folder / "table.md").read_text()
