@@ -16,7 +16,7 @@ from tinylm.datamodule import TextDataModule
 from tinylm.errors import TinyLMError
 from tinylm.lm import LanguageModel
 from tinylm.model import ModelConfig, Transformer, cross_entropy
-from tinylm.rounds import MultiRoundTraining, draw, make_groups, score_samples
+from tinylm.rounds import MultiRoundTraining, draw, make_groups, score_blocks, score_samples
 
 
 @pytest.fixture(scope="module")
@@ -129,6 +129,16 @@ def test_scoring_equals_one_block_at_a_time():
                                 torch.from_numpy(stream[i * 16 + 1 : i * 16 + 17].astype(np.int64))[None]).item()
                   for i in range(2, 11)]
     torch.testing.assert_close(batched, torch.tensor(single), rtol=1e-5, atol=1e-5)
+
+
+def test_gathered_blocks_score_as_the_contiguous_ones():
+    torch.manual_seed(0)
+    net = Transformer(ModelConfig.from_preset("debug", vocab_size=50)).eval()
+    stream = np.random.default_rng(0).integers(0, 50, size=16 * 11 + 1).astype(np.uint16)
+    every = score_samples(net, stream, 16, 0, 11, batch_size=4)
+    picked = np.array([9, 2, 10, 5, 0])
+    torch.testing.assert_close(score_blocks(net, stream, 16, picked, batch_size=3), every[picked], rtol=1e-5,
+                               atol=1e-5)
 
 
 # ---- the plan the callback hands the DataModule --------------------------------------------------------

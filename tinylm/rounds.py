@@ -94,6 +94,29 @@ def score_samples(
     return torch.cat(losses) if losses else torch.zeros(0)
 
 
+@torch.no_grad()
+def score_blocks(
+    model: torch.nn.Module, stream: np.ndarray, seq_len: int, blocks: np.ndarray, batch_size: int,
+    device: torch.device | str = "cpu", context=None,
+) -> torch.Tensor:
+    """Mean next-token loss of each listed block (any ids, any order) of a packed stream (float32, on CPU).
+
+    The gathering counterpart of ``score_samples``, for probes: a sample of blocks scored many times.
+    """
+    losses = []
+    for first in range(0, len(blocks), batch_size):
+        ids = blocks[first : first + batch_size]
+        rows = torch.from_numpy(np.stack([stream[b * seq_len : (b + 1) * seq_len + 1] for b in ids]).astype(np.int64))
+        rows = rows.to(device)
+        if context is None:
+            logits = model(rows[:, :-1])
+        else:
+            with context():
+                logits = model(rows[:, :-1])
+        losses.append(cross_entropy(logits, rows[:, 1:], reduction="none").mean(dim=1).float().cpu())
+    return torch.cat(losses) if losses else torch.zeros(0)
+
+
 class MultiRoundTraining(L.Callback):
     """Train in rounds; after each round, the next round's plan is drawn from the hardest groups.
 
