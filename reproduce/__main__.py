@@ -15,7 +15,7 @@ import traceback
 from pathlib import Path
 
 from reproduce.common import DEFAULT_SEEDS, SCALES, write_results
-from reproduce.report import write_report
+from reproduce.report import summary, write_report
 
 # PAPER.md §6, in dependency order
 EXPERIMENTS = ("coverage", "tokenizer", "architecture", "speed", "layer_skip", "layer_selection", "inheritance",
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[{index}/{len(names)}] {name} FAILED: {type(err).__name__}: {err}", file=sys.stderr, flush=True)
             traceback.print_exc()
     report = write_report(args.out)
-    print(f"\nreport: {report}")
+    print(f"\n{summary(args.out)}\n\nreport: {report}")
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0

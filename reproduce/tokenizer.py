@@ -179,12 +179,13 @@ def run(scale: str, seeds: int, out: Path) -> dict[str, Any]:
 
 
 def findings(rows: list[dict]) -> list[dict]:
-    """The paper's 48k-of-100k cut (47.6%) should beat both the full vocabulary and the smallest cut (bpb)."""
+    """The paper's 48k-of-100k cut (47.6%) should beat both the largest and the smallest size tried (bpb). The
+    largest stands in for the full vocabulary: the uncut 32k's embedding and head alone exceed a small budget."""
     sizes = [r["vocab"] for r in rows]
     middle = min(sizes, key=lambda k: abs(k - 48000 / 100883 * max(sizes)))
     arms = {str(r["vocab"]): r["bpb_seeds"] for r in rows}
     return [
-        {"claim": f"the {middle}-piece cut beats the full {max(sizes)}-piece vocabulary (bpb, fixed budget)",
+        {"claim": f"the {middle}-piece cut beats the largest size tried, {max(sizes)} pieces (bpb, fixed budget)",
          "tag": "?", "kind": "ordering", "arms": arms, "expected": [str(middle), str(max(sizes))],
          "higher_is_better": False},
         {"claim": f"the {middle}-piece cut beats the {min(sizes)}-piece one (bpb, fixed budget)",

@@ -4,7 +4,9 @@ An experiment's ``results.json`` lists its ``findings``; each is one of
 
 * an **ordering** — ``{"claim", "tag", "kind": "ordering", "arms": {name: [score per seed]}, "expected": [best, ...,
   worst], "higher_is_better": bool}``: the paper says the arms rank in this order;
-* a **correlation** — ``{"claim", "tag", "kind": "correlation", "rho", "p", "expected_sign": +1 | -1}``;
+* a **correlation** — ``{"claim", "tag", "kind": "correlation", "x": [...], "y": [...], "expected_sign": +1 | -1}``:
+  the paper says y rises (+1) or falls (−1) with x; Spearman's rho and its p-value (exact permutation p for small
+  samples, ``tinylm.architecture.spearman``) are computed here from the data;
 * a **threshold** on a deterministic measurement (no seed noise) — ``{"claim", "tag", "kind": "threshold", "value",
   "at_least"}``.
 
@@ -16,15 +18,18 @@ The rule (printed in the report):
   Every gap > spread → **reproduced**; any gap < −spread → **not reproduced**; otherwise **inconclusive**. One seed
   has no spread to judge against: inconclusive.
 * correlation: p < 0.05 with the paper's sign → **reproduced**; p < 0.05 with the other sign → **not reproduced**;
-  else **inconclusive**.
+  else (a sample too small to reach p < 0.05 included) **inconclusive**.
 * threshold: value ≥ the paper's → **reproduced**, else **not reproduced**.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass
 from typing import Any
+
+from tinylm.architecture import EXACT_UP_TO, spearman
 
 REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive"
 SIGNIFICANCE = 0.05
@@ -33,9 +38,9 @@ RULE = (
     "Smoke scale is always inconclusive. Orderings: each neighbouring pair the paper ranks must differ, in the "
     "paper's direction, by more than the seed spread (larger sample standard deviation of the two) — all pairs: "
     "reproduced; any pair reversed beyond the spread: not reproduced; else (or with one seed) inconclusive. "
-    f"Correlations: p < {SIGNIFICANCE} with the paper's sign: reproduced; p < {SIGNIFICANCE} with the opposite sign: "
-    "not reproduced; else inconclusive. Thresholds on deterministic measurements: at least the paper's value: "
-    "reproduced, else not reproduced."
+    f"Correlations (Spearman; exact permutation p-value up to {EXACT_UP_TO} points): p < {SIGNIFICANCE} with the "
+    f"paper's sign: reproduced; p < {SIGNIFICANCE} with the opposite sign: not reproduced; else inconclusive. "
+    "Thresholds on deterministic measurements: at least the paper's value: reproduced, else not reproduced."
 )
 
 
@@ -76,8 +81,11 @@ def judge_ordering(arms: dict[str, list[float]], expected: list[str], higher_is_
     return INCONCLUSIVE, f"some gaps are within the seed spread ({why})"
 
 
-def judge_correlation(rho: float, p: float, expected_sign: int) -> tuple[str, str]:
-    why = f"ρ = {rho:+.3f}, p = {p:.3g}"
+def judge_correlation(x: list[float], y: list[float], expected_sign: int) -> tuple[str, str]:
+    rho, p = spearman(x, y)
+    if math.isnan(rho):
+        return INCONCLUSIVE, f"no correlation computable from {len(x)} point(s) (too few, or a constant input)"
+    why = f"ρ = {rho:+.3f}, p = {p:.3g} (n = {len(x)})"
     if p < SIGNIFICANCE and rho * expected_sign > 0:
         return REPRODUCED, why
     if p < SIGNIFICANCE and rho * expected_sign < 0:
@@ -90,8 +98,10 @@ def judge(finding: dict[str, Any], scale: str) -> Verdict:
     claim, tag = finding["claim"], finding.get("tag", "?")
     if finding["kind"] == "ordering":
         verdict, why = judge_ordering(finding["arms"], finding["expected"], finding["higher_is_better"])
+    elif finding["kind"] == "correlation" and "x" not in finding:  # written before the data were stored
+        verdict, why = INCONCLUSIVE, "an older results file without the data points; rerun the experiment"
     elif finding["kind"] == "correlation":
-        verdict, why = judge_correlation(finding["rho"], finding["p"], finding["expected_sign"])
+        verdict, why = judge_correlation(finding["x"], finding["y"], finding["expected_sign"])
     elif finding["kind"] == "threshold":
         holds = finding["value"] >= finding["at_least"]
         verdict = REPRODUCED if holds else NOT_REPRODUCED

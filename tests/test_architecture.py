@@ -16,7 +16,7 @@ import pytest
 import scipy.stats
 import yaml
 
-from tinylm.architecture import ShapeSpace, expansion_rate, feasible_shapes, grid, rank, sample, spearman
+from tinylm.architecture import EXACT_UP_TO, ShapeSpace, expansion_rate, feasible_shapes, grid, rank, sample, spearman
 from tinylm.errors import TinyLMError
 from tinylm.model import ModelConfig
 
@@ -119,21 +119,38 @@ def test_rank_averages_ties_like_scipy():
 
 
 def test_spearman_equals_scipy_with_ties_and_edge_cases():
+    """Beyond EXACT_UP_TO pairs: scipy's spearmanr (t approximation), ties included."""
     rng = random.Random(2)
     for trial in range(200):
-        n = rng.randint(3, 40)
+        n = rng.randint(EXACT_UP_TO + 1, 40)
         x = [rng.randint(0, 6) if trial % 2 else rng.random() for _ in range(n)]
         y = [rng.random() + (0.1 * x[i] if trial % 3 else 0) for i in range(n)]
         expected = scipy.stats.spearmanr(x, y)
         rho, p = spearman(x, y)
         assert rho == pytest.approx(expected.statistic, abs=1e-12)
         assert p == pytest.approx(expected.pvalue, rel=1e-9, abs=1e-15)
-    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == (1.0, 0.0)
-    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == (-1.0, 0.0)
     assert all(math.isnan(v) for v in spearman([1, 1, 1], [1, 2, 3]))
     assert all(math.isnan(v) for v in spearman([1, 2], [2, 1]))
     with pytest.raises(TinyLMError, match="different lengths"):
         spearman([1, 2, 3], [1, 2])
+
+
+def test_small_samples_get_the_exact_permutation_p_value():
+    """Up to EXACT_UP_TO pairs the p-value is scipy's exact permutation test over all pairings."""
+    rng = random.Random(3)
+    for trial in range(30):
+        n = rng.randint(3, 6)
+        x = [rng.random() for _ in range(n)]
+        y = [rng.random() + x[i] * (trial % 3) for i in range(n)]
+        exact = scipy.stats.permutation_test((x,), lambda a, y=y: scipy.stats.spearmanr(a, y).statistic,
+                                             permutation_type="pairings", n_resamples=math.inf)
+        rho, p = spearman(x, y)
+        assert rho == pytest.approx(scipy.stats.spearmanr(x, y).statistic, abs=1e-12)
+        assert p == pytest.approx(exact.pvalue, rel=1e-9)
+    # a perfect order of four points: 2 of the 24 pairings are as extreme, not p = 0 as the t approximation says
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == (1.0, pytest.approx(1 / 12))
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == (-1.0, pytest.approx(1 / 12))
+    assert spearman(list(range(EXACT_UP_TO)), list(range(EXACT_UP_TO)))[1] == pytest.approx(2 / math.factorial(9))
 
 
 def check_architecture_results(folder: Path) -> dict:
@@ -144,7 +161,7 @@ def check_architecture_results(folder: Path) -> dict:
         stats = record["spearman"][factor]
         assert stats["rho_bpb"] == pytest.approx(expected.statistic, abs=1e-12)
         assert stats["rho_quality"] == pytest.approx(-expected.statistic, abs=1e-12)
-        assert stats["p"] == pytest.approx(expected.pvalue, rel=1e-9)
+        assert stats["p"] == pytest.approx(spearman([r[factor] for r in rows], [r["bpb"] for r in rows])[1])
     table = (folder / "table.md").read_text()
     assert "0.528 [?]" in table and "lower is better" in table
     for name in record["figures"]:
@@ -173,7 +190,11 @@ def test_reproduce_scripts_on_a_tiny_setting(corpus_dir, tmp_path):
 
     result = speed.run_scale(tiny, seeds=1, out=tmp_path)
     assert [row["depth"] for row in result["rows"]] == [1, 3]
-    assert all(row["cpu_fp32"] > 0 and math.isfinite(row["bpb"]) for row in result["rows"])
+    assert all(row["cpu_fp32"] == max(row["cpu_fp32_runs"]) > 0 and math.isfinite(row["bpb"])
+               for row in result["rows"])
+    (finding,) = result["findings"]  # deeper is slower, judged over the timed runs
+    assert finding["expected"] == [row["name"] for row in result["rows"]] and finding["higher_is_better"]
+    assert finding["arms"][finding["expected"][0]] == result["rows"][0]["cpu_fp32_runs"]
     assert "shortened from the paper's 510" in result["table"]
     assert (tmp_path / "speed" / "speed_vs_score.png").is_file()
 

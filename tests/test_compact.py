@@ -197,6 +197,22 @@ def test_remapped_model_gives_identical_logits_for_kept_tokens(tied, model_dir_f
             assert torch.equal(old_model(old_ids)[..., keep], new_model(new_ids))
 
 
+def test_inherit_takes_the_id_map_of_compact_json(model_dir_factory, compact_dir, tmp_path):
+    """``tinylm inherit --keep_ids compact.json`` into the source's own shape is exactly the plain remap."""
+    from tinylm.inherit.command import inherit
+
+    source = model_dir_factory("debug")
+    remapped = remap_model(source, compact_dir, tmp_path / "remapped")
+    inherit(source=str(source), target=str(remapped), out=str(tmp_path / "inherited"), layers="first",
+            criterion="l1", keep_ids=str(compact_dir / "compact.json"), tokenizer=str(compact_dir / "tokenizer.model"))
+    expected, _ = load_model_dir(remapped)
+    inherited, tokenizer = load_model_dir(tmp_path / "inherited")
+    assert tokenizer.sha256 == Tokenizer(compact_dir / "tokenizer.model").sha256
+    assert expected.state_dict().keys() == inherited.state_dict().keys()
+    for name, weight in expected.state_dict().items():
+        assert torch.equal(weight, inherited.state_dict()[name]), name
+
+
 # ---- coverage ----------------------------------------------------------------------------------------------
 def test_coverage_table_and_figure(tmp_path):
     counts = np.array([0, 50, 30, 10, 10], dtype=np.int64)

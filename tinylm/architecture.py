@@ -10,8 +10,10 @@ as the paper does.
   (``intermediate_size / hidden_size``).
 * ``sample`` — seeded random configurations inside the budget; ``grid`` — a fixed depth × expansion grid whose
   widths are solved to meet the budget (the depth/width variants of the speed table).
-* ``spearman`` — rank correlation (ties get their average rank) with its two-sided p-value.
-* ``decode_throughput`` — generated tokens/s with the KV cache under the paper's speed protocol.
+* ``spearman`` — rank correlation (ties get their average rank) with its two-sided p-value (exact for
+  small samples).
+* ``decode_speeds`` / ``decode_throughput`` — generated tokens/s with the KV cache under the paper's speed
+  protocol (every timed run / the best one).
 """
 
 from __future__ import annotations
@@ -174,9 +176,16 @@ def rank(values: Sequence[float]) -> list[float]:
     return ranks
 
 
+EXACT_UP_TO = 9  # pairs; up to here the p-value enumerates all n! pairings (9! = 362,880)
+
+
 def spearman(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
-    """Spearman's rho (Pearson correlation of the ranks) and its two-sided p-value from the t distribution with
-    n − 2 degrees of freedom. Both are NaN when either input is constant or there are fewer than three pairs."""
+    """Spearman's rho (Pearson correlation of the ranks) and its two-sided p-value.
+
+    For up to ``EXACT_UP_TO`` pairs the p-value is exact: the share of all n! pairings of the ranks whose |rho|
+    reaches the observed one (the t approximation calls a perfect rank order of four points p = 0, while one in
+    twelve random orders is as extreme). Beyond that it is the t distribution with n − 2 degrees of freedom, as
+    ``scipy.stats.spearmanr``. Both are NaN when either input is constant or there are fewer than three pairs."""
     if len(x) != len(y):
         raise TinyLMError(f"spearman: inputs have different lengths ({len(x)} and {len(y)})")
     n = len(x)
@@ -184,31 +193,47 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
         return math.nan, math.nan
     rx, ry = rank(x), rank(y)
     mean = (n + 1) / 2  # the mean of any ranking of n items
-    cov = sum((a - mean) * (b - mean) for a, b in zip(rx, ry))
     var_x, var_y = sum((a - mean) ** 2 for a in rx), sum((b - mean) ** 2 for b in ry)
     if var_x == 0 or var_y == 0:
         return math.nan, math.nan
+    cov = sum((a - mean) * (b - mean) for a, b in zip(rx, ry))
     rho = max(-1.0, min(1.0, cov / math.sqrt(var_x * var_y)))
-    dof = n - 2
+    if n <= EXACT_UP_TO:
+        return rho, _exact_p(rx, ry)
     if abs(rho) == 1.0:
         return rho, 0.0
+    dof = n - 2
     t_squared = rho * rho * dof / (1 - rho * rho)
     # P(|T| > t) for Student's t = I_{dof / (dof + t²)}(dof / 2, 1 / 2)
     return rho, float(betainc(dof / 2, 0.5, dof / (dof + t_squared)))
 
 
+def _exact_p(rx: list[float], ry: list[float]) -> float:
+    """P(|cov| ≥ observed |cov|) over every pairing of ``ry`` with ``rx`` (ties kept as they are)."""
+    import itertools
+
+    import numpy as np
+
+    centred_x = np.asarray(rx) - np.mean(rx)
+    centred_y = np.asarray(ry) - np.mean(ry)
+    pairings = np.array(list(itertools.permutations(range(len(ry)))), dtype=np.int8)
+    covariances = centred_y[pairings] @ centred_x
+    observed = abs(float(centred_x @ centred_y))
+    return float(np.mean(np.abs(covariances) >= observed - 1e-9))
+
+
 # ---- decoding speed -----------------------------------------------------------------------------------------
-def decode_throughput(model: Transformer, batch_size: int = 20, prefix: int = 2, new_tokens: int = 510,
-                      repeats: int = 1) -> float:
-    """Generated tokens per second (batch × new tokens ÷ wall time, best of ``repeats``) of greedy decoding with
-    the KV cache from a random ``prefix``-token prompt. The paper's protocol: batch 20, 2-token prefix, 510 new
-    tokens. A short warm-up run comes first so one-off allocations are not timed."""
+def decode_speeds(model: Transformer, batch_size: int = 20, prefix: int = 2, new_tokens: int = 510,
+                  repeats: int = 1) -> list[float]:
+    """Generated tokens per second (batch × new tokens ÷ wall time) of each of ``repeats`` timed runs of greedy
+    decoding with the KV cache from a random ``prefix``-token prompt. The paper's protocol: batch 20, 2-token
+    prefix, 510 new tokens. A short warm-up run comes first so one-off allocations are not timed."""
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(0)
     prompt = torch.randint(model.config.vocab_size, (batch_size, prefix), generator=generator).to(device)
     model.eval()
     generate(model, prompt, min(new_tokens, 8))
-    best = math.inf
+    speeds = []
     for _ in range(repeats):
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -216,5 +241,11 @@ def decode_throughput(model: Transformer, batch_size: int = 20, prefix: int = 2,
         generate(model, prompt, new_tokens)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        best = min(best, time.perf_counter() - start)
-    return batch_size * new_tokens / best
+        speeds.append(batch_size * new_tokens / (time.perf_counter() - start))
+    return speeds
+
+
+def decode_throughput(model: Transformer, batch_size: int = 20, prefix: int = 2, new_tokens: int = 510,
+                      repeats: int = 1) -> float:
+    """The best of ``decode_speeds`` (tokens/s): the least disturbed run."""
+    return max(decode_speeds(model, batch_size, prefix, new_tokens, repeats))

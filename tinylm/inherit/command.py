@@ -44,8 +44,8 @@ def inherit(
         calibration_size: number of calibration blocks.
         seq_len: tokens per calibration block.
         batch_size: calibration blocks per backward pass.
-        keep_ids: a JSON file with the vocabulary ids to keep (a list, or an object with "keep_ids"), for a
-            compact tokenizer; needs ``tokenizer``.
+        keep_ids: a JSON file with the vocabulary ids to keep (a list, an object with "keep_ids", or the
+            ``compact.json`` that ``tinylm tokenizer compact`` writes), for a compact tokenizer; needs ``tokenizer``.
         tokenizer: the tokenizer written into the new model dir (default: the source's).
         seed: calibration sampling seed.
     """
@@ -96,7 +96,7 @@ def _read_keep_ids(path: str) -> list[int]:
         data = json.loads(file.read_text())
     except json.JSONDecodeError as err:
         raise TinyLMError(f"keep_ids file {file} is not JSON ({err}); give a JSON list of vocabulary ids") from None
-    ids = data.get("keep_ids") if isinstance(data, dict) else data
+    ids = data.get("keep_ids", data.get("id_map")) if isinstance(data, dict) else data  # id_map: compact.json
     if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
         raise TinyLMError(f"keep_ids file {file} holds no list of integer ids; give a JSON list of vocabulary ids")
     return ids
