@@ -1,8 +1,10 @@
-"""``python -m reproduce <experiment> [--scale smoke|small|paper] [--seeds N] [--out results]`` or ``... all``.
+"""``python -m reproduce <experiment> [--scale smoke|small|paper] [--seeds N] [--out DIR]`` or ``... all``.
 
 ``all`` runs every experiment in dependency order (tokenizers and source models are cached, so later experiments
 reuse what earlier ones built), then writes ``<out>/REPORT.md``; ``report`` only rewrites ``<out>/REPORT.md`` from
-the ``results.json`` files already there (after experiments were run one by one).
+the ``results.json`` files already there (after experiments were run one by one). ``<out>`` is ``results/`` for
+small and paper scale (and for ``report``) and ``runs/smoke/`` for smoke scale, so a smoke run never overwrites the
+committed results.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import time
 import traceback
 from pathlib import Path
 
-from reproduce.common import DEFAULT_SEEDS, SCALES, write_results
+from reproduce.common import DEFAULT_SEEDS, OUT_HELP, SCALES, default_out, write_results
 from reproduce.report import summary, write_report
 
 # PAPER.md §6, in dependency order
@@ -37,18 +39,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", choices=SCALES, default="smoke")
     parser.add_argument("--seeds", type=int, default=None,
                         help="seeds per setting (default: 1 smoke, 2 small, 3 paper)")
-    parser.add_argument("--out", type=Path, default=Path("results"))
+    parser.add_argument("--out", type=Path, default=None, help=OUT_HELP)
     parser.add_argument("--skip", default="", help="comma-separated experiments to leave out of `all`")
     parser.add_argument("--model", action="append", default=[], help="extra model dir(s) for `final`")
     parser.add_argument("--source", type=Path, default=None,
                         help="a LLaMA-format model dir to inherit from (layer_skip, layer_selection, inheritance)")
     args = parser.parse_args(argv)
     seeds = args.seeds or DEFAULT_SEEDS[args.scale]
+    if args.experiment == "report":  # rewrites the committed report unless --out names another folder
+        out = args.out or Path("results")
+        if not list(out.glob("*/results.json")):
+            print(f"python -m reproduce: error: no results.json under {out}/; run `python -m reproduce <experiment>` "
+                  "first or give --out", file=sys.stderr)
+            return 2
+        print(f"report: {write_report(out)}")
+        return 0
+    args.out = args.out or default_out(args.scale)
     if args.source is not None:
         importlib.import_module("reproduce.inheritance").SOURCE_DIR = args.source
-    if args.experiment == "report":
-        print(f"report: {write_report(args.out)}")
-        return 0
     names = [e for e in EXPERIMENTS if e not in args.skip.split(",")] if args.experiment == "all" else [args.experiment]
     failed = []
     for index, name in enumerate(names, 1):

@@ -24,6 +24,14 @@ import torch
 
 SCALES = ("smoke", "small", "paper")
 DEFAULT_SEEDS = {"smoke": 1, "small": 2, "paper": 3}
+OUT_HELP = "results folder (default: results for small and paper scale; runs/smoke for smoke, which must not " \
+           "overwrite the committed results)"
+
+
+def default_out(scale: str) -> Path:
+    """Where results go unless ``--out`` says otherwise: smoke runs prove the pipeline and stay out of the
+    committed ``results/``."""
+    return Path("runs") / "smoke" if scale == "smoke" else Path("results")
 
 
 def shown(text: str | Path) -> str:
@@ -84,12 +92,13 @@ def main(experiment: str, run: Callable[[str, int, Path], dict], argv: list[str]
     parser = argparse.ArgumentParser(prog=f"python -m reproduce {experiment}")
     parser.add_argument("--scale", choices=SCALES, default="smoke")
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds (default: 1 smoke, 2 small, 3 paper)")
-    parser.add_argument("--out", type=Path, default=Path("results"))
+    parser.add_argument("--out", type=Path, default=None, help=OUT_HELP)
     args = parser.parse_args(argv)
     seeds = args.seeds or DEFAULT_SEEDS[args.scale]
+    out = args.out or default_out(args.scale)
     start = time.perf_counter()
-    result = run(args.scale, seeds, args.out)
-    folder = write_results(args.out, experiment, result, args.scale, seeds, time.perf_counter() - start)
+    result = run(args.scale, seeds, out)
+    folder = write_results(out, experiment, result, args.scale, seeds, time.perf_counter() - start)
     print(result.get("table", ""))
     print(f"\nreproduce: {experiment} results in {folder}")
     return result

@@ -163,3 +163,19 @@ def test_ladder_judges_every_step_and_the_whole_recipe():
     rows[1]["bpb_seeds"] = [3.5, 3.51]  # +tokenizer worse than base (and so +arch "improves" on it)
     verdicts = [judge(f, "small").verdict for f in findings(rows)]
     assert verdicts == [NOT_REPRODUCED, REPRODUCED, REPRODUCED, REPRODUCED, REPRODUCED]
+
+
+def test_smoke_runs_stay_out_of_the_committed_results(tmp_path, monkeypatch):
+    """Without --out, smoke writes under runs/smoke (git-ignored); small and paper write results/."""
+    from reproduce.__main__ import main
+    from reproduce.common import default_out
+
+    assert default_out("smoke") == Path("runs/smoke") and default_out("small") == default_out("paper") == Path("results")
+    monkeypatch.chdir(tmp_path)
+    assert main(["report"]) == 2 and not (tmp_path / "results").exists()  # nothing to report on
+    (tmp_path / "results" / "inheritance").mkdir(parents=True)
+    record = {"experiment": "inheritance", "scale": "small", "seeds": 2, "wall_seconds": 1.0, "hardware": "CPU",
+              "table": "| ours |", "findings": []}
+    (tmp_path / "results" / "inheritance" / "results.json").write_text(json.dumps(record))
+    assert main(["report"]) == 0 and (tmp_path / "results" / "REPORT.md").is_file()
+    assert not (tmp_path / "runs").exists()
