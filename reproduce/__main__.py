@@ -16,7 +16,7 @@ import time
 import traceback
 from pathlib import Path
 
-from reproduce.common import DEFAULT_SEEDS, OUT_HELP, SCALES, default_out, write_results
+from reproduce.common import DEFAULT_SEEDS, OUT_HELP, RESULTS, SCALES, default_out, write_results
 from reproduce.report import summary, write_report
 
 # PAPER.md §6, in dependency order
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     seeds = args.seeds or DEFAULT_SEEDS[args.scale]
     if args.experiment == "report":  # rewrites the committed report unless --out names another folder
-        out = args.out or Path("results")
+        out = args.out or RESULTS
         if not list(out.glob("*/results.json")):
             print(f"python -m reproduce: error: no results.json under {out}/; run `python -m reproduce <experiment>` "
                   "first or give --out", file=sys.stderr)

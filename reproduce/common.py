@@ -28,10 +28,13 @@ OUT_HELP = "results folder (default: results for small and paper scale; runs/smo
            "overwrite the committed results)"
 
 
+RESULTS = Path("results")  # the committed small-scale results and REPORT.md
+
+
 def default_out(scale: str) -> Path:
     """Where results go unless ``--out`` says otherwise: smoke runs prove the pipeline and stay out of the
     committed ``results/``."""
-    return Path("runs") / "smoke" if scale == "smoke" else Path("results")
+    return Path("runs") / "smoke" if scale == "smoke" else RESULTS
 
 
 def shown(text: str | Path) -> str:

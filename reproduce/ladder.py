@@ -20,7 +20,9 @@ The model dirs are kept under ``$TINYLM_CACHE/ladder/<scale>/`` for ``reproduce/
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 import shutil
 import statistics
 from dataclasses import dataclass, field
@@ -77,9 +79,9 @@ SCALES = {
 }
 
 
-def _data(scale: Scale, tokenizer: str | None, seed: int) -> TextDataModule:
-    data = TextDataModule(sources=scale.sources.split(";"), tokenizer=tokenizer, vocab_size=scale.big_vocab or 0,
-                          seq_len=scale.seq_len, batch_size=scale.batch_size, seed=seed)
+def _data(scale: Scale, tokenizer: Path, seed: int) -> TextDataModule:
+    data = TextDataModule(sources=scale.sources.split(";"), tokenizer=str(tokenizer), seq_len=scale.seq_len,
+                          batch_size=scale.batch_size, seed=seed)
     data.prepare_data()
     data.setup()
     return data
@@ -110,11 +112,11 @@ def train(config: ModelConfig | str, data: TextDataModule, scale: Scale, steps: 
 def source_model(scale: Scale, big: TextDataModule, cache: Path, runs: Path) -> Path:
     """The larger model to inherit from, trained with the big tokenizer (once per scale: it is the given
     pretrained model, like the paper's PanGu-π-7B, not part of any step's budget)."""
-    config = ModelConfig(**scale.source)
-    key = f"source-{big.tokenizer.sha256[:12]}-L{config.num_layers}-d{config.hidden_size}-{scale.source_steps}"
-    folder = cache / key
+    settings = [big.tokenizer.sha256, scale.sources, scale.source, scale.source_steps, scale.seq_len,
+                scale.batch_size, scale.lr]
+    folder = cache / f"source-{hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]}"
     if not (folder / "model.safetensors").is_file():
-        _, path = train(config, big, scale, scale.source_steps, 0, runs / "source")
+        _, path = train(ModelConfig(**scale.source), big, scale, scale.source_steps, 0, runs / "source")
         shutil.move(path, folder)
     return folder
 
@@ -140,15 +142,14 @@ def ablation_scores(model_dir: Path, limit: int | None) -> dict[str, float] | No
     return scores
 
 
-def run_seed(scale: Scale, seed: int, cache: Path, runs: Path) -> dict[str, dict[str, Any]]:
-    from reproduce.tokenizer import cut
+def run_seed(scale: Scale, seed: int, big_path: Path, compact_dir: Path, cache: Path,
+             runs: Path) -> dict[str, dict[str, Any]]:
+    """Train every step of the ladder for one seed; the model dirs are kept under ``cache/seed<seed>/``."""
     from tinylm.inherit.command import inherit
     from tinylm.rounds import MultiRoundTraining
 
-    tokenizer = big_tokenizer(scale)
-    big = _data(scale, str(tokenizer.path), seed)
-    compact_dir, compacted = cut(tokenizer, scale.sources, compact_size(tokenizer))
-    small = _data(scale, str(compact_dir / "tokenizer.model"), seed)
+    big = _data(scale, big_path, seed)
+    small = _data(scale, compact_dir / "tokenizer.model", seed)
     rounds = MultiRoundTraining(rounds=2, rate=0.5, seed=seed, out_dir=str(runs / f"rounds-{seed}"))
     budget = sum(rounds.round_steps(small.num_train_blocks, scale.batch_size))  # one pass + a half pass
     base, deep = ModelConfig(**scale.base), ModelConfig(**scale.deep)
@@ -164,7 +165,7 @@ def run_seed(scale: Scale, seed: int, cache: Path, runs: Path) -> dict[str, dict
                      "model_dir": str(kept)}
 
     bpb, path = train(base, big, scale, budget, seed, runs / f"base-{seed}")
-    record("base", bpb, path, base.with_vocab(tokenizer.vocab_size))
+    record("base", bpb, path, base.with_vocab(big.tokenizer.vocab_size))
     bpb, path = train(base, small, scale, budget, seed, runs / f"tok-{seed}")
     record("+tokenizer", bpb, path, base.with_vocab(small.tokenizer.vocab_size))
     bpb, path = train(deep, small, scale, budget, seed, runs / f"arch-{seed}")
@@ -174,7 +175,8 @@ def run_seed(scale: Scale, seed: int, cache: Path, runs: Path) -> dict[str, dict
     inherited = runs / f"inherited-{seed}"
     inherit(source=str(source_dir), target=str(cache / f"seed{seed}" / "arch"), out=str(inherited),
             layers="both-ends", criterion="taylor", calibration=scale.sources.split(";")[0],
-            seq_len=scale.seq_len, keep_ids=str(compact_dir / "compact.json"), tokenizer=str(compact_dir / "tokenizer.model"), seed=seed)
+            seq_len=scale.seq_len, keep_ids=str(compact_dir / "compact.json"),
+            tokenizer=str(compact_dir / "tokenizer.model"), seed=seed)
     bpb, path = train(deep, small, scale, budget, seed, runs / f"inherit-{seed}", init_from=str(inherited))
     record("+inherit", bpb, path, deep.with_vocab(small.tokenizer.vocab_size))
     bpb, path = train(deep, small, scale, budget, seed, runs / f"rounds-{seed}-run", init_from=str(inherited),
@@ -182,13 +184,13 @@ def run_seed(scale: Scale, seed: int, cache: Path, runs: Path) -> dict[str, dict
     record("+rounds", bpb, path, deep.with_vocab(small.tokenizer.vocab_size))
     for step in STEPS:
         out[step]["tokens"] = budget * scale.batch_size * scale.seq_len
-    out["tokenizers"] = {"big": tokenizer.vocab_size, "compact": small.tokenizer.vocab_size,
-                         "coverage": compacted["counted_coverage"], "inflation": compacted["verify"]["inflation"]}
     return out
 
 
 def run(scale: str, seeds: int, out: Path) -> dict[str, Any]:
     import tempfile
+
+    from reproduce.tokenizer import cut
 
     if scale == "paper":
         raise SystemExit("ladder --scale paper needs the 1.6T-token corpus and a GPU cluster; run each step with "
@@ -196,8 +198,12 @@ def run(scale: str, seeds: int, out: Path) -> dict[str, Any]:
     settings = SCALES[scale]
     folder = experiment_dir(out, EXPERIMENT)
     cache = Path(default_cache_dir()) / "ladder" / scale
+    big = big_tokenizer(settings)
+    compact_dir, compacted = cut(big, settings.sources, compact_size(big))
+    tokenizers = {"big": big.vocab_size, "compact": compacted["vocab_size"],
+                  "coverage": compacted["counted_coverage"], "inflation": compacted["verify"]["inflation"]}
     with tempfile.TemporaryDirectory(prefix="tinylm-ladder-") as runs:
-        per_seed = [run_seed(settings, seed, cache, Path(runs)) for seed in range(seeds)]
+        per_seed = [run_seed(settings, seed, big.path, compact_dir, cache, Path(runs)) for seed in range(seeds)]
     rows = []
     for step in STEPS:
         bpbs = [s[step]["bpb"] for s in per_seed]
@@ -211,7 +217,6 @@ def run(scale: str, seeds: int, out: Path) -> dict[str, Any]:
                      "ablation_avg": statistics.fmean(averages) if averages else None, "ablation_seeds": averages,
                      "tasks": tasks, "model_dirs": [s[step]["model_dir"] for s in per_seed], "paper": PAPER[step]})
     figure = plot(rows, folder)
-    tokenizers = per_seed[0]["tokenizers"]
     big = "mistral-common's inherited" if settings.big_vocab is None else "a corpus-trained (smoke)"
     lines = [f"Corpus `{settings.sources}`; {big} {tokenizers['big']:,}-piece tokenizer → compact "
              f"{tokenizers['compact']:,} pieces (the paper's 48k-of-100,883 share), covering "

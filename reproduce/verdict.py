@@ -98,8 +98,6 @@ def judge(finding: dict[str, Any], scale: str) -> Verdict:
     claim, tag = finding["claim"], finding.get("tag", "?")
     if finding["kind"] == "ordering":
         verdict, why = judge_ordering(finding["arms"], finding["expected"], finding["higher_is_better"])
-    elif finding["kind"] == "correlation" and "x" not in finding:  # written before the data were stored
-        verdict, why = INCONCLUSIVE, "an older results file without the data points; rerun the experiment"
     elif finding["kind"] == "correlation":
         verdict, why = judge_correlation(finding["x"], finding["y"], finding["expected_sign"])
     elif finding["kind"] == "threshold":

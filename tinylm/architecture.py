@@ -18,12 +18,14 @@ as the paper does.
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import time
 from dataclasses import dataclass
 from typing import Sequence
 
+import numpy as np
 import torch
 from scipy.special import betainc
 
@@ -210,10 +212,6 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
 
 def _exact_p(rx: list[float], ry: list[float]) -> float:
     """P(|cov| ≥ observed |cov|) over every pairing of ``ry`` with ``rx`` (ties kept as they are)."""
-    import itertools
-
-    import numpy as np
-
     centred_x = np.asarray(rx) - np.mean(rx)
     centred_y = np.asarray(ry) - np.mean(ry)
     pairings = np.array(list(itertools.permutations(range(len(ry)))), dtype=np.int8)
