@@ -34,9 +34,10 @@ def save_model_dir(
     model: Transformer,
     tokenizer: Tokenizer | None,
     provenance: dict[str, Any] | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Write ``model`` (weights as they are) and its tokenizer to ``directory`` atomically."""
-    return write_model_dir(directory, model.config, model.state_dict(), tokenizer, provenance)
+    return write_model_dir(directory, model.config, model.state_dict(), tokenizer, provenance, overwrite)
 
 
 def write_model_dir(
@@ -45,8 +46,12 @@ def write_model_dir(
     state: dict[str, torch.Tensor],
     tokenizer: Tokenizer | None,
     provenance: dict[str, Any] | None = None,
+    overwrite: bool = False,
 ) -> Path:
-    """Write a config, a state dict with HF names, a tokenizer and provenance as a model dir, atomically."""
+    """Write a config, a state dict with HF names, a tokenizer and provenance as a model dir, atomically.
+
+    An existing non-empty ``directory`` is refused unless ``overwrite`` and tinylm wrote it (``tinylm.io``).
+    """
     directory = Path(directory)
     if tokenizer is not None and tokenizer.vocab_size > config.vocab_size:
         raise TinyLMError(
@@ -56,7 +61,7 @@ def write_model_dir(
     state = {name: tensor.detach().contiguous().cpu() for name, tensor in state.items()}
     if config.tie_embeddings:
         state.pop("lm_head.weight", None)  # HF re-ties it from embed_tokens on load
-    with atomic_dir(directory) as tmp:
+    with atomic_dir(directory, overwrite) as tmp:
         (tmp / "config.json").write_text(json.dumps(config.to_hf(), indent=2) + "\n")
         save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         if tokenizer is not None:

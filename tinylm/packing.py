@@ -43,7 +43,7 @@ def pack(sources: list[Source], tokenizer: Tokenizer, cache_dir: str | os.PathLi
         return folder
     dtype = token_dtype(tokenizer.vocab_size)
     train_docs, val_docs = split_documents(sources, val_every)
-    with atomic_dir(folder) as tmp:
+    with atomic_dir(folder, overwrite=True, what="cache folder") as tmp:  # our own cache, incomplete
         meta = {"sources": [s.spec for s in sources], "tokenizer": str(tokenizer.path),
                 "tokenizer_sha256": tokenizer.sha256, "vocab_size": tokenizer.vocab_size, "dtype": dtype.name,
                 "val_every": val_every}
