@@ -1,7 +1,8 @@
 """Task names → lm-eval Task/Group objects: tinylm's local tasks first, then lm-eval's registry.
 
-The local tasks are the YAMLs in ``eval/`` (indexed with ``include_defaults=False``, which takes milliseconds;
-lm-eval's full index takes ~15 s and is built only when a name is not local). A name written
+The local tasks are the YAMLs beside this file, shipped as package data so an installed wheel has them
+(``eval/README.md`` documents them). They are indexed with ``include_defaults=False``, which takes milliseconds
+(lm-eval's full index takes ~15 s and is built only when a name is not local). A name written
 ``lm_eval:<name>`` skips the local tasks. The data folder reaches each task's loader through the task
 metadata (``data_dir``).
 """
@@ -15,7 +16,7 @@ from typing import Any
 
 from tinylm.errors import TinyLMError
 
-EVAL_DIR = Path(__file__).resolve().parents[2] / "eval"
+EVAL_DIR = Path(__file__).resolve().parent  # the task YAMLs live beside this module
 REGISTRY_PREFIX = "lm_eval:"
 
 # The paper's final table (PAPER.md §5): benchmark → (group, task, metric reported in the table).
