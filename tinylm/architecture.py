@@ -10,7 +10,7 @@ as the paper does.
   (``intermediate_size / hidden_size``).
 * ``sample`` — seeded random configurations inside the budget; ``grid`` — a fixed depth × expansion grid whose
   widths are solved to meet the budget (the depth/width variants of the speed table).
-* ``spearman`` — rank correlation (ties get their average rank) with its two-sided p-value (exact for
+* ``spearman`` — rank correlation (``scipy.stats``) with its two-sided p-value (exact permutation p for
   small samples).
 * ``decode_speeds`` / ``decode_throughput`` — generated tokens/s with the KV cache under the paper's speed
   protocol (every timed run / the best one).
@@ -18,16 +18,14 @@ as the paper does.
 
 from __future__ import annotations
 
-import itertools
 import math
 import random
 import time
 from dataclasses import dataclass
 from typing import Sequence
 
-import numpy as np
 import torch
-from scipy.special import betainc
+import scipy.stats
 
 from tinylm.errors import TinyLMError
 from tinylm.generate import generate
@@ -164,60 +162,31 @@ def grid(space: ShapeSpace, depths: Sequence[int], expansions: Sequence[float]) 
 
 # ---- rank correlation ---------------------------------------------------------------------------------------
 def rank(values: Sequence[float]) -> list[float]:
-    """1-based ranks; tied values share the average of the ranks they span."""
-    order = sorted(range(len(values)), key=lambda i: values[i])
-    ranks = [0.0] * len(values)
-    start = 0
-    while start < len(order):
-        stop = start
-        while stop + 1 < len(order) and values[order[stop + 1]] == values[order[start]]:
-            stop += 1
-        for position in range(start, stop + 1):
-            ranks[order[position]] = (start + stop) / 2 + 1
-        start = stop + 1
-    return ranks
+    """1-based ranks; tied values share the average of the ranks they span (``scipy.stats.rankdata``)."""
+    return [float(r) for r in scipy.stats.rankdata(values)] if len(values) else []
 
 
 EXACT_UP_TO = 9  # pairs; up to here the p-value enumerates all n! pairings (9! = 362,880)
 
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
-    """Spearman's rho (Pearson correlation of the ranks) and its two-sided p-value.
+    """Spearman's rho and its two-sided p-value (``scipy.stats.spearmanr``).
 
-    For up to ``EXACT_UP_TO`` pairs the p-value is exact: the share of all n! pairings of the ranks whose |rho|
-    reaches the observed one (the t approximation calls a perfect rank order of four points p = 0, while one in
-    twelve random orders is as extreme). Beyond that it is the t distribution with n − 2 degrees of freedom, as
-    ``scipy.stats.spearmanr``. Both are NaN when either input is constant or there are fewer than three pairs."""
+    For up to ``EXACT_UP_TO`` pairs the p-value is exact, a permutation test over all n! pairings (the t
+    approximation calls a perfect rank order of four points p = 0, while one in twelve random orders is as
+    extreme); beyond that it is spearmanr's t approximation. Both are NaN when either input is constant or there
+    are fewer than three pairs."""
     if len(x) != len(y):
         raise TinyLMError(f"spearman: inputs have different lengths ({len(x)} and {len(y)})")
-    n = len(x)
-    if n < 3:
+    if len(x) < 3 or len(set(x)) < 2 or len(set(y)) < 2:
         return math.nan, math.nan
-    rx, ry = rank(x), rank(y)
-    mean = (n + 1) / 2  # the mean of any ranking of n items
-    var_x, var_y = sum((a - mean) ** 2 for a in rx), sum((b - mean) ** 2 for b in ry)
-    if var_x == 0 or var_y == 0:
-        return math.nan, math.nan
-    cov = sum((a - mean) * (b - mean) for a, b in zip(rx, ry))
-    rho = max(-1.0, min(1.0, cov / math.sqrt(var_x * var_y)))
-    if n <= EXACT_UP_TO:
-        return rho, _exact_p(rx, ry)
-    if abs(rho) == 1.0:
-        return rho, 0.0
-    dof = n - 2
-    t_squared = rho * rho * dof / (1 - rho * rho)
-    # P(|T| > t) for Student's t = I_{dof / (dof + t²)}(dof / 2, 1 / 2)
-    return rho, float(betainc(dof / 2, 0.5, dof / (dof + t_squared)))
-
-
-def _exact_p(rx: list[float], ry: list[float]) -> float:
-    """P(|cov| ≥ observed |cov|) over every pairing of ``ry`` with ``rx`` (ties kept as they are)."""
-    centred_x = np.asarray(rx) - np.mean(rx)
-    centred_y = np.asarray(ry) - np.mean(ry)
-    pairings = np.array(list(itertools.permutations(range(len(ry)))), dtype=np.int8)
-    covariances = centred_y[pairings] @ centred_x
-    observed = abs(float(centred_x @ centred_y))
-    return float(np.mean(np.abs(covariances) >= observed - 1e-9))
+    result = scipy.stats.spearmanr(x, y)
+    rho = float(result.statistic)
+    if len(x) > EXACT_UP_TO:
+        return rho, float(result.pvalue)
+    exact = scipy.stats.permutation_test((list(x),), lambda a: scipy.stats.spearmanr(a, y).statistic,
+                                         permutation_type="pairings", n_resamples=math.inf)
+    return rho, float(exact.pvalue)
 
 
 # ---- decoding speed -----------------------------------------------------------------------------------------
