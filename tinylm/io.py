@@ -4,8 +4,9 @@ Every folder tinylm writes is built in a temp path beside the target, gets a ``.
 renamed into place only when complete. An existing target is replaced only with ``overwrite=True`` *and* only
 when it carries that marker (or is empty); ``.``, ``..``, the filesystem root, the home folder and any parent of
 the working directory are never targets. ``check_output_dir`` runs the same checks up front, so a command can
-refuse a bad ``--out`` before it spends an hour of work; temp folders left by a killed write (``.<name>.*``)
-are cleaned at the next write to the same target. Files and folders get the usual modes (0644 / 0755).
+refuse a bad ``--out`` before it spends an hour of work; temp folders and files left by a killed write
+(``.<name>.tinylm-tmp.<pid>.*``, ``.<name>.tinylm-old.<pid>``) are cleaned at the next write to the same
+target. Files and folders get the usual modes (0644 / 0755).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from tinylm.errors import TinyLMError
 
@@ -41,27 +42,33 @@ def is_tinylm_dir(path: str | os.PathLike) -> bool:
     return (Path(path) / MARKER).is_file() or (Path(path) / "tinylm.json").is_file()
 
 
-def _protected(target: Path) -> str | None:
+def _protected(target: Path, protect: Iterable[str | os.PathLike] = ()) -> str | None:
     """Why ``target`` may never be written as a whole, or None."""
     resolved = target.resolve()
     cwd = Path.cwd().resolve()
-    if str(target) in (".", "..") or resolved == cwd:
+    if target.name in ("", ".", "..") or resolved == cwd:
         return "it is the working directory or its parent"
     if resolved == Path(resolved.anchor) or resolved == Path.home().resolve():
         return "it is the filesystem root or the home folder"
     if resolved in cwd.parents:
         return "it contains the working directory"
+    for keep in protect:
+        keep = Path(keep).expanduser().resolve()
+        if resolved == keep or resolved in keep.parents:
+            return f"it is or contains {keep}, which this run also writes"
     return None
 
 
-def check_output_dir(target: str | os.PathLike, overwrite: bool = False, what: str = "--out") -> Path:
+def check_output_dir(target: str | os.PathLike, overwrite: bool = False, what: str = "--out",
+                     protect: Iterable[str | os.PathLike] = ()) -> Path:
     """Refuse an output folder before any work starts; returns the target as a Path.
 
-    Refused: a protected path; a file where a folder is expected; an existing non-empty folder without
+    Refused: a protected path (``.``, ``..``, root, home, a parent of the working directory, or equal to or a
+    parent of any path in ``protect``); a file where a folder is expected; an existing non-empty folder without
     ``overwrite``; with ``overwrite``, a non-empty folder tinylm did not write; a location that cannot be written.
     """
     target = Path(target).expanduser()
-    reason = _protected(target)
+    reason = _protected(target, protect)
     if reason:
         raise TinyLMError(f"{what} {target} is refused: {reason}; name a new folder for the output")
     if target.exists() and not target.is_dir():
@@ -73,11 +80,7 @@ def check_output_dir(target: str | os.PathLike, overwrite: bool = False, what: s
         if not is_tinylm_dir(target):
             raise TinyLMError(f"{what} {target} was not written by tinylm (no {MARKER} marker); tinylm never "
                               "replaces it, even with --overwrite; name a new folder")
-    parent = _existing_ancestor(target.parent)
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise TinyLMError(f"{what} {target} cannot be written ({parent} is read-only); choose a writable location")
-    if not parent.is_dir():
-        raise TinyLMError(f"{what} {target} cannot be created: {parent} is a file; choose another location")
+    _check_writable_parent(target, what)
     return target
 
 
@@ -88,12 +91,18 @@ def check_output_file(target: str | os.PathLike, overwrite: bool = True, what: s
         raise TinyLMError(f"{what} {target} is a folder; name a file")
     if target.exists() and not overwrite:
         raise TinyLMError(f"{what} {target} exists; name a new file or pass --overwrite")
+    _check_writable_parent(target, what)
+    if target.exists() and not os.access(target, os.W_OK):
+        raise TinyLMError(f"{what} {target} cannot be written (read-only file); choose a writable location")
+    return target
+
+
+def _check_writable_parent(target: Path, what: str) -> None:
     parent = _existing_ancestor(target.parent)
     if not parent.is_dir():
         raise TinyLMError(f"{what} {target} cannot be created: {parent} is a file; choose another location")
-    if not os.access(parent, os.W_OK | os.X_OK) or (target.exists() and not os.access(target, os.W_OK)):
-        raise TinyLMError(f"{what} {target} cannot be written (read-only location); choose a writable location")
-    return target
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise TinyLMError(f"{what} {target} cannot be written ({parent} is read-only); choose a writable location")
 
 
 def _existing_ancestor(path: Path) -> Path:
@@ -103,24 +112,29 @@ def _existing_ancestor(path: Path) -> Path:
     return path
 
 
-def clean_stale(target: Path) -> None:
-    """Remove temp folders/files a killed write to ``target`` left behind (``.<name>.XXXX``, ``.<name>.old.PID``)."""
+# Temp names carry the writer's pid, so a later write can tell a dead writer's leftovers from a live one's:
+#   .<name>.tinylm-tmp.<pid>.<random>   a folder or file being written
+#   .<name>.tinylm-old.<pid>            the replaced folder, between the swap and its removal
+TEMP, OLD = "tinylm-tmp", "tinylm-old"
+
+
+def clean_stale(target: str | os.PathLike) -> None:
+    """Remove what a killed write to ``target`` left behind; a live process's temp files are kept."""
+    target = Path(target)
     if not target.parent.is_dir():
         return
-    for leftover in target.parent.glob(f".{target.name}.*"):
-        if leftover.is_dir() and not leftover.is_symlink():
-            pid = leftover.name.rsplit(".", 1)[-1]
-            if ".old." not in leftover.name and not is_tinylm_temp(leftover):
-                continue  # not ours: a user's own dot-folder that happens to share the prefix
+    for kind in (TEMP, OLD):
+        prefix = f".{target.name}.{kind}."
+        for leftover in target.parent.iterdir():
+            if not leftover.name.startswith(prefix):
+                continue
+            pid = leftover.name[len(prefix):].split(".", 1)[0]
             if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
                 continue  # another live process is writing it right now
-            shutil.rmtree(leftover, ignore_errors=True)
-        elif leftover.is_file() and leftover.name.endswith(".tinylm-tmp"):
-            leftover.unlink(missing_ok=True)
-
-
-def is_tinylm_temp(path: Path) -> bool:
-    return path.name.endswith(".tinylm-tmp") or (path / MARKER).is_file() or (path / ".tinylm-writing").is_file()
+            if leftover.is_dir() and not leftover.is_symlink():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
 
 
 def _alive(pid: int) -> bool:
@@ -134,26 +148,30 @@ def _alive(pid: int) -> bool:
 
 
 @contextmanager
-def atomic_dir(target: str | os.PathLike, overwrite: bool = False, what: str = "--out") -> Iterator[Path]:
+def atomic_dir(target: str | os.PathLike, overwrite: bool = False, what: str = "--out",
+               protect: Iterable[str | os.PathLike] = ()) -> Iterator[Path]:
     """Yield an empty temp folder; on success it becomes ``target`` (marked as tinylm's), on error it is removed.
 
-    An existing non-empty ``target`` is replaced only with ``overwrite=True`` and only when tinylm wrote it.
+    An existing non-empty ``target`` is replaced only with ``overwrite=True`` and only when tinylm wrote it;
+    ``protect`` names paths the target may neither be nor contain (see ``check_output_dir``).
     """
-    target = check_output_dir(target, overwrite, what)
+    target = check_output_dir(target, overwrite, what, protect)
     target.parent.mkdir(parents=True, exist_ok=True)
     clean_stale(target)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=f".{os.getpid()}", dir=target.parent))
-    (tmp / ".tinylm-writing").touch()
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.{TEMP}.{os.getpid()}.", dir=target.parent))
     try:
         yield tmp
-        (tmp / ".tinylm-writing").unlink()
         (tmp / MARKER).write_text("written by tinylm; `--overwrite` may replace this folder\n")
         _umask_modes(tmp)
-        check_output_dir(target, overwrite, what)  # the target may have appeared while we worked
+        check_output_dir(target, overwrite, what, protect)  # the target may have appeared while we worked
         if target.exists():
-            old = target.with_name(f".{target.name}.old.{os.getpid()}")
+            old = target.with_name(f".{target.name}.{OLD}.{os.getpid()}")
             os.replace(target, old)
-            os.replace(tmp, target)
+            try:
+                os.replace(tmp, target)
+            except BaseException:
+                os.replace(old, target)  # put the previous folder back
+                raise
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, target)
@@ -166,8 +184,11 @@ def atomic_dir(target: str | os.PathLike, overwrite: bool = False, what: str = "
 def atomic_file(target: str | os.PathLike, mode: str = "w") -> Iterator:
     """Open a temp file beside ``target``; it replaces ``target`` (mode 0644) only if the block succeeds."""
     target = Path(target)
+    if target.is_dir():
+        raise TinyLMError(f"{target} is a folder; name a file")
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tinylm-tmp", dir=target.parent)
+    clean_stale(target)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{TEMP}.{os.getpid()}.", dir=target.parent)
     try:
         with os.fdopen(fd, mode) as handle:
             yield handle
