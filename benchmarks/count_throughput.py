@@ -23,7 +23,7 @@ import numpy as np
 
 from tinylm.compact import count_frequencies
 from tinylm.corpus import Source, resolve
-from tinylm.tokenizer import Tokenizer
+from tinylm.tokenizer import load_tokenizer
 
 
 def mistral_tokenizer() -> str:
@@ -44,7 +44,7 @@ def official_count(path: str) -> dict:
 def official_tokenize(args: tuple[str, list[str], str]) -> None:
     """The pre-tokenization the official counting needs: one JSON line of token ids per document."""
     model, docs, path = args
-    tokenizer = Tokenizer(model)
+    tokenizer = load_tokenizer(model)
     with open(path, "w") as handle:
         for ids in tokenizer.sp.encode(docs, num_threads=1):
             handle.write(json.dumps({"tokens": ids}) + "\n")
@@ -57,7 +57,7 @@ def main() -> None:
     parser.add_argument("--shard_chars", type=int, default=1_000_000)
     args = parser.parse_args()
     model = args.tokenizer or mistral_tokenizer()
-    tokenizer = Tokenizer(model)
+    tokenizer = load_tokenizer(model)
 
     start = time.perf_counter()
     docs = [d for s in resolve("builtin") for d in s.documents() if d.strip()]

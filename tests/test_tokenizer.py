@@ -6,7 +6,7 @@ import pytest
 
 from tests.conftest import MIXED_TEXT
 from tinylm.errors import TinyLMError
-from tinylm.tokenizer import Tokenizer, train_tokenizer
+from tinylm.tokenizer import load_tokenizer, train_tokenizer
 
 
 def test_round_trip_is_lossless_on_mixed_text(tokenizer):
@@ -46,7 +46,7 @@ def test_empty_corpus(tmp_path):
 def test_not_a_sentencepiece_file(tmp_path):
     (tmp_path / "bad.model").write_text("not a model")
     with pytest.raises(TinyLMError, match="not a SentencePiece model"):
-        Tokenizer(tmp_path / "bad.model")
+        load_tokenizer(tmp_path / "bad.model")
 
 
 def test_vocab_smaller_than_the_characters_needed(tmp_path):

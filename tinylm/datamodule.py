@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tinylm.corpus import Source, resolve, split_documents
 from tinylm.errors import TinyLMError
 from tinylm.packing import PackedBlocks, open_stream, pack
-from tinylm.tokenizer import Tokenizer, train_tokenizer
+from tinylm.tokenizer import Tokenizer, load_tokenizer, train_tokenizer
 
 
 def default_cache_dir() -> str:
@@ -85,13 +85,13 @@ class TextDataModule(L.LightningDataModule):
     def resolve_tokenizer(self) -> Tokenizer:
         """The given tokenizer, or one trained on the training documents and cached by their fingerprint."""
         if self.tokenizer_path is not None:
-            return Tokenizer(self.tokenizer_path)
+            return load_tokenizer(self.tokenizer_path)
         sources = self._sources()
         key = hashlib.sha256(json.dumps([[s.fingerprint for s in sources], self.vocab_size, self.val_every,
                                          "bpe-v1"]).encode()).hexdigest()[:20]
         path = self.cache_dir / "tokenizers" / f"{key}.model"
         if path.is_file():
-            return Tokenizer(path)
+            return load_tokenizer(path)
         train_docs, _ = split_documents(sources, self.val_every)
         return train_tokenizer(train_docs, path, vocab_size=self.vocab_size)
 

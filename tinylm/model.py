@@ -126,7 +126,8 @@ class ModelConfig:
             "hidden_act": "silu",
             "max_position_embeddings": self.max_seq_len,
             "rms_norm_eps": self.norm_eps,
-            "rope_theta": self.rope_theta,
+            "rope_theta": self.rope_theta,  # transformers < 5 reads this key, 5 reads rope_parameters
+            "rope_parameters": {"rope_type": "default", "rope_theta": self.rope_theta},
             "tie_word_embeddings": self.tie_embeddings,
             "attention_bias": False,
             "mlp_bias": False,
@@ -138,8 +139,9 @@ class ModelConfig:
     def from_hf(cls, hf: dict) -> "ModelConfig":
         if hf.get("model_type", "llama") not in ("llama", "mistral"):
             raise TinyLMError(f"config.json: model_type {hf.get('model_type')!r} is not a LLaMA-style model")
-        if hf.get("rope_scaling"):
-            raise TinyLMError("config.json: rope_scaling is not supported by tinylm; use a model without it")
+        rope = hf.get("rope_parameters") or {}  # transformers 5 spells RoPE here; older configs at the top level
+        if hf.get("rope_scaling") or rope.get("rope_type", "default") != "default":
+            raise TinyLMError("config.json: RoPE scaling is not supported by tinylm; use a model without it")
         hidden, heads = hf["hidden_size"], hf["num_attention_heads"]
         return cls(
             head_dim=hf.get("head_dim"),
@@ -149,7 +151,7 @@ class ModelConfig:
             num_heads=heads,
             num_kv_heads=hf.get("num_key_value_heads", heads),
             intermediate_size=hf["intermediate_size"],
-            rope_theta=float(hf.get("rope_theta", 10000.0)),
+            rope_theta=float(rope.get("rope_theta", hf.get("rope_theta", 10000.0))),
             norm_eps=float(hf.get("rms_norm_eps", 1e-5)),
             max_seq_len=hf.get("max_position_embeddings", 2048),
             tie_embeddings=bool(hf.get("tie_word_embeddings", False)),

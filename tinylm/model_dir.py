@@ -2,11 +2,12 @@
 
     config.json          LlamaConfig keys
     model.safetensors    HF parameter names (model.layers.N.self_attn.q_proj.weight, ...)
-    tokenizer.model      SentencePiece, plus tokenizer_config.json / special_tokens_map.json for AutoTokenizer
-    tinylm.json          provenance: recipe, parent model, vocab map, tokens seen, seed ...
+    tokenizer.model      SentencePiece, and/or tokenizer.json (Hugging Face, e.g. byte-level BPE), plus
+                         tokenizer_config.json / special_tokens_map.json for AutoTokenizer
+    tinylm.json          provenance: recipe, parent model, vocab map, tokenizer sha256, tokens seen, seed ...
 
 So transformers' LlamaForCausalLM, lm-eval's ``hf`` backend and a user's own LLaMA checkpoints need no
-converter. Writes are atomic; loading never unpickles (safetensors, or torch.load(weights_only=True)).
+converter. Wherever a model dir is read, ``builtin:<name>`` names a built-in pretrained model (``tinylm.convert``). Writes are atomic; loading never unpickles (safetensors, or torch.load(weights_only=True)).
 """
 
 from __future__ import annotations
@@ -24,9 +25,18 @@ from safetensors.torch import load_file, save_file
 from tinylm.errors import TinyLMError
 from tinylm.io import atomic_dir
 from tinylm.model import ModelConfig, Transformer
-from tinylm.tokenizer import Tokenizer
+from tinylm.tokenizer import BUILTIN_PREFIX, Tokenizer, load_tokenizer
 
 PROVENANCE = "tinylm.json"
+
+
+def resolve_model_dir(directory: str | os.PathLike) -> Path:
+    """The folder a model-dir argument names: ``builtin:smollm2-135m`` is converted once into the cache."""
+    if str(directory).startswith(BUILTIN_PREFIX):
+        from tinylm.convert import builtin_model_dir
+
+        return builtin_model_dir(str(directory)[len(BUILTIN_PREFIX):])
+    return Path(directory).expanduser()
 
 
 def save_model_dir(
@@ -68,12 +78,14 @@ def write_model_dir(
             tokenizer.save_hf(tmp)
         record = {"tinylm_format": 1, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
                   "num_params": config.num_params(), **(provenance or {})}
+        if tokenizer is not None:
+            record["tokenizer_sha256"] = tokenizer.sha256  # checked on load
         (tmp / PROVENANCE).write_text(json.dumps(record, indent=2, default=str) + "\n")
     return directory
 
 
 def load_config(directory: str | os.PathLike) -> ModelConfig:
-    path = Path(directory) / "config.json"
+    path = resolve_model_dir(directory) / "config.json"
     if not path.is_file():
         raise TinyLMError(f"not a model dir: {path} is missing; point at a dir written by tinylm or transformers")
     try:
@@ -84,7 +96,7 @@ def load_config(directory: str | os.PathLike) -> ModelConfig:
 
 def load_state_dict(directory: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read weights from model.safetensors (single or sharded) or, without unpickling, pytorch_model.bin."""
-    directory = Path(directory)
+    directory = resolve_model_dir(directory)
     single, index = directory / "model.safetensors", directory / "model.safetensors.index.json"
     try:
         if single.is_file():
@@ -111,8 +123,12 @@ def load_model_dir(
     dtype: torch.dtype = torch.float32,
     with_tokenizer: bool = True,
 ) -> tuple[Transformer, Tokenizer | None]:
-    """Load a model dir into a tinylm ``Transformer`` (and its tokenizer, when one is there)."""
-    directory = Path(directory)
+    """Load a model dir into a tinylm ``Transformer`` (and its tokenizer, when one is there).
+
+    A tokenizer whose sha256 differs from the one ``tinylm.json`` records is refused: the rows would be read
+    under the wrong ids. A dir without provenance (a plain transformers export) is taken as it is.
+    """
+    directory = resolve_model_dir(directory)
     config = load_config(directory)
     state = load_state_dict(directory)
     if config.tie_embeddings:
@@ -138,8 +154,13 @@ def load_model_dir(
         model.lm_head.weight = model.model.embed_tokens.weight
     model.rope = type(model.rope)(config.head_dim, config.rope_theta)  # rebuild the non-persistent buffer
     tokenizer = None
-    if with_tokenizer and (directory / "tokenizer.model").is_file():
-        tokenizer = Tokenizer(directory / "tokenizer.model")
+    if with_tokenizer and any((directory / name).is_file() for name in ("tokenizer.model", "tokenizer.json")):
+        tokenizer = load_tokenizer(directory)
+        recorded = read_provenance(directory).get("tokenizer_sha256")
+        if recorded is not None and recorded != tokenizer.sha256:
+            raise TinyLMError(f"{directory}: {tokenizer.path.name} (sha256 {tokenizer.sha256[:12]}…) is not the "
+                              f"tokenizer the model was written with (sha256 {recorded[:12]}…); put the model's own "
+                              "tokenizer back")
         if tokenizer.vocab_size > config.vocab_size:
             raise TinyLMError(
                 f"{directory}: tokenizer has {tokenizer.vocab_size} pieces but the model only {config.vocab_size} "
@@ -149,5 +170,5 @@ def load_model_dir(
 
 
 def read_provenance(directory: str | os.PathLike) -> dict[str, Any]:
-    path = Path(directory) / PROVENANCE
+    path = resolve_model_dir(directory) / PROVENANCE
     return json.loads(path.read_text()) if path.is_file() else {}

@@ -12,7 +12,7 @@ from tinylm.inherit.mask_learner import learned_importance, load_masks
 from tinylm.inherit.materialize import save_inherited
 from tinylm.inherit.plan import resolve_target
 from tinylm.model_dir import load_model_dir
-from tinylm.tokenizer import Tokenizer
+from tinylm.tokenizer import load_tokenizer
 
 
 def inherit(
@@ -65,7 +65,7 @@ def inherit(
     ids = _read_keep_ids(keep_ids) if keep_ids is not None else None
     new_tokenizer = source_tokenizer
     if tokenizer is not None:
-        new_tokenizer = Tokenizer(tokenizer)
+        new_tokenizer = load_tokenizer(tokenizer)
     elif ids is not None:
         raise TinyLMError("--keep_ids changes the vocabulary; give the matching compact tokenizer with --tokenizer")
     provenance = {"parent": str(source), "criterion": criterion, "layer_strategy": layers, "seed": seed}
