@@ -45,11 +45,12 @@ def _usage() -> str:
 
 
 def run_lightning(args: list[str] | None) -> None:
+    from lightning.pytorch.cli import LightningCLI
+
     from tinylm.datamodule import TextDataModule
     from tinylm.lm import LanguageModel
-    from tinylm.runs import RunCLI
 
-    RunCLI(
+    LightningCLI(
         LanguageModel,
         TextDataModule,
         subclass_mode_model=True,
