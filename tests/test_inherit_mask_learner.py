@@ -94,7 +94,7 @@ def test_mask_learner_recipe_runs_under_tinylm_fit(corpus_dir, model_dir_factory
     main(["fit", "--config", recipe, "--model.source", source, "--data.tokenizer", source,
           "--data.sources", str(corpus_dir), "--data.cache_dir", str(tmp_path / "cache"), "--data.seq_len", "32",
           "--model.target", '{"num_layers": 2, "intermediate_size": 256}', "--model.model_dir", str(tmp_path / "out"),
-          "--trainer.default_root_dir", str(tmp_path), "--trainer.logger.init_args.save_dir", str(tmp_path),
+          "--trainer.default_root_dir", str(tmp_path),
           "--trainer.max_steps", "2", "--trainer.val_check_interval", "2", "--trainer.limit_val_batches", "1",
           "--trainer.enable_progress_bar", "false"])
     pruned, _ = load_model_dir(tmp_path / "out")

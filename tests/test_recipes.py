@@ -12,21 +12,20 @@ import lightning as L
 import pytest
 import torch
 import yaml
-from lightning.pytorch.cli import LightningCLI
-
 from tinylm.datamodule import TextDataModule
 from tinylm.lm import LanguageModel
 from tinylm.model import ModelConfig
+from tinylm.runs import RunCLI, RunLogger
 
 RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").rglob("*.yaml"))
 CPU_OVERRIDES = ["--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.num_nodes", "1",
                  "--trainer.strategy", "auto", "--trainer.precision", "32-true"]
 
 
-def instantiate(recipe: Path, *extra: str) -> LightningCLI:
+def instantiate(recipe: Path, *extra: str) -> RunCLI:
     wants_gpu = yaml.safe_load(recipe.read_text()).get("trainer", {}).get("accelerator") == "gpu"
     args = ["--config", str(recipe), *(CPU_OVERRIDES if wants_gpu else []), *extra]
-    return LightningCLI(LanguageModel, TextDataModule, subclass_mode_model=True, run=False, args=args,
+    return RunCLI(LanguageModel, TextDataModule, subclass_mode_model=True, run=False, args=args,
                         save_config_callback=None, parser_kwargs={"default_env": False})
 
 
@@ -38,6 +37,15 @@ def test_there_are_recipes():
 def test_recipe_parses_and_instantiates(recipe):
     cli = instantiate(recipe)
     assert isinstance(cli.model, L.LightningModule) and isinstance(cli.datamodule, TextDataModule)
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: str(p.relative_to(p.parents[1])))
+def test_one_setting_moves_everything_a_run_writes(recipe, tmp_path):
+    raw = yaml.safe_load(recipe.read_text())["trainer"]
+    assert "logger" not in raw  # a recipe that pins the logger's save_dir would not move with the root
+    cli = instantiate(recipe, "--trainer.default_root_dir", str(tmp_path / "elsewhere"))
+    logger = cli.trainer.logger
+    assert isinstance(logger, RunLogger) and Path(logger.log_dir) == tmp_path / "elsewhere" / "logs" / "version_0"
 
 
 def test_paper_recipe_is_pangu_pi_1b_pro_on_the_meta_device():

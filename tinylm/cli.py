@@ -29,6 +29,7 @@ COMMANDS: dict[str, str | dict[str, str]] = {
     "inherit": "tinylm.inherit.command:inherit",
     "convert": "tinylm.convert:convert_command",
     "eval": "tinylm.evaluation.command:evaluate",
+    "pro": "tinylm.pro:pro",
 }
 
 
@@ -45,12 +46,11 @@ def _usage() -> str:
 
 
 def run_lightning(args: list[str] | None) -> None:
-    from lightning.pytorch.cli import LightningCLI
-
     from tinylm.datamodule import TextDataModule
     from tinylm.lm import LanguageModel
+    from tinylm.runs import RunCLI
 
-    LightningCLI(
+    RunCLI(
         LanguageModel,
         TextDataModule,
         subclass_mode_model=True,

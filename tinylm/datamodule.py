@@ -159,8 +159,15 @@ class TextDataModule(L.LightningDataModule):
     test_dataloader = val_dataloader
 
     # ---- checkpointed state: the round plan and the position inside the epoch --------------------------
+    def settings(self) -> dict[str, Any]:
+        """What decides the samples and their order: a resume must keep them to continue the same run."""
+        return {"sources": self.sources_spec, "tokenizer": self.tokenizer.sha256 if self.tokenizer else None,
+                "seq_len": self.seq_len, "batch_size": self.batch_size, "val_every": self.val_every,
+                "text_field": self.text_field, "seed": self.seed}
+
     def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {"round_plan": None if self.round_plan is None else self.round_plan.tolist()}
+        state: dict[str, Any] = {"round_plan": None if self.round_plan is None else self.round_plan.tolist(),
+                                 "settings": self.settings()}
         if self.trainer is not None:
             loop = self.trainer.fit_loop.epoch_loop
             # saved from on_train_batch_end: the batch that just ran counts as processed, not yet completed
@@ -169,6 +176,13 @@ class TextDataModule(L.LightningDataModule):
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        current = self.settings()
+        for name, saved in state.get("settings", {}).items():
+            if saved != current[name] and not (name == "tokenizer" and current[name] is None):
+                shown = "a different tokenizer" if name == "tokenizer" else f"data.{name}={current[name]}"
+                raise TinyLMError(f"the checkpoint was trained with data.{name}={saved}, this run asks for {shown}; "
+                                  "resume with the checkpoint's data settings, or start a new run without "
+                                  "--ckpt_path")
         self.set_round_plan(state.get("round_plan"))
         if "epoch" in state:
             self._resume = (state["epoch"], state["batches_done"])

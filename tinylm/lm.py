@@ -17,6 +17,7 @@ import torch
 from torchmetrics import SumMetric
 
 from tinylm.errors import TinyLMError
+from tinylm.io import check_output_dir
 from tinylm.model import ModelConfig, Transformer, cross_entropy, linear_cross_entropy
 from tinylm.model_dir import load_model_dir, write_model_dir
 from tinylm.optim import PAPER_BS0_TOKENS, adamw, scaled_lr, warmup_cosine
@@ -38,8 +39,12 @@ class LanguageModel(L.LightningModule):
         lr_scaling_bs0: bs0 of the rule, in tokens per optimizer step (the paper: 1M).
         attention: ``sdpa`` | ``eager`` | ``xformers``.
         compile: wrap the network in ``torch.compile``.
-        model_dir: where the trained model dir goes (default: ``<log dir>/model``).
+        model_dir: where the trained model dir goes (default: ``<log dir>/model``); refused up front when it
+            exists and is not empty, unless ``overwrite`` and tinylm wrote it.
+        overwrite: replace an existing ``model_dir`` that tinylm wrote (``tinylm fit --overwrite true``).
     """
+
+    zero_lr_allowed = False  # a learning rate of 0 trains nothing here; MaskLearner still trains its masks
 
     def __init__(
         self,
@@ -56,9 +61,14 @@ class LanguageModel(L.LightningModule):
         attention: str = "sdpa",
         compile: bool = False,
         model_dir: str | None = None,
+        overwrite: bool = False,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["overwrite"])
+        self.overwrite = overwrite
+        if lr < 0 or (lr == 0 and not self.zero_lr_allowed) or not 0 <= min_lr:
+            raise TinyLMError(f"model.lr={lr} / model.min_lr={min_lr}: the learning rate must be positive and the "
+                              "floor non-negative (e.g. --model.lr 1e-3)")
         if isinstance(config, dict):  # from a checkpoint's hyperparameters
             config = ModelConfig(**config)
         self.config = ModelConfig.from_preset(config) if isinstance(config, str) else config
@@ -166,16 +176,51 @@ class LanguageModel(L.LightningModule):
 
     # ---- state and output ------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        bad = [name for name, p in self.named_parameters() if not torch.isfinite(p).all()]
+        if bad:  # a checkpoint is what a resume starts from: never store a diverged model
+            raise TinyLMError(f"weights became non-finite ({bad[0]}) at step {self.global_step}; no checkpoint was "
+                              "written; lower model.lr, keep gradient clipping, or resume from an earlier checkpoint")
         checkpoint["tokens_seen"] = self.tokens_seen
         checkpoint["model_config"] = asdict(self.config)
+        checkpoint["batch_layout"] = self.batch_layout()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get("model_config")
+        if saved is not None:
+            for name, value in asdict(self.config).items():
+                if saved.get(name, value) != value:
+                    raise TinyLMError(
+                        f"the checkpoint was trained with {name}={saved[name]}, this run asks for {name}={value}; "
+                        f"resume with the checkpoint's {name}, or start a new run without --ckpt_path")
+        layout = checkpoint.get("batch_layout")
+        if layout is not None and self._trainer is not None and layout != self.batch_layout():
+            raise TinyLMError(
+                f"the checkpoint was trained on {layout['world_size']} process(es) with accumulate_grad_batches="
+                f"{layout['accumulate']}, this run has {self.trainer.world_size} and "
+                f"{self.trainer.accumulate_grad_batches}; the data order and step count depend on them, so resume "
+                "with the same --trainer.devices × --trainer.num_nodes and accumulation, or start a new run")
         self.tokens_seen = checkpoint.get("tokens_seen", 0)
 
+    def batch_layout(self) -> dict[str, int]:
+        """What splits the global batch: a resume must keep it to continue the same data order and plan."""
+        return {"world_size": self.trainer.world_size, "accumulate": self.trainer.accumulate_grad_batches}
+
+    def setup(self, stage: str) -> None:
+        if stage != "fit":
+            return
+        if self.trainer.max_steps == 0:
+            raise TinyLMError("trainer.max_steps=0 trains nothing; give a positive number of steps")
+        # Paths are resolved here, on every rank: trainer.log_dir is a collective, so it must never be called
+        # from rank-0-only code (on_fit_end would hang or crash under DDP). The model dir is checked now, before
+        # any training, so a bad --model.model_dir costs nothing.
+        log_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)
+        self.model_dir_path = Path(self.hparams.model_dir) if self.hparams.model_dir else log_dir / "model"
+        keep = [log_dir] + [cb.dirpath for cb in self.trainer.checkpoint_callbacks if cb.dirpath]
+        check_output_dir(self.model_dir_path, self.overwrite, "--model.model_dir", protect=keep)
+
     def output_dir(self) -> Path:
-        if self.hparams.model_dir:
-            return Path(self.hparams.model_dir)
-        return Path(self.trainer.log_dir or self.trainer.default_root_dir) / "model"
+        """Where ``on_fit_end`` writes the model dir (resolved in ``setup``)."""
+        return self.model_dir_path
 
     def provenance(self) -> dict[str, Any]:
         datamodule = self.trainer.datamodule
@@ -190,9 +235,10 @@ class LanguageModel(L.LightningModule):
         }
 
     def on_fit_end(self) -> None:
-        state = self.trainer.strategy.lightning_module_state_dict()  # gathers a full state dict under FSDP
-        if self.trainer.is_global_zero:
+        state = self.trainer.strategy.lightning_module_state_dict()  # every rank: gathers under FSDP
+        if self.trainer.is_global_zero:  # no collective below this line
             prefix = "net._orig_mod." if self.hparams.compile else "net."
             weights = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-            path = write_model_dir(self.output_dir(), self.config, weights, self.tokenizer, self.provenance())
+            path = write_model_dir(self.output_dir(), self.config, weights, self.tokenizer, self.provenance(),
+                                   overwrite=self.overwrite)
             print(f"tinylm: model dir written to {path}")

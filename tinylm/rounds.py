@@ -169,10 +169,6 @@ class MultiRoundTraining(L.Callback):
         self.groups: np.ndarray | None = None
         self.records: dict[int, dict[str, torch.Tensor]] = {}  # round → its plan's losses and draws
 
-    @property
-    def state_key(self) -> str:
-        return self._generate_state_key(rounds=self.rounds, sampling=self.sampling)
-
     # ---- the schedule ----------------------------------------------------------------------------------
     def group_size(self, batch_size: int) -> int:
         """Samples per scored and drawn group."""
@@ -202,6 +198,8 @@ class MultiRoundTraining(L.Callback):
         data = trainer.datamodule
         if data is None or not hasattr(data, "set_round_plan"):
             raise TinyLMError("MultiRoundTraining needs a TextDataModule (trainer.fit(..., datamodule=...))")
+        # resolved on every rank: trainer.log_dir is a collective, and only rank 0 writes (in write())
+        self.folder = Path(self.out_dir or Path(trainer.log_dir or trainer.default_root_dir) / "rounds")
         self.groups = make_groups(data.num_train_blocks, self.group_size(data.batch_size), self.seed)
         steps = sum(self.round_steps(data.num_train_blocks, data.batch_size, trainer.world_size,
                                      trainer.accumulate_grad_batches))
@@ -260,7 +258,7 @@ class MultiRoundTraining(L.Callback):
 
     def write(self, trainer: L.Trainer, round_index: int, loss: torch.Tensor, drawn: torch.Tensor,
               plan: np.ndarray) -> None:
-        folder = Path(self.out_dir or Path(trainer.log_dir or trainer.default_root_dir) / "rounds")
+        folder = self.folder
         probs = sampling_probs(loss, self.temperature) if self.sampling == "loss" else \
             torch.full((len(loss),), 1.0 / len(loss), dtype=torch.float64)
         with atomic_file(folder / f"round_{round_index}.npz", "wb") as handle:
@@ -269,8 +267,18 @@ class MultiRoundTraining(L.Callback):
                      temperature=self.temperature, sampling=self.sampling, seed=self.seed)
 
     # ---- checkpointed state ----------------------------------------------------------------------------
+    def settings(self) -> dict[str, Any]:
+        """What decides the plan: a resume with other values would not continue the same run."""
+        return {"rounds": self.rounds, "rate": self.rates, "granularity": self.granularity,
+                "temperature": self.temperature, "sampling": self.sampling, "seed": self.seed}
+
     def state_dict(self) -> dict[str, Any]:
-        return {"records": {r: dict(v) for r, v in self.records.items()}}
+        return {"records": {r: dict(v) for r, v in self.records.items()}, "settings": self.settings()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name, saved in state.get("settings", {}).items():
+            if saved != self.settings()[name]:
+                raise TinyLMError(f"the checkpoint was trained with rounds setting {name}={saved}, this run asks for "
+                                  f"{name}={self.settings()[name]}; resume with the checkpoint's value, or start a "
+                                  "new run without --ckpt_path")
         self.records = {int(r): dict(v) for r, v in state.get("records", {}).items()}

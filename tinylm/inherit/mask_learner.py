@@ -58,7 +58,10 @@ class MaskLearner(LanguageModel):
         temperature: hard-concrete temperature β.
         attention: ``sdpa`` | ``eager`` | ``xformers``.
         model_dir: where the pruned model dir goes (default: ``<log dir>/model``).
+        overwrite: replace an existing ``model_dir`` that tinylm wrote.
     """
+
+    zero_lr_allowed = True  # lr 0 freezes the weights' values while the masks still train
 
     def __init__(
         self,
@@ -78,9 +81,10 @@ class MaskLearner(LanguageModel):
         temperature: float = TEMPERATURE,
         attention: str = "sdpa",
         model_dir: str | None = None,
+        overwrite: bool = False,
     ) -> None:
         super().__init__(init_from=source, lr=lr, min_lr=min_lr, warmup=warmup, betas=betas, eps=eps,
-                         weight_decay=weight_decay, attention=attention, model_dir=model_dir)
+                         weight_decay=weight_decay, attention=attention, model_dir=model_dir, overwrite=overwrite)
         # LightningCLI records only this class's arguments as hparams; the parent's code reads these two
         self.hparams.update(init_from=source, compile=False)
         if not 0 <= target_warmup <= 1:
@@ -196,13 +200,14 @@ class MaskLearner(LanguageModel):
 
     # ---- output ----------------------------------------------------------------------------------------
     def on_fit_end(self) -> None:
-        if not self.trainer.is_global_zero:
+        if not self.trainer.is_global_zero:  # the path was resolved in setup on every rank: no collective here
             return
         plan = self.plan()
         state = {name: tensor.detach().cpu() for name, tensor in self.net.state_dict().items()}
         provenance = {**self.provenance(), "parent": str(self.hparams.source), "criterion": "learned",
                       "masks": MASKS_FILE}
-        path = save_inherited(self.output_dir(), state, self.source_config, plan, self.tokenizer, provenance)
+        path = save_inherited(self.output_dir(), state, self.source_config, plan, self.tokenizer, provenance,
+                              overwrite=self.overwrite)
         save_masks(path / MASKS_FILE, {n: g.log_alpha for n, g in self.masks.items()}, self.hparams.temperature)
         print(f"tinylm: pruned model dir written to {path}")
 

@@ -88,6 +88,7 @@ def save_inherited(
     plan: Plan,
     tokenizer: Tokenizer | None,
     provenance: dict[str, Any],
+    overwrite: bool = False,
 ) -> Path:
     """Materialize and write the small model dir atomically; tinylm.json records the plan and ``provenance``."""
     small, small_state = materialize_state(state, config, plan)
@@ -95,7 +96,7 @@ def save_inherited(
         "hidden_size": config.hidden_size, "num_layers": config.num_layers, "num_heads": config.num_heads,
         "num_kv_heads": config.num_kv_heads, "intermediate_size": config.intermediate_size,
         "vocab_size": config.vocab_size}}
-    return write_model_dir(out, small, small_state, tokenizer, record)
+    return write_model_dir(out, small, small_state, tokenizer, record, overwrite=overwrite)
 
 
 def _rows(heads: list[int], head_dim: int) -> Tensor:

@@ -1,0 +1,139 @@
+"""Where a ``tinylm fit`` run writes, and which earlier run ``--ckpt_path last|auto`` resumes.
+
+Everything a run writes lives under one folder, ``--trainer.default_root_dir`` (the recipe's ``runs/<name>``)::
+
+    <root>/logs/version_<N>/   metrics.csv, hparams.yaml, config.yaml, checkpoints/, rounds/, model/
+
+A fresh run takes the next ``version_<N>``, so it never touches an earlier run. ``--ckpt_path last`` resumes
+the newest version that holds ``checkpoints/last.ckpt`` and keeps logging into that same version (metrics are
+appended, not replaced); with nothing to resume it is an error. ``--ckpt_path auto`` resumes when there is
+something to resume and starts a fresh version otherwise (litgpt's ``resume: auto``).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import zipfile
+from pathlib import Path
+
+from jsonargparse import Namespace
+from lightning.fabric.loggers.logger import rank_zero_experiment
+from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+
+from tinylm.errors import TinyLMError
+
+LOGS = "logs"
+LAST = "last.ckpt"
+
+
+def versions(root: str | os.PathLike) -> list[int]:
+    """The run versions under ``<root>/logs``, oldest first."""
+    folder = Path(root) / LOGS
+    if not folder.is_dir():
+        return []
+    found = (re.fullmatch(r"version_(\d+)", p.name) for p in folder.iterdir() if p.is_dir())
+    return sorted(int(m.group(1)) for m in found if m)
+
+
+def last_checkpoint(root: str | os.PathLike) -> tuple[int, Path] | None:
+    """(version, its last.ckpt) of the newest run under ``root`` that can be resumed, or None."""
+    for version in reversed(versions(root)):
+        path = Path(root) / LOGS / f"version_{version}" / "checkpoints" / LAST
+        if path.is_file():
+            return version, path
+    return None
+
+
+def resolve_resume(root: str | os.PathLike, ckpt_path: str | None) -> tuple[str | None, int | None]:
+    """Turn ``--ckpt_path`` into (checkpoint file or None, the log version to continue or None for a new one)."""
+    if ckpt_path in ("last", "auto"):
+        found = last_checkpoint(root)
+        if found is None:
+            if ckpt_path == "auto":
+                return None, None
+            raise TinyLMError(f"--ckpt_path last: nothing to resume under {Path(root) / LOGS} (no "
+                              f"version_*/checkpoints/{LAST}); drop --ckpt_path to start a new run, use "
+                              "--ckpt_path auto to resume only when possible, or check --trainer.default_root_dir")
+        version, path = found
+        return str(path), version
+    if ckpt_path is None:
+        return None, None
+    check_checkpoint_file(ckpt_path)
+    return ckpt_path, None
+
+
+def check_checkpoint_file(path: str | os.PathLike) -> None:
+    """Refuse a missing or truncated checkpoint before anything is built (torch checkpoints are zip files)."""
+    path = Path(path)
+    if not path.is_file():
+        raise TinyLMError(f"--ckpt_path {path} does not exist; give a .ckpt file, or 'last' / 'auto' to resume "
+                          "the latest run under --trainer.default_root_dir")
+    if not zipfile.is_zipfile(path):
+        raise TinyLMError(f"--ckpt_path {path} is truncated or not a Lightning checkpoint; pick another "
+                          "checkpoint (e.g. an earlier one in the same checkpoints/ folder)")
+
+
+class RunLogger(CSVLogger):
+    """``CSVLogger`` under ``<root>/logs/version_<N>`` that appends to an existing ``metrics.csv`` on resume
+    (Lightning's own deletes it when the version folder exists)."""
+
+    def __init__(self, save_dir: str, name: str = LOGS, version: int | None = None, **kwargs) -> None:
+        super().__init__(save_dir, name=name, version=version, **kwargs)
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _AppendingWriter(log_dir=self.log_dir)
+        return self._experiment
+
+
+class _AppendingWriter(ExperimentWriter):
+    def _check_log_dir_exists(self) -> None:
+        metrics = Path(self.metrics_file_path)
+        if metrics.is_file():  # continue the file: its header is the set of keys logged so far
+            with open(metrics, newline="") as handle:
+                self.metrics_keys = list(csv.DictReader(handle).fieldnames or [])
+
+
+def check_steps(max_steps: int | None) -> None:
+    if max_steps is not None and (max_steps == 0 or max_steps < -1):
+        raise TinyLMError(f"--trainer.max_steps {max_steps} trains nothing; give a positive number of steps "
+                          "(or -1 to let max_epochs or the rounds callback decide)")
+
+
+class RunCLI(LightningCLI):
+    """LightningCLI with tinylm's run rules: one root for everything, ``--ckpt_path last|auto``, ``--overwrite``.
+
+    The checks run before anything is built, so a refused command writes nothing.
+    """
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_argument("--overwrite", type=bool, default=False,
+                            help="replace an existing model dir (--model.model_dir) that tinylm wrote")
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        trainer = config.trainer
+        root = trainer.default_root_dir or "."
+        version = None
+        if self.subcommand is None:  # run=False: only the classes are built
+            pass
+        elif self.subcommand == "fit":
+            check_steps(trainer.max_steps)
+            config.ckpt_path, version = resolve_resume(root, config.ckpt_path)
+        else:
+            if config.ckpt_path not in (None, "last", "best"):
+                check_checkpoint_file(config.ckpt_path)
+        if self.subcommand == "fit" and config.ckpt_path is not None:
+            self.save_config_callback = None  # the run's config.yaml stays the one it started with
+        if trainer.logger is None or trainer.logger is True:
+            trainer.logger = Namespace(class_path="tinylm.runs.RunLogger",
+                                       init_args=Namespace(save_dir=str(root), name=LOGS, version=version))
+        if config.overwrite:
+            config.model.init_args.overwrite = True
