@@ -26,7 +26,7 @@ from tinylm.compact import (
 from tinylm.corpus import Source
 from tinylm.errors import TinyLMError
 from tinylm.model_dir import load_model_dir, read_provenance
-from tinylm.tokenizer import Tokenizer
+from tinylm.tokenizer import Tokenizer, load_tokenizer
 
 TRICKY = [
     MIXED_TEXT,
@@ -58,7 +58,7 @@ def mistral() -> Tokenizer:
     spec = importlib.util.find_spec("mistral_common")
     if spec is None:
         pytest.skip("mistral-common is not installed (pip install --no-deps mistral-common)")
-    return Tokenizer(Path(spec.submodule_search_locations[0]) / "data" / "tokenizer.model.v1")
+    return load_tokenizer(Path(spec.submodule_search_locations[0]) / "data" / "tokenizer.model.v1")
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +106,7 @@ def test_parallel_counting_resumes_per_shard(tokenizer, corpus_docs, tmp_path):
 
 # ---- compaction --------------------------------------------------------------------------------------------
 def test_compact_keeps_specials_bytes_and_top_pieces(tokenizer, compact_dir):
-    new = Tokenizer(compact_dir)
+    new = load_tokenizer(compact_dir)
     record = json.loads((compact_dir / "compact.json").read_text())
     id_map = record["id_map"]
     assert new.vocab_size == len(id_map) == 600 and id_map == sorted(id_map)
@@ -121,10 +121,10 @@ def test_round_trip_is_lossless_with_byte_fallback(tokenizer, compact_dir, tmp_p
     counts = np.zeros(tokenizer.vocab_size, dtype=np.int64)
     tiny = compact_tokenizer(tokenizer, {"tokenizer_sha256": tokenizer.sha256, "counts": counts}, 300, tmp_path)
     for path in (compact_dir, tmp_path):
-        new = Tokenizer(path)
+        new = load_tokenizer(path)
         for text in LOSSLESS:
             assert new.decode(new.encode_one(text)) == text
-    check = verify_compaction(tokenizer, Tokenizer(tmp_path), TRICKY)
+    check = verify_compaction(tokenizer, load_tokenizer(tmp_path), TRICKY)
     assert check["lossless"] == len(LOSSLESS) and check["changed_by_compaction"] == 0
     assert tiny["vocab_size"] == 300 and check["inflation"] > 1.0
 
@@ -135,7 +135,7 @@ def test_compact_mistral_to_8000_end_to_end(mistral, corpus_dir, tmp_path, capsy
     cli(["tokenizer", "compact", "--tokenizer", str(mistral.path), "--freq", str(tmp_path / "freq"),
          "--vocab_size", "8000", "--out", str(tmp_path / "m8k"), "--verify_chars", "300000"])
     assert "kept 8000 of 32000 pieces" in capsys.readouterr().out
-    new = Tokenizer(tmp_path / "m8k")
+    new = load_tokenizer(tmp_path / "m8k")
     record = json.loads((tmp_path / "m8k" / "compact.json").read_text())
     assert new.vocab_size == 8000 and record["verify"]["lossless"] == record["verify"]["documents"] > 0
     assert 1.0 <= record["verify"]["inflation"] < 1.5
@@ -156,7 +156,7 @@ def test_unreachable_pieces_are_swapped_for_used_ones(tokenizer, tmp_path):
     assert long in plain["id_map"] and long not in repaired["id_map"] and repaired["replaced_unreachable"] >= 1
     # kept without the repair, the piece is a dead row: not even the word it spells encodes to it
     word = proto_pieces[long][1:]  # the dummy prefix supplies the leading ▁
-    assert plain["id_map"].index(long) not in Tokenizer(tmp_path / "plain").encode_one(word)
+    assert plain["id_map"].index(long) not in load_tokenizer(tmp_path / "plain").encode_one(word)
     assert tokenizer.encode_one(word) == [long]
 
 
@@ -207,7 +207,7 @@ def test_inherit_takes_the_id_map_of_compact_json(model_dir_factory, compact_dir
             criterion="l1", keep_ids=str(compact_dir / "compact.json"), tokenizer=str(compact_dir / "tokenizer.model"))
     expected, _ = load_model_dir(remapped)
     inherited, tokenizer = load_model_dir(tmp_path / "inherited")
-    assert tokenizer.sha256 == Tokenizer(compact_dir / "tokenizer.model").sha256
+    assert tokenizer.sha256 == load_tokenizer(compact_dir / "tokenizer.model").sha256
     assert expected.state_dict().keys() == inherited.state_dict().keys()
     for name, weight in expected.state_dict().items():
         assert torch.equal(weight, inherited.state_dict()[name]), name

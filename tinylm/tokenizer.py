@@ -92,6 +92,10 @@ class Tokenizer(ABC):
     def piece(self, token_id: int) -> str: ...
 
     @abstractmethod
+    def piece_id(self, piece: str) -> int | None:
+        """The id of a piece string, or None when the vocabulary lacks it."""
+
+    @abstractmethod
     def save_hf(self, directory: str | os.PathLike) -> None:
         """Write the files transformers' AutoTokenizer loads offline into ``directory``."""
 
@@ -158,6 +162,10 @@ class SentencePieceTokenizer(Tokenizer):
 
     def piece(self, token_id: int) -> str:
         return self.sp.id_to_piece(token_id)
+
+    def piece_id(self, piece: str) -> int | None:
+        token_id = self.sp.piece_to_id(piece)
+        return token_id if self.sp.id_to_piece(token_id) == piece else None
 
     @cached_property
     def token_bytes(self) -> np.ndarray:
@@ -270,6 +278,9 @@ class HFTokenizer(Tokenizer):
 
     def piece(self, token_id: int) -> str:
         return self.backend.id_to_token(token_id)
+
+    def piece_id(self, piece: str) -> int | None:
+        return self.backend.token_to_id(piece)
 
     @cached_property
     def byte_level(self) -> bool:
