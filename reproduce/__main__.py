@@ -1,51 +1,24 @@
-"""``python -m reproduce <experiment> [--scale smoke|small|paper] [--seeds N] [--out DIR]`` or ``... all``.
+"""``python -m reproduce <experiment> [--scale smoke|small|paper] [--seeds N] [--out DIR] [--overwrite]``, ``... all``
+or ``... report``.
 
 ``all`` runs every experiment in dependency order (tokenizers and source models are cached, so later experiments
 reuse what earlier ones built), then writes ``<out>/REPORT.md``; ``report`` only rewrites ``<out>/REPORT.md`` from
-the ``results.json`` files already there (after experiments were run one by one). ``<out>`` is ``results/`` for
-small and paper scale (and for ``report``) and ``runs/smoke/`` for smoke scale, so a smoke run never overwrites the
-committed results.
+the ``results.json`` files already there. ``<out>`` is ``results/`` for small and paper scale (and for ``report``)
+and ``runs/smoke/`` for smoke scale, so a smoke run never overwrites the committed results.
 """
 
 from __future__ import annotations
 
-import argparse
-import importlib
 import sys
-import time
 import traceback
-from pathlib import Path
 
-from reproduce.common import DEFAULT_SEEDS, OUT_HELP, RESULTS, SCALES, default_out, write_results
-from reproduce.report import summary, write_report
-
-# PAPER.md §6, in dependency order
-EXPERIMENTS = ("coverage", "tokenizer", "architecture", "speed", "layer_skip", "layer_selection", "inheritance",
-               "batch_lr", "forgetting", "multi_round", "ladder", "final")
-
-
-def run_one(name: str, scale: str, seeds: int, out: Path, models: tuple[str, ...] = ()) -> float:
-    module = importlib.import_module(f"reproduce.{name}")
-    start = time.perf_counter()
-    result = module.run(scale, seeds, out, models) if name == "final" else module.run(scale, seeds, out)
-    seconds = time.perf_counter() - start
-    write_results(out, name, result, scale, seeds, seconds)
-    return seconds
+from reproduce.experiment import RESULTS, check_out, options_from, parser, run, seeds_words
+from reproduce.report import EXPERIMENTS, load, summary, write_report
+from tinylm.errors import TinyLMError
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m reproduce", description=__doc__.splitlines()[0])
-    parser.add_argument("experiment", choices=(*EXPERIMENTS, "all", "report"))
-    parser.add_argument("--scale", choices=SCALES, default="smoke")
-    parser.add_argument("--seeds", type=int, default=None,
-                        help="seeds per setting (default: 1 smoke, 2 small, 3 paper)")
-    parser.add_argument("--out", type=Path, default=None, help=OUT_HELP)
-    parser.add_argument("--skip", default="", help="comma-separated experiments to leave out of `all`")
-    parser.add_argument("--model", action="append", default=[], help="extra model dir(s) for `final`")
-    parser.add_argument("--source", type=Path, default=None,
-                        help="a LLaMA-format model dir to inherit from (layer_skip, layer_selection, inheritance)")
-    args = parser.parse_args(argv)
-    seeds = args.seeds or DEFAULT_SEEDS[args.scale]
+    args = parser(EXPERIMENTS, ("all", "report")).parse_args(argv)
     if args.experiment == "report":  # rewrites the committed report unless --out names another folder
         out = args.out or RESULTS
         if not list(out.glob("*/results.json")):
@@ -54,22 +27,32 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print(f"report: {write_report(out)}")
         return 0
-    args.out = args.out or default_out(args.scale)
-    if args.source is not None:
-        importlib.import_module("reproduce.inheritance").SOURCE_DIR = args.source
     names = [e for e in EXPERIMENTS if e not in args.skip.split(",")] if args.experiment == "all" else [args.experiment]
+    experiments = [load(name) for name in names]
+    try:  # every output is refused or accepted before an hour of work starts
+        for experiment in experiments:
+            check_out(experiment, options_from(args, experiment))
+    except TinyLMError as err:
+        print(f"python -m reproduce: error: {err}", file=sys.stderr)
+        return 2
     failed = []
-    for index, name in enumerate(names, 1):
-        print(f"[{index}/{len(names)}] {name} ({args.scale}, {seeds} seed(s)) ...", flush=True)
+    for index, experiment in enumerate(experiments, 1):
+        options = options_from(args, experiment)
+        print(f"[{index}/{len(names)}] {experiment.name} ({options.scale}, {seeds_words(experiment, options.seeds)})"
+              " ...", flush=True)
         try:
-            seconds = run_one(name, args.scale, seeds, args.out, tuple(args.model))
-            print(f"[{index}/{len(names)}] {name} done in {seconds:.0f} s", flush=True)
+            _, record = run(experiment, options)
+            print(f"[{index}/{len(names)}] {experiment.name} done in {record['wall_seconds']:.0f} s", flush=True)
         except Exception as err:  # noqa: BLE001 — one broken experiment must not hide the others' results
-            failed.append(name)
-            print(f"[{index}/{len(names)}] {name} FAILED: {type(err).__name__}: {err}", file=sys.stderr, flush=True)
+            failed.append(experiment.name)
+            print(f"[{index}/{len(names)}] {experiment.name} FAILED: {type(err).__name__}: {err}", file=sys.stderr,
+                  flush=True)
             traceback.print_exc()
-    report = write_report(args.out)
-    print(f"\n{summary(args.out)}\n\nreport: {report}")
+    out = options_from(args).out
+    if len(names) == 1 and not failed:
+        print((out / names[0] / "table.md").read_text())
+    report = write_report(out)
+    print(f"\n{summary(out)}\n\nreport: {report}")
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0

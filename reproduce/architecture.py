@@ -9,7 +9,7 @@ Sign: the paper correlates with benchmark accuracy (higher is better); bpb is lo
 reports ρ(factor, −bpb) — positive means "more of this factor, better model", the paper's orientation — next to
 the raw ρ(factor, bpb).
 
-    python -m reproduce.architecture --scale smoke|small|paper [--seeds N] [--out results]
+    python -m reproduce architecture --scale smoke|small|paper [--seeds N] [--out results]
 
 Scales: ``smoke`` proves the pipeline (6 tiny shapes, 40 steps); ``small`` is where the finding is tested
 (8 shapes of 800k body parameters, 205k tokens each: ~10 minutes on 2 CPU cores); ``paper`` holds the
@@ -19,26 +19,20 @@ GPU cluster and a corpus of that size (``TINYLM_CORPUS``, comma-separated source
 
 from __future__ import annotations
 
-import math
 import os
 import statistics
-import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
-from reproduce.common import experiment_dir, fmt, main
-from reproduce.verdict import SIGNIFICANCE, judge_results
+from reproduce import experiment
+from reproduce.experiment import Experiment, Measured, Options, Trained, fmt, pyplot, save_figure, scratch
+from reproduce.verdict import Finding
 from tinylm.architecture import ShapeSpace, expansion_rate, sample, spearman
-from tinylm.datamodule import TextDataModule
-from tinylm.io import atomic_file
-from tinylm.lm import LanguageModel
-from tinylm.model import ModelConfig, Transformer
-from tinylm.train import fit
+from tinylm.model import ModelConfig
 
-EXPERIMENT = "architecture"
 FACTORS = {"depth": "num_layers", "width": "hidden_size", "expansion": "expansion"}
 PAPER_RHO = {"depth": (0.528, "?"), "width": (None, ""), "expansion": (None, "")}
 
@@ -100,24 +94,19 @@ SCALES: dict[str, Scale] = {
 }
 
 
-@dataclass
-class Trained:
-    """A configuration trained with one seed: its held-out score and the network (for speed measurements)."""
-
-    config: ModelConfig
-    bpb: float
-    tokens: int
-    net: Transformer = field(repr=False)
+FINDINGS = (
+    Finding("depth", "at a fixed budget, deeper shapes score better (Spearman of depth and held-out bpb over the "
+            "sampled shapes, each scored by its seed mean; the paper: depth vs accuracy, ρ = +0.528)", "?",
+            "held-out bpb", ("depth", "bpb"), kind="correlation", sign=-1),
+)
 
 
 def train(config: ModelConfig, scale: Scale, seed: int, root: Path) -> Trained:
     """Train ``config`` with the scale's recipe and token budget; score it by held-out bpb."""
-    data = TextDataModule(sources=list(scale.sources), vocab_size=scale.vocab_size, seq_len=scale.seq_len,
-                          batch_size=scale.batch_size, seed=seed)
-    module = LanguageModel(config, lr=scale.lr, min_lr=scale.min_lr, warmup=scale.warmup)
-    trainer = fit(module, data, root, max_steps=scale.steps, seed=seed, limit_val_batches=scale.val_batches,
-                  accumulate_grad_batches=scale.accumulate, precision=scale.precision)
-    return Trained(module.config, float(trainer.callback_metrics["val/bpb"]), module.tokens_seen, module.net)
+    datamodule = experiment.data(scale.sources, scale.seq_len, scale.batch_size, seed, vocab_size=scale.vocab_size)
+    return experiment.train(config, datamodule, root, scale.steps, seed, scale.lr, scale.min_lr, scale.warmup,
+                            val_batches=scale.val_batches, accumulate_grad_batches=scale.accumulate,
+                            precision=scale.precision)
 
 
 def shape_name(config: ModelConfig) -> str:
@@ -145,35 +134,9 @@ def correlations(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
     return result
 
 
-def notes(stats: dict[str, dict[str, float]], scale: str) -> list[str]:
-    """What the correlations show, in words; the verdict itself comes from ``findings`` by the report's rule."""
-    depth = stats["depth"]
-    said = []
-    if math.isnan(depth["rho_quality"]):
-        said.append("depth: no correlation computable (constant depth or score)")
-    else:
-        direction = "better" if depth["rho_quality"] > 0 else "worse"
-        significant = "significant" if depth["p"] < SIGNIFICANCE else f"not significant at p < {SIGNIFICANCE}"
-        said.append(f"depth: deeper shapes score {direction} here (ρ={depth['rho_quality']:.3f}, p={depth['p']:.3g}, "
-                    f"{significant}); the paper: deeper is better, ρ = +0.528 [?]")
-    strength = {f: abs(s["rho_quality"]) for f, s in stats.items() if not math.isnan(s["rho_quality"])}
-    if strength:
-        top = [f for f, value in strength.items() if math.isclose(value, max(strength.values()))]
-        said.append(f"largest |ρ| here: {' and '.join(top)} (the paper: depth)")
-    expansion = stats["expansion"]
-    if not math.isnan(expansion["p"]):
-        said.append(f"expansion rate: ρ={expansion['rho_quality']:.3f}, p={expansion['p']:.3g} "
-                    "(the paper: it matters little)")
-    return said
-
-
 def scatter_plots(rows: Sequence[dict[str, Any]], stats: dict[str, dict[str, float]], folder: Path) -> list[str]:
     """The paper's three plots: score against depth, width and expansion rate, one file each."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     names = []
     labels = {"depth": "depth (layers)", "width": "width (hidden size)", "expansion": "FFN expansion rate"}
     for factor, label in labels.items():
@@ -184,11 +147,7 @@ def scatter_plots(rows: Sequence[dict[str, Any]], stats: dict[str, dict[str, flo
         s = stats[factor]
         axis.set_title(f"ρ(quality) = {fmt(s['rho_quality'], 3)}, p = {fmt(s['p'], 3)}", fontsize=10)
         figure.tight_layout()
-        name = f"score_vs_{factor}.png"
-        with atomic_file(folder / name, "wb") as handle:
-            figure.savefig(handle, format="png", dpi=120)
-        plt.close(figure)
-        names.append(name)
+        names.append(save_figure(figure, folder, f"score_vs_{factor}.png"))
     return names
 
 
@@ -216,43 +175,28 @@ def table(rows: Sequence[dict[str, Any]], stats: dict[str, dict[str, float]], sc
     return "\n".join(lines)
 
 
-def run_scale(scale: Scale, seeds: int, out: Path, name: str = "custom") -> dict[str, Any]:
-    """Sample, train, score and correlate at ``scale``; figures go to ``<out>/architecture/``."""
-    folder = experiment_dir(out, EXPERIMENT)
-    configs = sample(scale.space, scale.configs, seed=0)
+def measure(scale: Scale, options: Options, folder: Path) -> Measured:
+    """Sample, train, score and correlate at ``scale``; figures go to ``folder``."""
+    configs = sample(scale.space, scale.configs, seed=0)  # the design points; seeds vary init and data order
     rows = []
-    with tempfile.TemporaryDirectory(prefix="tinylm-architecture-") as runs:
+    with scratch("architecture") as runs:
         for index, config in enumerate(configs):
-            trained = [train(config, scale, seed, Path(runs) / f"{index}-{seed}") for seed in range(seeds)]
+            trained = [train(config, scale, seed, runs / f"{index}-{seed}") for seed in range(options.seeds)]
             scores = [t.bpb for t in trained]
-            rows.append({**shape_row(config, scale.space), "total_params": trained[0].config.num_params(),
+            rows.append({**shape_row(config, scale.space), "total_params": trained[0].module.config.num_params(),
                          "tokens": trained[0].tokens, "bpb": statistics.fmean(scores), "bpb_per_seed": scores})
     stats = correlations(rows)
-    figures = scatter_plots(rows, stats, folder)
-    findings = [{"claim": "at a fixed budget, deeper shapes score better (Spearman of depth and held-out bpb over "
-                          "the sampled shapes; the paper: depth vs accuracy, ρ = +0.528)",
-                 "tag": PAPER_RHO["depth"][1], "kind": "correlation", "x": [row["depth"] for row in rows],
-                 "y": [row["bpb"] for row in rows], "expected_sign": -1}]
-    said = [f"{v.claim}: {v.verdict} — {v.why}" for v in judge_results({"scale": name, "findings": findings})]
-    said += notes(stats, name)
-    return {
-        "table": table(rows, stats, scale, seeds) + "\n\n" + "\n".join(f"- {line}" for line in said),
-        "rows": rows,
-        "spearman": stats,
-        "paper": {f"spearman_{factor}": {"value": value, "tag": tag} for factor, (value, tag) in PAPER_RHO.items()},
-        "verdicts": said,
-        "findings": findings,
-        "figures": figures,
-        "settings": {"budget": scale.space.budget, "budget_counts_embeddings": scale.space.embeddings,
-                     "tolerance": scale.space.tolerance, "tokens_per_config": scale.tokens, "steps": scale.steps,
-                     "score": "held-out bpb (lower is better); rho_quality = rho(factor, -bpb)",
-                     "accelerator": "cuda" if torch.cuda.is_available() else "cpu"},
-    }
+    return Measured(
+        table(rows, stats, scale, options.seeds), {"depth": {"x": [r["depth"] for r in rows],
+                                                            "y": [r["bpb"] for r in rows]}},
+        rows=rows, tokens={"each shape": scale.tokens}, figures=scatter_plots(rows, stats, folder),
+        extra={"spearman": stats, "settings": {
+            "budget": scale.space.budget, "budget_counts_embeddings": scale.space.embeddings,
+            "tolerance": scale.space.tolerance, "tokens_per_config": scale.tokens, "steps": scale.steps,
+            "score": "held-out bpb (lower is better); rho_quality = rho(factor, -bpb)",
+            "accelerator": "cuda" if torch.cuda.is_available() else "cpu"}})
 
 
-def run(scale: str, seeds: int, out: Path) -> dict[str, Any]:
-    return run_scale(SCALES[scale], seeds, out, name=scale)
-
-
-if __name__ == "__main__":
-    main(EXPERIMENT, run)
+EXPERIMENT = Experiment(
+    "architecture", "Depth / width / expansion sweep at a fixed budget (§1, architecture tweak)", SCALES, FINDINGS,
+    measure, paper={f"spearman_{factor}": {"value": value, "tag": tag} for factor, (value, tag) in PAPER_RHO.items()})

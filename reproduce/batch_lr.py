@@ -7,28 +7,34 @@ tokens; at smaller scales bs0 and lr0 are scaled down (bs0 to a batch the scale'
 lr0 to a learning rate that trains the scale's model well at bs0). The paper's findings are qualitative:
 batches below 4M tokens (4 × bs0) are better for tiny models [P], and a moderate r = 0.5 is recommended [?].
 
-    python -m reproduce.batch_lr --scale smoke|small|paper [--seeds N] [--out results]
+Seeds vary init and data order. Arms of the first finding: the largest batch under 4 × bs0 and the smallest at
+or above it.
+
+    python -m reproduce batch_lr --scale smoke|small|paper [--seeds N] [--out results]
 """
 
 from __future__ import annotations
 
-import csv
 import os
 import statistics
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reproduce.common import experiment_dir, fmt, main, save_figure
-from tinylm.datamodule import TextDataModule
+from reproduce import experiment
+from reproduce.experiment import Experiment, Measured, Options, fmt, pyplot, save_figure, scratch
+from reproduce.verdict import Finding
 from tinylm.lm import LanguageModel
 from tinylm.model import ModelConfig
 from tinylm.optim import scaled_lr
-from tinylm.train import fit
 
-EXPERIMENT = "batch_lr"
 RATES = (0.5, 1.0)
+FINDINGS = (
+    *(Finding(f"small_batch_r{r}", f"a batch under 4 × bs0 beats one at ≥ 4 × bs0 (r = {r}, equal tokens)", "P",
+              "held-out bpb", ("under 4 × bs0", "at ≥ 4 × bs0")) for r in RATES),
+    Finding("r_half", "r = 0.5 beats r = 1.0 (mean over batch sizes, per seed)", "?", "held-out bpb",
+            ("r = 0.5", "r = 1.0")),
+)
 
 
 @dataclass(frozen=True)
@@ -63,21 +69,16 @@ SCALES = {
 
 def train(scale: Scale, batch_size: int, r: float, seed: int, root: Path) -> dict[str, Any]:
     micro = min(batch_size, scale.micro_batch or batch_size)
-    accumulate = batch_size // micro
-    data = TextDataModule(sources=list(scale.sources), vocab_size=scale.vocab_size, seq_len=scale.seq_len,
-                          batch_size=micro, seed=seed)
     batch_tokens = batch_size * scale.seq_len
     steps = max(1, scale.tokens // batch_tokens)
     module = LanguageModel(scale.model, lr=scale.lr0, min_lr=0.0, warmup=0.05, lr_scaling_r=r,
                            lr_scaling_bs0=scale.bs0_tokens, model_dir=str(root / "model"))
-    trainer = fit(module, data, root, max_steps=steps, seed=seed, limit_val_batches=scale.val_batches,
-                  accumulate_grad_batches=accumulate, precision=scale.precision)
-    with open(root / "logs" / "version_0" / "metrics.csv", newline="") as handle:
-        curve = [(float(row["train/tokens"]), float(row["train/loss"]))
-                 for row in csv.DictReader(handle) if row.get("train/loss")]
+    datamodule = experiment.data(scale.sources, scale.seq_len, micro, seed, vocab_size=scale.vocab_size)
+    trained = experiment.train(None, datamodule, root, steps, seed, scale.lr0, val_batches=scale.val_batches,
+                               module=module, accumulate_grad_batches=batch_size // micro, precision=scale.precision)
     return {"batch_size": batch_size, "batch_tokens": batch_tokens, "r": r, "seed": seed, "steps": steps,
-            "lr": scaled_lr(batch_tokens, r, scale.lr0, scale.bs0_tokens), "tokens": module.tokens_seen,
-            "bpb": float(trainer.callback_metrics["val/bpb"]), "curve": curve}
+            "lr": scaled_lr(batch_tokens, r, scale.lr0, scale.bs0_tokens), "tokens": trained.tokens,
+            "bpb": trained.bpb, "curve": trained.curve}
 
 
 def summarise(rows: list[dict[str, Any]], scale: Scale) -> list[dict[str, Any]]:
@@ -88,7 +89,7 @@ def summarise(rows: list[dict[str, Any]], scale: Scale) -> list[dict[str, Any]]:
             bpbs = [row["bpb"] for row in runs]
             table.append({"r": r, "batch_size": batch_size, "batch_tokens": runs[0]["batch_tokens"],
                           "bs_over_bs0": runs[0]["batch_tokens"] / scale.bs0_tokens, "lr": runs[0]["lr"],
-                          "steps": runs[0]["steps"], "bpb": statistics.mean(bpbs),
+                          "steps": runs[0]["steps"], "tokens": runs[0]["tokens"], "bpb": statistics.mean(bpbs),
                           "bpb_sd": statistics.stdev(bpbs) if len(bpbs) > 1 else None})
     return table
 
@@ -107,56 +108,24 @@ def markdown(table: list[dict[str, Any]], scale_name: str, scale: Scale) -> str:
     return "\n".join(lines)
 
 
-def verdicts(table: list[dict[str, Any]], scale: str) -> list[str]:
-    said = ["smoke scale proves the pipeline only; no finding is tested here."] if scale == "smoke" else []
-    noise = max((t["bpb_sd"] or 0.0) for t in table)
-    for r in RATES:
-        runs = [t for t in table if t["r"] == r]
-        small = [t for t in runs if t["bs_over_bs0"] < 4]
-        large = [t for t in runs if t["bs_over_bs0"] >= 4]
-        best = min(runs, key=lambda t: t["bpb"])
-        line = (f"r={r}: best batch {best['batch_tokens']:,} tokens (bs/bs0 = {best['bs_over_bs0']:g}, "
-                f"bpb {best['bpb']:.4f})")
-        if small and large:
-            delta = min(t["bpb"] for t in small) - min(t["bpb"] for t in large)
-            if not noise:
-                line += f"; best under 4 × bs0 minus best at ≥ 4 × bs0 = {delta:+.4f} bpb (one seed: unresolved)"
-            else:
-                status = "reproduces" if delta < -noise else "not resolved" if abs(delta) <= noise else \
-                    "does not reproduce"
-                line += f"; batches under 4 × bs0 better: {status} (Δ {delta:+.4f}, seed sd {noise:.4f})"
-        said.append(line + ".")
-    by_r = {r: statistics.mean(t["bpb"] for t in table if t["r"] == r) for r in RATES}
-    said.append(f"mean bpb over batch sizes: r=0.5 {by_r[0.5]:.4f}, r=1.0 {by_r[1.0]:.4f} "
-                f"(the paper recommends r=0.5 [?]).")
-    return said
-
-
-def findings(rows: list[dict[str, Any]], scale: Scale) -> list[dict[str, Any]]:
-    """The paper's claims as orderings of per-seed held-out bpb (``reproduce.verdict``)."""
+def findings(rows: list[dict[str, Any]], scale: Scale) -> dict[str, Any]:
+    """Per-seed held-out bpb of each declared finding's arms."""
     below = [b for b in scale.batch_sizes if b * scale.seq_len < 4 * scale.bs0_tokens]
     above = [b for b in scale.batch_sizes if b * scale.seq_len >= 4 * scale.bs0_tokens]
-    said = []
-    if below and above:
-        for r in RATES:
-            arms = {f"{b * scale.seq_len:,} tokens": [row["bpb"] for row in rows if row["r"] == r and
-                                                      row["batch_size"] == b] for b in (below[-1], above[0])}
-            said.append({"claim": f"a batch under 4 × bs0 beats one at ≥ 4 × bs0 (r = {r}, equal tokens)", "tag": "P",
-                         "kind": "ordering", "higher_is_better": False, "arms": arms, "expected": list(arms)})
     seeds = sorted({row["seed"] for row in rows})
-    arms = {f"r = {r}": [statistics.mean(row["bpb"] for row in rows if row["r"] == r and row["seed"] == seed)
-                         for seed in seeds] for r in RATES}
-    said.append({"claim": "r = 0.5 beats r = 1.0 (mean over batch sizes)", "tag": "?", "kind": "ordering",
-                 "higher_is_better": False, "arms": arms, "expected": list(arms)})
+
+    def bpb(r: float, b: int) -> list[float]:
+        return [row["bpb"] for seed in seeds for row in rows if (row["r"], row["batch_size"], row["seed"]) == (r, b, seed)]
+
+    said = {f"small_batch_r{r}": {"under 4 × bs0": bpb(r, below[-1]) if below else [],
+                                  "at ≥ 4 × bs0": bpb(r, above[0]) if above else []} for r in RATES}
+    said["r_half"] = {f"r = {r}": [statistics.mean(row["bpb"] for row in rows if row["r"] == r and row["seed"] == s)
+                                   for s in seeds] for r in RATES}
     return said
 
 
 def figure(rows: list[dict[str, Any]], table: list[dict[str, Any]], out: Path) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(16, 4))
     for ax, r in zip(axes[:2], RATES):
         for row in rows:
@@ -181,23 +150,19 @@ def figure(rows: list[dict[str, Any]], table: list[dict[str, Any]], out: Path) -
     return [save_figure(fig, out, "batch_lr.png")]
 
 
-def run(scale: str, seeds: int, out: Path) -> dict[str, Any]:
-    setting = SCALES[scale]
-    folder = experiment_dir(out, EXPERIMENT)
+def measure(setting: Scale, options: Options, folder: Path) -> Measured:
     rows = []
-    with tempfile.TemporaryDirectory(prefix="tinylm-batch-lr-") as tmp:
-        for seed in range(seeds):
+    with scratch("batch-lr") as tmp:
+        for seed in range(options.seeds):
             for r in RATES:
                 for batch_size in setting.batch_sizes:
-                    root = Path(tmp) / f"s{seed}-r{r}-b{batch_size}"
-                    rows.append(train(setting, batch_size, r, 1234 + seed, root))
+                    rows.append(train(setting, batch_size, r, seed, tmp / f"s{seed}-r{r}-b{batch_size}"))
     table = summarise(rows, setting)
-    return {"table": markdown(table, scale, setting), "rows": rows, "summary": table,
-            "findings": findings(rows, setting),
-            "paper": {"bs0_tokens": 1_048_576, "lr0": 1e-4, "rates": list(RATES), "claim": "bs < 4M tokens better",
-                      "tag": "P"},
-            "verdicts": verdicts(table, scale), "figures": figure(rows, table, folder)}
+    return Measured(markdown(table, options.scale, setting), findings(rows, setting), rows=rows,
+                    tokens={f"{t['batch_tokens']:,}-token batches": t["tokens"] for t in table},
+                    figures=figure(rows, table, folder), extra={"summary": table})
 
 
-if __name__ == "__main__":
-    main(EXPERIMENT, run)
+EXPERIMENT = Experiment(
+    "batch_lr", "Batch size and the learning-rate rule (§3)", SCALES, FINDINGS, measure,
+    paper={"bs0_tokens": 1_048_576, "lr0": 1e-4, "rates": list(RATES), "claim": "bs < 4M tokens better", "tag": "P"})

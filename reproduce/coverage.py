@@ -6,7 +6,9 @@ LLaMA-style tokenizer (trained elsewhere, on other text — the paper's situatio
 one of tinylm's own BPE tokenizers trained on this corpus. Reports the cumulative share of corpus tokens the
 top-k pieces account for, at fixed k and at the paper's fraction of the vocabulary (48,000 / 100,883).
 
-    python -m reproduce.coverage --scale smoke|small|paper [--out results]
+    python -m reproduce coverage --scale smoke|small|paper [--out results]
+
+Deterministic: counting uses no seed, so the one finding is a threshold on a measurement.
 """
 
 from __future__ import annotations
@@ -14,40 +16,38 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reproduce.common import experiment_dir, fmt, main
+from reproduce.experiment import Experiment, Measured, Options, fmt
+from reproduce.verdict import Finding
 from tinylm.compact import coverage_curve, count_frequencies, pieces_for_coverage, plot_coverage, read_frequencies
 from tinylm.corpus import resolve
 from tinylm.datamodule import TextDataModule, default_cache_dir
 from tinylm.errors import TinyLMError
-from tinylm.tokenizer import Tokenizer
+from tinylm.tokenizer import Tokenizer, load_tokenizer
 
-EXPERIMENT = "coverage"
 PAPER_VOCAB, PAPER_K, PAPER_COVERAGE = 100_883, 48_000, 0.9786  # [P]
 KS = (1000, 2000, 4000, 8000, 12000, 16000, 24000, 32000)
 
-
-@dataclass(frozen=True)
-class Scale:
-    sources: str  # the corpus counted (and, for tinylm's own tokenizer, trained on)
-    own_vocab: int  # size of tinylm's own tokenizer
-
-
+# the corpus counted (and, for tinylm's own tokenizer, trained on) and the size of tinylm's own tokenizer
 SCALES = {
-    "smoke": Scale("builtin", 8000),
-    "small": Scale("builtin", 32000),
-    "paper": Scale("builtin", 100_000),  # a 100k tokenizer would need a corpus far larger than the built-in one
+    "smoke": {"sources": "builtin", "own_vocab": 8000},
+    "small": {"sources": "builtin", "own_vocab": 32000},
+    "paper": {"sources": "builtin", "own_vocab": 100_000},  # a 100k tokenizer needs a far larger corpus
 }
+FINDINGS = (
+    Finding("coverage", f"the top {100 * PAPER_K / PAPER_VOCAB:.1f}% of an inherited tokenizer's pieces (mistral-32k) "
+            f"cover at least {100 * PAPER_COVERAGE:.2f}% of the corpus", "P", "share of corpus tokens",
+            kind="threshold", at_least=PAPER_COVERAGE),
+)
 
 
 def mistral_tokenizer() -> Tokenizer:
     spec = importlib.util.find_spec("mistral_common")
     if spec is None:
         raise TinyLMError("mistral-common is not installed; pip install --no-deps mistral-common")
-    return Tokenizer(Path(spec.submodule_search_locations[0]) / "data" / "tokenizer.model.v1")
+    return load_tokenizer(Path(spec.submodule_search_locations[0]) / "data" / "tokenizer.model.v1")
 
 
 def own_tokenizer(sources: str, vocab_size: int) -> Tokenizer:
@@ -64,18 +64,17 @@ def counted(tokenizer: Tokenizer, sources: str, val_every: int = 50) -> dict[str
     return read_frequencies(folder)
 
 
-def run(scale: str, seeds: int, out: Path) -> dict[str, Any]:
-    config = SCALES[scale]
-    folder = experiment_dir(out, EXPERIMENT)
-    tokenizers = {"mistral-32k": mistral_tokenizer(), f"tinylm-{config.own_vocab // 1000}k":
-                  own_tokenizer(config.sources, config.own_vocab)}
-    freqs = {name: counted(tok, config.sources) for name, tok in tokenizers.items()}
+def measure(setting: dict[str, Any], options: Options, folder: Path) -> Measured:
+    sources = setting["sources"]
+    tokenizers = {"mistral-32k": mistral_tokenizer(), f"tinylm-{setting['own_vocab'] // 1000}k":
+                  own_tokenizer(sources, setting["own_vocab"])}
+    freqs = {name: counted(tok, sources) for name, tok in tokenizers.items()}
     curves = {name: coverage_curve(f["counts"]) for name, f in freqs.items()}
     paper_fraction = PAPER_K / PAPER_VOCAB
 
     names = list(curves)
     tokens = ", ".join(f"{n}: {freqs[n]['tokens']:,} tokens" for n in names)
-    lines = [f"Corpus: {config.sources} training documents ({tokens}, {freqs[names[0]]['bytes'] / 1e6:.1f} MB).",
+    lines = [f"Corpus: {sources} training documents ({tokens}, {freqs[names[0]]['bytes'] / 1e6:.1f} MB).",
              "", "| k | " + " | ".join(names) + " | paper (100,883-piece tokenizer) |",
              "|---|" + "---|" * (len(names) + 1)]
     rows = []
@@ -94,36 +93,22 @@ def run(scale: str, seeds: int, out: Path) -> dict[str, Any]:
                  " | ".join(f"{k:,} ({100 * k / len(curves[n]):.1f}%)" for n, k in needed.items()) +
                  " | 48,000 (47.6%) [P] |")
     unused = {n: int((f["counts"] == 0).sum()) for n, f in freqs.items()}
-    verdicts = [
+    notes = [
         f"{n}: {100 * at_fraction[n]:.2f}% of the corpus at the paper's fraction of the vocabulary (paper "
         f"{100 * PAPER_COVERAGE:.2f}% [P]); {unused[n]:,} of {len(curves[n]):,} pieces never occur"
         for n in names
     ]
-    inherited = at_fraction["mistral-32k"]
-    verdicts.append("an inherited tokenizer has a long tail of rarely used pieces (the premise of the compact "
-                    "tokenizer): " + ("reproduces" if inherited >= PAPER_COVERAGE else "does not reproduce") +
-                    f" — mistral-32k's top {100 * paper_fraction:.1f}% cover {100 * inherited:.2f}%; a tokenizer "
-                    "trained on this very corpus has a much thinner tail, as expected")
-    if scale == "paper":
-        verdicts.append("paper scale would need the 1.6T-token corpus and PanGu's tokenizer; the built-in corpus "
-                        "cannot support a 100k tokenizer")
+    notes.append("a tokenizer trained on this very corpus has a much thinner tail than an inherited one")
     figure = "coverage.png"
     plot_coverage({n: freqs[n]["counts"] for n in names}, folder / figure, relative=True,
                   paper_point=(paper_fraction, 100 * PAPER_COVERAGE))
-    return {
-        "table": "\n".join(lines) + "\n\n" + "\n".join(f"- {v}" for v in verdicts),
-        "rows": rows,
-        "pieces_for_paper_coverage": needed,
-        "never_used": unused,
-        "paper": {"vocab": PAPER_VOCAB, "k": PAPER_K, "coverage": PAPER_COVERAGE, "tag": "P"},
-        "counting": {n: {k: f[k] for k in ("tokens", "bytes", "documents", "method")} for n, f in freqs.items()},
-        "verdicts": verdicts,
-        "findings": [{"claim": f"the top {100 * paper_fraction:.1f}% of an inherited tokenizer's pieces (mistral-32k) "
-                               f"cover at least {100 * PAPER_COVERAGE:.2f}% of the corpus", "tag": "P",
-                      "kind": "threshold", "value": inherited, "at_least": PAPER_COVERAGE}],
-        "figures": [figure],
-    }
+    return Measured(
+        table="\n".join(lines) + "\n\n" + "\n".join(f"- {v}" for v in notes), rows=rows,
+        findings={"coverage": {"value": at_fraction["mistral-32k"]}}, figures=[figure],
+        extra={"pieces_for_paper_coverage": needed, "never_used": unused,
+               "counting": {n: {k: f[k] for k in ("tokens", "bytes", "documents", "method")} for n, f in freqs.items()}})
 
 
-if __name__ == "__main__":
-    main(EXPERIMENT, run)
+EXPERIMENT = Experiment("coverage", "Token coverage of the top-k pieces (§1, compact tokenizer)", SCALES, FINDINGS,
+                        measure, deterministic=True,
+                        paper={"vocab": PAPER_VOCAB, "k": PAPER_K, "coverage": PAPER_COVERAGE, "tag": "P"})

@@ -13,9 +13,9 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from reproduce.common import fmt, main
+from reproduce.experiment import Experiment, Measured, Options, fmt
+from reproduce.verdict import Finding
 
-EXPERIMENT = "final"
 BENCHMARKS = ("C-Eval", "CMMLU", "MMLU", "AGI-Eval", "BoolQ", "AX-b", "PIQA", "EPRSTMT", "XSum", "C3")
 # [P] the ICML version's table: benchmark scores in BENCHMARKS order, then the average
 PAPER_ROWS = {
@@ -33,7 +33,11 @@ PAPER_ROWS = {
     "Qwen-1.8B": (53.60, 52.12, 46.43, 35.83, 64.31, 57.79, 73.83, 88.12, 20.03, 58.30, 55.04),
     "PanGu-π-1.5B Pro": (52.39, 48.51, 62.54, 44.89, 70.61, 67.93, 79.55, 86.12, 24.61, 69.24, 60.64),
 }
-LIMITS = {"smoke": 4, "small": 100, "paper": None}
+LIMITS = {"smoke": 4, "small": 100, "paper": None}  # items per benchmark: the scale's setting
+FINDINGS = (
+    Finding("recipe_beats_base", "the full recipe (+rounds) beats the baseline on the ten-benchmark average", "P",
+            "benchmark average (%)", ("tinylm ladder +rounds", "tinylm ladder base"), lower_is_better=False),
+)
 
 
 def scores(model_dir: str, limit: int | None) -> dict[str, float | None]:
@@ -49,10 +53,10 @@ def scores(model_dir: str, limit: int | None) -> dict[str, float | None]:
     return row
 
 
-def run(scale: str, seeds: int, out: Path, models: tuple[str, ...] = ()) -> dict[str, Any]:
-    limit = LIMITS[scale]
-    ours: dict[str, list[str]] = {f"tinylm {Path(m).name}": [m] for m in models}
-    ladder = Path(out) / "ladder" / "results.json"
+def measure(limit: int | None, options: Options, folder: Path) -> Measured:
+    seeds = options.seeds
+    ours: dict[str, list[str]] = {f"tinylm {Path(m).name}": [m] for m in options.models}
+    ladder = Path(options.out) / "ladder" / "results.json"
     if ladder.is_file():
         rows = {row["step"]: row for row in json.loads(ladder.read_text())["rows"]}
         for step in ("base", "+rounds"):
@@ -86,23 +90,12 @@ def run(scale: str, seeds: int, out: Path, models: tuple[str, ...] = ()) -> dict
             mean[column] = statistics.fmean(values) if values else None
         table_rows.append({"model": name, **mean, "per_seed_avg": [r["Avg."] for r in runs]})
         lines.append(f"| **{name}** | " + " | ".join(fmt(mean[c]) for c in (*BENCHMARKS, "Avg.")) + " |")
-    findings = []
     arms = {row["model"]: [v for v in row["per_seed_avg"] if v is not None] for row in table_rows}
-    if {"tinylm ladder base", "tinylm ladder +rounds"} <= set(arms):
-        findings.append({"claim": "the full recipe (+rounds) beats the baseline on the ten-benchmark average",
-                         "tag": "P", "kind": "ordering", "arms": arms,
-                         "expected": ["tinylm ladder +rounds", "tinylm ladder base"], "higher_is_better": True})
+    found = {"recipe_beats_base": {arm: arms.get(arm, []) for arm in FINDINGS[0].arms}}
     if note:
         lines += ["", note]
-    return {"table": "\n".join(lines), "rows": table_rows, "paper": {"rows": PAPER_ROWS, "tag": "P"},
-            "limit": limit, "findings": findings, "figures": []}
+    return Measured("\n".join(lines), found, rows=table_rows, extra={"limit": limit})
 
 
-if __name__ == "__main__":
-    import argparse
-    import sys
-
-    extra = argparse.ArgumentParser(add_help=False)
-    extra.add_argument("--model", action="append", default=[])
-    known, rest = extra.parse_known_args(sys.argv[1:])
-    main(EXPERIMENT, lambda scale, seeds, out: run(scale, seeds, out, tuple(known.model)), rest)
+EXPERIMENT = Experiment("final", "Final comparison table (§5)", LIMITS, FINDINGS, measure,
+                        paper={"rows": PAPER_ROWS, "tag": "P"})

@@ -1,28 +1,27 @@
 """Parameter inheritance (PAPER.md §2): Base (random init) vs L1, L2, Taylor and Learned width selection.
 
-Every variant has the same small shape, inherits from the same larger source (its layers chosen by both-ends,
-the paper's advice) and is then trained for the same token budget. The paper scores ARC-E / HellaSwag / C3
-accuracy; at these scales we report held-out bits per byte (lower is better) and the training-loss curves.
-The source is a larger tinylm model trained here and cached; ``--source DIR`` takes any LLaMA-format dir
-(its tokenizer is then used for the data).
+Every variant has the same small shape and keeps the same layers of the same larger source (both-ends, the
+paper's advice), then trains; every arm sees the same number of training tokens: the Learned arm's mask-learning
+steps (which train the weights too) come out of its training steps, and Taylor's calibration tokens are counted
+and shown. Seeds vary init, data order and the calibration sample. The paper scores ARC-E / HellaSwag / C3
+accuracy; here held-out bits per byte (lower is better) and the training-loss curves. The source is a larger
+tinylm model trained here once and cached (the given pretrained model, shared by all seeds, like the paper's
+PanGu-π-7B); ``--source DIR`` takes any LLaMA-format dir (its tokenizer is then used for the data).
 
     python -m reproduce inheritance --scale smoke
 """
 
 from __future__ import annotations
 
-import argparse
-import csv
 import hashlib
 import json
 import shutil
-import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from reproduce.common import experiment_dir, fmt, main
-from reproduce.verdict import judge_results
+from reproduce import experiment
+from reproduce.experiment import Experiment, Measured, Options, fmt, pyplot, save_figure, scratch, tokens_line
+from reproduce.verdict import Finding
 
 SCALES: dict[str, dict[str, Any]] = {
     "smoke": {"source": {"hidden_size": 128, "num_layers": 6, "num_heads": 4, "intermediate_size": 344},
@@ -46,25 +45,25 @@ PAPER = {  # ARC-E, HellaSwag, C3, Avg. [P]
     "taylor": (43.21, 48.43, 52.05, 47.90), "learned": (40.74, 51.77, 51.73, 48.08),
 }
 VARIANTS = ("base", "l1", "l2", "taylor", "learned")
-SOURCE_DIR: Path | None = None  # set by --source
+FINDINGS = (
+    Finding("inherit_beats_init", "inheriting beats random init, even with the weakest criterion (L1 46.06 vs Base "
+            "42.06 avg.)", "P", "held-out bpb", ("l1", "base")),
+    Finding("criteria_order", "criteria rank Learned > Taylor > L2 > L1 > Base (48.08, 47.90, 47.00, 46.06, 42.06 "
+            "avg.)", "P", "held-out bpb", ("learned", "taylor", "l2", "l1", "base")),
+)
 
 
 def data_module(cfg: dict, tokenizer: str | None = None, seed: int = 1234):
     """The built-in corpus; ``seed`` sets the shuffle order, so seeds differ in data order, not only in init."""
-    from tinylm.datamodule import TextDataModule
-
-    return TextDataModule(sources="builtin", tokenizer=tokenizer, seq_len=cfg["seq_len"], batch_size=cfg["batch_size"],
-                          seed=seed)
+    return experiment.data("builtin", cfg["seq_len"], cfg["batch_size"], seed, tokenizer=tokenizer)
 
 
-def source_model(scale: str, seed: int = 1234) -> Path:
-    """The larger source model: ``--source`` if given, else trained once per scale and cached."""
-    if SOURCE_DIR is not None:
-        return SOURCE_DIR
+def source_model(scale: str, given: Path | None = None, seed: int = 1234) -> Path:
+    """The larger source model: ``given`` (``--source``) if any, else trained once per scale and cached."""
+    if given is not None:
+        return given
     from tinylm.datamodule import default_cache_dir
-    from tinylm.lm import LanguageModel
     from tinylm.model import ModelConfig
-    from tinylm.train import fit
 
     cfg = SCALES[scale]
     key = hashlib.sha256(json.dumps([cfg["source"], cfg["source_steps"], cfg["seq_len"], cfg["lr"], seed],
@@ -73,128 +72,109 @@ def source_model(scale: str, seed: int = 1234) -> Path:
     if not (folder / "model" / "config.json").is_file():
         shape = ModelConfig.from_preset(cfg["source"]) if isinstance(cfg["source"], str) else \
             ModelConfig(**cfg["source"])
-        module = LanguageModel(shape, lr=cfg["lr"], min_lr=cfg["lr"] / 10, warmup=0.05,
-                               model_dir=str(folder / "model"))
-        fit(module, data_module(cfg), folder / "run", max_steps=cfg["source_steps"], seed=seed,
-            limit_val_batches=cfg["val_batches"])
+        experiment.train(shape, data_module(cfg, None, seed), folder / "run", cfg["source_steps"], seed, cfg["lr"],
+                         val_batches=cfg["val_batches"])
+        shutil.move(folder / "run" / "model", folder / "model")
         shutil.rmtree(folder / "run", ignore_errors=True)
     return folder / "model"
 
 
-def train(cfg: dict, root: Path, tokenizer: str, seed: int, init_from: str | None = None,
-          shape=None) -> tuple[float, list[tuple[int, float]]]:
-    """Train a model (from a dir or from scratch) for the scale's budget; final val bpb and the loss curve."""
-    from tinylm.lm import LanguageModel
-    from tinylm.train import fit
-
-    module = LanguageModel(shape or "tiny", init_from=init_from, lr=cfg["lr"], min_lr=cfg["lr"] / 10, warmup=0.05,
-                           model_dir=str(root / "model"))
-    trainer = fit(module, data_module(cfg, tokenizer, seed), root, max_steps=cfg["steps"], seed=seed,
-                  limit_val_batches=cfg["val_batches"])
-    return float(trainer.callback_metrics["val/bpb"]), loss_curve(root)
+def train(cfg: dict, root: Path, tokenizer: str, seed: int, init_from: str | None = None, shape=None,
+          steps: int | None = None) -> experiment.Trained:
+    """Train a model (from a dir or from scratch) for the scale's budget (or ``steps``)."""
+    return experiment.train(shape or "tiny", data_module(cfg, tokenizer, seed), root, steps or cfg["steps"], seed,
+                            cfg["lr"], val_batches=cfg["val_batches"], init_from=init_from)
 
 
-def loss_curve(root: Path) -> list[tuple[int, float]]:
-    with open(root / "logs" / "version_0" / "metrics.csv") as handle:
-        return [(int(row["step"]), float(row["train/loss"])) for row in csv.DictReader(handle) if row.get("train/loss")]
-
-
-def inherit_variant(variant: str, source: Path, target, cfg: dict, root: Path, seed: int) -> Path:
-    """The initial small model dir of one variant."""
-    from tinylm.inherit import calibration_blocks, importance, resolve_target, save_inherited, select_layers
-    from tinylm.inherit.mask_learner import MaskLearner
+def keep_layers(source: Path, shape, root: Path) -> Path:
+    """The source with only the both-ends layers kept, at full width: where Learned learns its width masks, so its
+    layers are the same as every other arm's."""
+    from tinylm.inherit import importance, resolve_target, save_inherited, select_layers
     from tinylm.model_dir import load_model_dir
-    from tinylm.train import fit
 
     model, tokenizer = load_model_dir(source)
-    shape = resolve_target(target, model.config)
+    layers = select_layers("both-ends", model.config.num_layers, shape.num_layers)
+    full_width = resolve_target({"num_layers": shape.num_layers}, model.config)
+    plan = importance(model, "l1").plan(full_width, layers)  # every head, neuron and channel kept
+    return save_inherited(root, model.state_dict(), model.config, plan, tokenizer,
+                          {"parent": str(source), "layer_strategy": "both-ends"})
+
+
+def inherit_variant(variant: str, source: Path, shape, cfg: dict, root: Path, seed: int) -> tuple[Path, int]:
+    """The initial small model dir of one variant and the tokens it saw on the way (mask learning, calibration)."""
+    from tinylm.inherit import calibration_blocks, importance, save_inherited, select_layers
+    from tinylm.inherit.mask_learner import MaskLearner
+    from tinylm.model_dir import load_model_dir
+
     if variant == "learned":
-        learner = MaskLearner(source=str(source), target=target, lr=cfg["lr"], mask_lr=0.1, lambda_lr=0.1,
+        layered = keep_layers(source, shape, root / "layers")
+        target = {"hidden_size": shape.hidden_size, "num_heads": shape.num_heads,
+                  "intermediate_size": shape.intermediate_size, "num_layers": shape.num_layers}
+        learner = MaskLearner(source=str(layered), target=target, lr=cfg["lr"], mask_lr=0.1, lambda_lr=0.1,
                               target_warmup=0.5, model_dir=str(root / "init"))
-        fit(learner, data_module(cfg, str(source), seed), root / "masks", max_steps=cfg["mask_steps"], seed=seed,
-            limit_val_batches=cfg["val_batches"])
-        return root / "init"
-    blocks = None
+        trained = experiment.train(None, data_module(cfg, str(source), seed), root / "masks", cfg["mask_steps"], seed,
+                                   cfg["lr"], val_batches=cfg["val_batches"], module=learner)
+        return root / "init", trained.tokens
+    model, tokenizer = load_model_dir(source)
+    blocks, seen = None, 0
     if variant == "taylor":
-        data = data_module(cfg, str(source), seed)
-        blocks = calibration_blocks(data, cfg["calibration"], cfg["seq_len"], seed)
+        blocks = calibration_blocks(data_module(cfg, str(source), seed), cfg["calibration"], cfg["seq_len"], seed)
+        seen = blocks.numel()
     plan = importance(model, variant, blocks).plan(shape, select_layers("both-ends", model.config.num_layers,
                                                                         shape.num_layers))
     return save_inherited(root / "init", model.state_dict(), model.config, plan, tokenizer,
-                          {"parent": str(source), "criterion": variant, "layer_strategy": "both-ends"})
+                          {"parent": str(source), "criterion": variant, "layer_strategy": "both-ends"}), seen
 
 
-def run(scale: str, seeds: int, out: Path) -> dict:
+def measure(cfg: dict, options: Options, folder: Path) -> Measured:
     from tinylm.inherit import resolve_target
     from tinylm.model_dir import load_config
 
-    cfg = SCALES[scale]
-    folder = experiment_dir(out, "inheritance")
-    source = source_model(scale)
-    target = cfg["target"]
-    shape = resolve_target(target, load_config(source))
+    source = source_model(options.scale, options.source)
+    shape = resolve_target(cfg["target"], load_config(source))
     results: dict[str, list[float]] = {v: [] for v in VARIANTS}
-    curves: dict[str, list[tuple[int, float]]] = {}
-    with tempfile.TemporaryDirectory(prefix="tinylm-inheritance-") as work:
-        for seed in range(seeds):
+    tokens: dict[str, int] = {}
+    curves: dict[str, list[tuple[float, float]]] = {}
+    with scratch("inheritance") as work:
+        for seed in range(options.seeds):
             for variant in VARIANTS:
-                root = Path(work) / f"{variant}-seed{seed}"
-                init = None if variant == "base" else str(inherit_variant(variant, source, target, cfg, root, seed))
-                bpb, curve = train(cfg, root / "train", str(source), seed, init_from=init, shape=shape)
-                results[variant].append(bpb)
-                curves.setdefault(variant, curve)
+                root = work / f"{variant}-seed{seed}"
+                init, seen = (None, 0) if variant == "base" else inherit_variant(variant, source, shape, cfg, root,
+                                                                                 seed)
+                steps = cfg["steps"] - (cfg["mask_steps"] if variant == "learned" else 0)  # equal token budgets
+                trained = train(cfg, root / "train", str(source), seed, init_from=init and str(init), shape=shape,
+                                steps=steps)
+                results[variant].append(trained.bpb)
+                tokens[variant] = seen + trained.tokens
+                curves.setdefault(variant, [(t + seen, loss) for t, loss in trained.curve])
     mean = {v: sum(x) / len(x) for v, x in results.items()}
-    figure = plot(curves, folder / "loss_curves.png")
-    lines = ["| Strategy | ours: held-out bpb ↓ (± seed range) | paper ARC-E [P] | paper HellaSwag [P] | paper C3 [P] "
-             "| paper Avg. [P] |", "|---|---|---|---|---|---|"]
+    figure = plot(curves, folder)
+    lines = ["| Strategy | ours: held-out bpb ↓ (seed mean) | tokens seen | paper ARC-E [P] | paper HellaSwag [P] "
+             "| paper C3 [P] | paper Avg. [P] |", "|---|---|---|---|---|---|---|"]
     for v in VARIANTS:
-        spread = f" ± {max(results[v]) - min(results[v]):.3f}" if len(results[v]) > 1 else ""
-        lines.append(f"| {v} | {fmt(mean[v], 3)}{spread} | " + " | ".join(fmt(x) for x in PAPER[v]) + " |")
-    findings = [
-        {"claim": "inheriting beats random init, even with the weakest criterion (L1 46.06 vs Base 42.06 avg.)",
-         "tag": "P", "kind": "ordering", "higher_is_better": False,
-         "arms": {"l1": results["l1"], "base": results["base"]}, "expected": ["l1", "base"]},
-        {"claim": "criteria rank Learned > Taylor > L2 > L1 > Base (48.08, 47.90, 47.00, 46.06, 42.06 avg.)",
-         "tag": "P", "kind": "ordering", "higher_is_better": False, "arms": results,
-         "expected": ["learned", "taylor", "l2", "l1", "base"]},
-    ]
-    verdicts = [f"{v.claim}: {v.verdict} — {v.why}" for v in judge_results({"scale": scale, "findings": findings})]
-    verdicts.append("ours is held-out bpb (lower is better) after the same token budget; the paper's is accuracy")
-    table = "\n".join(lines) + "\n\n" + "\n".join(f"- {v}" for v in verdicts) + \
-        f"\n\nSource {source} → target {shape.hidden_size}×{shape.num_layers} layers, {shape.num_heads} heads, FFN " \
-        f"{shape.intermediate_size}; {cfg['steps']} steps × {cfg['batch_size']} × {cfg['seq_len']} tokens each.\n"
-    return {"table": table, "rows": [{"strategy": v, "bpb": results[v], "mean_bpb": mean[v]} for v in VARIANTS],
-            "paper": {v: dict(zip(("arc_e", "hellaswag", "c3", "avg"), PAPER[v])) for v in VARIANTS},
-            "findings": findings, "verdicts": verdicts, "figures": [figure], "curves": curves, "source": str(source)}
+        lines.append(f"| {v} | {fmt(mean[v], 3)} | {tokens[v]:,} | " + " | ".join(fmt(x) for x in PAPER[v]) + " |")
+    table = "\n".join(lines) + (
+        f"\n\nOurs is held-out bpb (lower is better) after equal token budgets; the paper's is accuracy. Source "
+        f"{source} → target {shape.hidden_size}×{shape.num_layers} layers (both-ends), {shape.num_heads} heads, FFN "
+        f"{shape.intermediate_size}; {cfg['steps']} steps × {cfg['batch_size']} × {cfg['seq_len']} tokens, Learned's "
+        f"first {cfg['mask_steps']} of them learning masks (weights trained too). " + tokens_line(tokens) + "\n")
+    return Measured(table, {"inherit_beats_init": results, "criteria_order": results},
+                    rows=[{"strategy": v, "bpb": results[v], "mean_bpb": mean[v]} for v in VARIANTS], tokens=tokens,
+                    figures=[figure], extra={"curves": curves, "source": str(source)})
 
 
-def plot(curves: dict[str, list[tuple[int, float]]], path: Path) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def plot(curves: dict[str, list[tuple[float, float]]], folder: Path) -> str:
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, curve in curves.items():
         ax.plot([s for s, _ in curve], [x for _, x in curve], label=name)
-    ax.set_xlabel("step")
+    ax.set_xlabel("training tokens")
     ax.set_ylabel("training loss")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path.name
+    return save_figure(fig, folder, "loss_curves.png")
 
 
-def pop_source(argv: list[str]) -> list[str]:
-    """Take ``--source DIR`` off the command line (the shared CLI does not know it)."""
-    global SOURCE_DIR
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--source", type=Path)
-    known, rest = parser.parse_known_args(argv)
-    SOURCE_DIR = known.source
-    return rest
-
-
-if __name__ == "__main__":
-    main("inheritance", run, pop_source(sys.argv[1:]))
+EXPERIMENT = Experiment(
+    "inheritance", "Base / L1 / L2 / Taylor / Learned inheritance (§2, the printed table)", SCALES, FINDINGS, measure,
+    paper={v: dict(zip(("arc_e", "hellaswag", "c3", "avg"), PAPER[v])) for v in VARIANTS})

@@ -15,7 +15,9 @@ the corpus itself has little tail to drop; ``reproduce/coverage.py`` shows both)
 Every step trains for the steps of one full pass plus a half pass (what two rounds at 50% cost), so the multi-round
 step gets no extra compute. Scores: held-out bits per byte (comparable across tokenizers) and, when the benchmark
 files are there, the paper's ablation tasks (ARC-E, HellaSwag, C3) on a ``limit``.
-The model dirs are kept under ``$TINYLM_CACHE/ladder/<scale>/`` for ``reproduce/final.py``.
+The model dirs are kept under ``$TINYLM_CACHE/ladder/<scale>/`` for ``reproduce/final.py``. Seeds vary init, data
+order, the rounds' draws and Taylor's calibration sample; the source model is shared (the given pretrained model).
+At small scale every fourth document is held out, so the held-out set is not a handful of documents.
 """
 
 from __future__ import annotations
@@ -29,18 +31,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reproduce.common import experiment_dir, fmt, main, save_figure
+from reproduce import experiment
+from reproduce.experiment import Experiment, Measured, Options, fmt, pyplot, save_figure, scratch, tokens_line
+from reproduce.verdict import Finding
 from tinylm.datamodule import TextDataModule, default_cache_dir
-from tinylm.lm import LanguageModel
 from tinylm.model import ModelConfig
 from tinylm.tokenizer import Tokenizer
-from tinylm.train import fit
 
-EXPERIMENT = "ladder"
 STEPS = ("base", "+tokenizer", "+arch", "+inherit", "+rounds")
 PAPER = {"base": 42.41, "+tokenizer": 44.11, "+arch": 46.53, "+inherit": 49.79, "+rounds": 51.28}  # [R] Figure 1
 ABLATION_TASKS = ("arc_easy", "hellaswag", "c3")
 PAPER_FRACTION = 48_000 / 100_883  # the compact tokenizer keeps this share of the big one's pieces [R]
+FINDINGS = (
+    *(Finding(f"step_{after.strip('+')}", f"{after} improves on {before} (held-out bpb; paper {PAPER[before]:.2f} → "
+              f"{PAPER[after]:.2f})", "R", "held-out bpb", (after, before))
+      for before, after in itertools.pairwise(STEPS)),
+    Finding("whole_recipe", f"the whole recipe (+rounds) improves on the base (paper {PAPER['base']:.2f} → "
+            f"{PAPER['+rounds']:.2f})", "R", "held-out bpb", ("+rounds", "base")),
+)
 
 
 @dataclass(frozen=True)
@@ -55,6 +63,7 @@ class Scale:
     batch_size: int = 8
     lr: float = 3e-3
     eval_limit: int | None = 20
+    val_every: int = 50  # every n-th document is held out
 
 
 SCALES = {
@@ -69,7 +78,7 @@ SCALES = {
                    base=dict(hidden_size=192, num_layers=4, num_heads=6, intermediate_size=512),
                    deep=dict(hidden_size=192, num_layers=18, num_heads=6, intermediate_size=512),
                    source=dict(hidden_size=224, num_layers=24, num_heads=7, intermediate_size=608),
-                   source_steps=200, seq_len=128, batch_size=8, lr=2e-3, eval_limit=100),
+                   source_steps=200, seq_len=128, batch_size=8, lr=2e-3, eval_limit=100, val_every=4),
     # PanGu-π-1B (2048 × 12, 100k vocab) → 1B Pro (1792 × 21, 48k), inherited from the 7B shape; configured only
     "paper": Scale("builtin", 100883,
                    base=dict(hidden_size=2048, num_layers=12, num_heads=16),
@@ -80,11 +89,8 @@ SCALES = {
 
 
 def _data(scale: Scale, tokenizer: Path, seed: int) -> TextDataModule:
-    data = TextDataModule(sources=scale.sources.split(";"), tokenizer=str(tokenizer), seq_len=scale.seq_len,
-                          batch_size=scale.batch_size, seed=seed)
-    data.prepare_data()
-    data.setup()
-    return data
+    return experiment.data(scale.sources.split(";"), scale.seq_len, scale.batch_size, seed, tokenizer=tokenizer,
+                           val_every=scale.val_every)
 
 
 def big_tokenizer(scale: Scale) -> Tokenizer:
@@ -101,19 +107,17 @@ def compact_size(big: Tokenizer) -> int:
 
 
 def train(config: ModelConfig | str, data: TextDataModule, scale: Scale, steps: int, seed: int, root: Path,
-          init_from: str | None = None, callbacks: list | None = None) -> tuple[float, Path]:
-    module = LanguageModel(config, init_from=init_from, lr=scale.lr, min_lr=scale.lr / 10, warmup=0.05,
-                           model_dir=str(root / "model"))
-    trainer = fit(module, data, root, max_steps=steps, seed=seed, limit_val_batches=50, callbacks=callbacks or [],
-                  reload_dataloaders_every_n_epochs=1)
-    return float(trainer.callback_metrics["val/bpb"]), root / "model"
+          init_from: str | None = None, callbacks: tuple = ()) -> tuple[float, Path]:
+    trained = experiment.train(config, data, root, steps, seed, scale.lr, init_from=init_from, callbacks=callbacks,
+                               reload_dataloaders_every_n_epochs=1)
+    return trained.bpb, root / "model"
 
 
 def source_model(scale: Scale, big: TextDataModule, cache: Path, runs: Path) -> Path:
     """The larger model to inherit from, trained with the big tokenizer (once per scale: it is the given
     pretrained model, like the paper's PanGu-π-7B, not part of any step's budget)."""
     settings = [big.tokenizer.sha256, scale.sources, scale.source, scale.source_steps, scale.seq_len,
-                scale.batch_size, scale.lr]
+                scale.batch_size, scale.lr, scale.val_every]
     folder = cache / f"source-{hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]}"
     if not (folder / "model.safetensors").is_file():
         _, path = train(ModelConfig(**scale.source), big, scale, scale.source_steps, 0, runs / "source")
@@ -180,30 +184,27 @@ def run_seed(scale: Scale, seed: int, big_path: Path, compact_dir: Path, cache: 
     bpb, path = train(deep, small, scale, budget, seed, runs / f"inherit-{seed}", init_from=str(inherited))
     record("+inherit", bpb, path, deep.with_vocab(small.tokenizer.vocab_size))
     bpb, path = train(deep, small, scale, budget, seed, runs / f"rounds-{seed}-run", init_from=str(inherited),
-                      callbacks=[rounds])
+                      callbacks=(rounds,))
     record("+rounds", bpb, path, deep.with_vocab(small.tokenizer.vocab_size))
     for step in STEPS:
         out[step]["tokens"] = budget * scale.batch_size * scale.seq_len
     return out
 
 
-def run(scale: str, seeds: int, out: Path) -> dict[str, Any]:
-    import tempfile
-
+def measure(settings: Scale, options: Options, folder: Path) -> Measured:
     from reproduce.tokenizer import cut
 
+    scale, seeds = options.scale, options.seeds
     if scale == "paper":
         raise SystemExit("ladder --scale paper needs the 1.6T-token corpus and a GPU cluster; run each step with "
                          "`tinylm fit --config recipes/pretrain/pangu-pi-1b-pro.yaml` and `tinylm inherit` instead")
-    settings = SCALES[scale]
-    folder = experiment_dir(out, EXPERIMENT)
     cache = Path(default_cache_dir()) / "ladder" / scale
     big = big_tokenizer(settings)
     compact_dir, compacted = cut(big, settings.sources, compact_size(big))
     tokenizers = {"big": big.vocab_size, "compact": compacted["vocab_size"],
                   "coverage": compacted["counted_coverage"], "inflation": compacted["verify"]["inflation"]}
-    with tempfile.TemporaryDirectory(prefix="tinylm-ladder-") as runs:
-        per_seed = [run_seed(settings, seed, big.path, compact_dir, cache, Path(runs)) for seed in range(seeds)]
+    with scratch("ladder") as runs:
+        per_seed = [run_seed(settings, seed, big.path, compact_dir, cache, runs) for seed in range(seeds)]
     rows = []
     for step in STEPS:
         bpbs = [s[step]["bpb"] for s in per_seed]
@@ -230,28 +231,14 @@ def run(scale: str, seeds: int, out: Path) -> dict[str, Any]:
         lines.append(f"| {row['step']} | {row['shape']} | {row['vocab']:,} | {row['params'] / 1e6:.2f}M | "
                      f"{100 * row['embedding_share']:.1f}% | {row['bpb']:.4f} | {fmt(row['bpb_sd'], 4)} | "
                      f"{fmt(row['ablation_avg'])} | {row['paper']:.2f} |")
-    return {"table": "\n".join(lines), "rows": rows, "tokenizers": tokenizers,
-            "paper": {"average": PAPER, "tag": "R"}, "findings": findings(rows), "figures": [figure]}
-
-
-def findings(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each step beats the one before it, and the whole recipe beats the base (held-out bpb)."""
+    lines += ["", tokens_line({r["step"]: r["tokens"] for r in rows})]
     arms = {r["step"]: r["bpb_seeds"] for r in rows}
-    said = [{"claim": f"{after} improves on {before} (held-out bpb; paper {PAPER[before]:.2f} → {PAPER[after]:.2f})",
-             "tag": "R", "kind": "ordering", "arms": arms, "expected": [after, before], "higher_is_better": False}
-            for before, after in itertools.pairwise(STEPS)]
-    said.append({"claim": f"the whole recipe (+rounds) improves on the base (paper {PAPER['base']:.2f} → "
-                          f"{PAPER['+rounds']:.2f})", "tag": "R", "kind": "ordering", "arms": arms,
-                 "expected": ["+rounds", "base"], "higher_is_better": False})
-    return said
+    return Measured("\n".join(lines), {f.key: arms for f in FINDINGS}, rows=rows,
+                    tokens={r["step"]: r["tokens"] for r in rows}, figures=[figure], extra={"tokenizers": tokenizers})
 
 
 def plot(rows: list[dict[str, Any]], folder: Path) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
     names = [r["step"] for r in rows]
     left.bar(names, [r["bpb"] for r in rows], color="tab:blue",
@@ -268,5 +255,5 @@ def plot(rows: list[dict[str, Any]], folder: Path) -> str:
     return save_figure(figure, folder, "ladder.png")
 
 
-if __name__ == "__main__":
-    main(EXPERIMENT, run)
+EXPERIMENT = Experiment("ladder", "Figure 1: the improvement ladder", SCALES, FINDINGS, measure,
+                        paper={"average": PAPER, "tag": "R"})

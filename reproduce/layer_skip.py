@@ -2,34 +2,35 @@
 
 The paper finds skipping costs little in the middle and a lot near the first and last layers. We score held-out
 bits per byte of the source model of ``reproduce.inheritance`` (or ``--source DIR``) with each span skipped, and
-draw a heatmap (rows: x, columns: first skipped layer).
+draw a heatmap (rows: x, columns: first skipped layer). Deterministic: one trained model on the fixed held-out
+documents, no seed; the findings are thresholds on measured differences.
 
     python -m reproduce layer_skip --scale smoke
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from reproduce import inheritance
-from reproduce.common import experiment_dir, fmt, main
-from reproduce.verdict import judge_results
+from reproduce.experiment import Experiment, Measured, Options, fmt, pyplot, save_figure
+from reproduce.verdict import Finding
+
+FINDINGS = tuple(
+    Finding(f"{end}_costs_most", f"skipping the {end} layers costs more bpb than the cheapest middle span (every x)",
+            "P", "held-out bpb minus the cheapest middle span's, smallest over x", kind="threshold", at_least=0.0)
+    for end in ("first", "last"))
 
 
-def run(scale: str, seeds: int, out: Path) -> dict:
+def measure(cfg: dict, options: Options, folder: Path) -> Measured:
     import torch
 
     from tinylm.inherit import layer_skip_scores
     from tinylm.model_dir import load_model_dir
 
-    cfg = inheritance.SCALES[scale]
-    folder = experiment_dir(out, "layer_skip")
-    source = inheritance.source_model(scale)
+    source = inheritance.source_model(options.scale, options.source)
     model, tokenizer = load_model_dir(source)
     data = inheritance.data_module(cfg, str(source))
-    data.prepare_data()
-    data.setup("validate")
     blocks = []  # seq_len + 1 tokens each: the inputs plus the last target
     for index, batch in enumerate(data.val_dataloader()):
         if index >= cfg["val_batches"]:
@@ -46,28 +47,20 @@ def run(scale: str, seeds: int, out: Path) -> dict:
         cells = [fmt(scores[x][s], 3) if s < len(scores[x]) else "" for s in range(n)]
         lines.append(f"| {x} | " + " | ".join(cells) + " |")
     long = [x for x in spans if len(scores[x]) > 2]  # spans with a middle position to compare with
-    findings = [
-        {"claim": f"skipping the {end} layers costs more bpb than the cheapest middle span (every x)", "tag": "P",
-         "kind": "threshold", "at_least": 0.0,
-         "value": min((scores[x][pos] - min(scores[x][1:-1]) for x in long), default=float("nan"))}
-        for end, pos in (("first", 0), ("last", -1))
-    ]
-    verdicts = [f"{v.claim}: {v.verdict} — {v.why}" for v in judge_results({"scale": scale, "findings": findings})]
-    figure = heatmap(scores, spans, n, full, folder / "layer_skip.png")
-    table = (f"Full model: {full:.3f} bpb (held-out). Paper: qualitative only [P] — ends matter most.\n\n"
-             + "\n".join(lines) + "\n\n" + "\n".join(f"- {v}" for v in verdicts) + "\n")
-    return {"table": table, "rows": [{"x": x, "bpb": scores[x]} for x in spans], "full_bpb": full,
-            "paper": {"finding": "skipping layers near the first and last costs most [P]"},
-            "findings": findings, "verdicts": verdicts, "figures": [figure], "source": str(source)}
+    measured = {f"{end}_costs_most": {"value": min((scores[x][pos] - min(scores[x][1:-1]) for x in long),
+                                                   default=float("nan"))}
+                for end, pos in (("first", 0), ("last", -1))}
+    figure = heatmap(scores, spans, n, full, folder)
+    table = (f"Full model: {full:.3f} bpb (held-out, {len(blocks)} batches). Paper: qualitative only [P] — ends "
+             "matter most.\n\n" + "\n".join(lines) + "\n")
+    return Measured(table, measured, rows=[{"x": x, "bpb": scores[x]} for x in spans], figures=[figure],
+                    extra={"full_bpb": full, "source": str(source)})
 
 
-def heatmap(scores: dict[int, list[float]], spans: list[int], n: int, full: float, path: Path) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def heatmap(scores: dict[int, list[float]], spans: list[int], n: int, full: float, folder: Path) -> str:
     import numpy as np
 
+    plt = pyplot()
     grid = np.full((len(spans), n), np.nan)
     for row, x in enumerate(spans):
         grid[row, : len(scores[x])] = np.array(scores[x]) - full
@@ -79,10 +72,9 @@ def heatmap(scores: dict[int, list[float]], spans: list[int], n: int, full: floa
     ax.set_ylabel("adjacent layers skipped")
     fig.colorbar(image, label="Δ bpb vs full model")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path.name
+    return save_figure(fig, folder, "layer_skip.png")
 
 
-if __name__ == "__main__":
-    main("layer_skip", run, inheritance.pop_source(sys.argv[1:]))
+EXPERIMENT = Experiment("layer_skip", "Skipping adjacent layers of a trained model (§2, layer redundancy)",
+                        inheritance.SCALES, FINDINGS, measure, deterministic=True,
+                        paper={"finding": "skipping layers near the first and last costs most [P]"})

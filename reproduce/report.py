@@ -1,56 +1,61 @@
 """``results/REPORT.md``: every experiment's table (ours beside the paper's), figures, seeds, wall time, hardware
-and a verdict per finding computed from its ``results.json`` by ``reproduce.verdict``."""
+and the verdict of each declared finding, as ``reproduce.verdict`` judged it when the experiment ran."""
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 
-from reproduce.verdict import RULE, judge_results
+from reproduce.verdict import RULE
 
-TITLES = {
-    "coverage": "Token coverage of the top-k pieces (§1, compact tokenizer)",
-    "tokenizer": "Vocabulary size at a fixed parameter budget (§1, compact tokenizer)",
-    "architecture": "Depth / width / expansion sweep at a fixed budget (§1, architecture tweak)",
-    "speed": "Inference speed of the depth/width variants (§1, architecture tweak)",
-    "layer_skip": "Skipping adjacent layers of a trained model (§2, layer redundancy)",
-    "layer_selection": "Which layers to inherit (§2, parameter inheritance)",
-    "inheritance": "Base / L1 / L2 / Taylor / Learned inheritance (§2, the printed table)",
-    "batch_lr": "Batch size and the learning-rate rule (§3)",
-    "forgetting": "Forgetting of early data (§3, multiple-round training)",
-    "multi_round": "Rounds and sampling rates (§3, multiple-round training)",
-    "ladder": "Figure 1: the improvement ladder",
-    "final": "Final comparison table (§5)",
-}
+# PAPER.md §6, in dependency order
+EXPERIMENTS = ("coverage", "tokenizer", "architecture", "speed", "layer_skip", "layer_selection", "inheritance",
+               "batch_lr", "forgetting", "multi_round", "ladder", "final")
+OLD_RULE = "judged by the old rule (before issue 15); rerun for a verdict"
+
+
+def load(name: str):
+    """The declared ``Experiment`` of ``reproduce/<name>.py``."""
+    return importlib.import_module(f"reproduce.{name}").EXPERIMENT
 
 
 def read_records(out: Path) -> dict[str, dict]:
     """Every experiment's ``results.json`` under ``out``, in the report's order."""
     records = {}
-    for name in TITLES:
+    for name in EXPERIMENTS:
         path = Path(out) / name / "results.json"
         if path.is_file():
             records[name] = json.loads(path.read_text())
     return records
 
 
+def verdicts(record: dict) -> list[str]:
+    return [f.get("verdict", OLD_RULE) for f in record.get("findings", [])]
+
+
+def _seeds(record: dict) -> str:
+    return record["seeds"] if isinstance(record["seeds"], str) else f"{record['seeds']} seed(s)"
+
+
 def summary(out: Path) -> str:
     """One line per experiment for the terminal: scale, seeds, wall time and its verdicts."""
     records = read_records(out)
-    width = max(map(len, TITLES))
+    width = max(map(len, EXPERIMENTS))
     lines = []
-    for name in TITLES:
+    for name in EXPERIMENTS:
         record = records.get(name)
         if record is None:
             lines.append(f"{name:<{width}}  not run")
             continue
-        verdicts = ", ".join(v.verdict for v in judge_results(record)) or "no finding to judge"
-        lines.append(f"{name:<{width}}  {record['scale']:<5}  {record['seeds']} seed(s)  "
-                     f"{record['wall_seconds']:>6.0f} s  {verdicts}")
+        said = ", ".join(verdicts(record)) or "no finding to judge"
+        lines.append(f"{name:<{width}}  {record['scale']:<5}  {_seeds(record)}  {record['wall_seconds']:>6.0f} s  {said}")
     return "\n".join(lines)
 
 
 def write_report(out: Path) -> Path:
+    from tinylm.io import atomic_file
+
     out = Path(out)
     records = read_records(out)
     lines = ["# tinylm reproduction report", "",
@@ -59,30 +64,34 @@ def write_report(out: Path) -> Path:
              "[R] official repository, [D] derived, [?] third-party notes only.", "",
              f"**Verdict rule.** {RULE}", "",
              "| experiment | scale | seeds | wall time | hardware | verdicts |", "|---|---|---|---|---|---|"]
-    for name in TITLES:
+    for name in EXPERIMENTS:
         record = records.get(name)
         if record is None:
             lines.append(f"| [{name}](#{name}) | not run | | | | |")
             continue
-        verdicts = judge_results(record)
-        summary = ", ".join(f"{v.verdict}" for v in verdicts) or "no finding to judge"
-        lines.append(f"| [{name}](#{name}) | {record['scale']} | {record['seeds']} | {record['wall_seconds']:.0f} s "
-                     f"| {record['hardware']} | {summary} |")
-    for name, title in TITLES.items():
-        lines += ["", f"<a id=\"{name}\"></a>", f"## {name}: {title}", ""]
+        said = ", ".join(verdicts(record)) or "no finding to judge"
+        lines.append(f"| [{name}](#{name}) | {record['scale']} | {_seeds(record)} | {record['wall_seconds']:.0f} s "
+                     f"| {record['hardware']} | {said} |")
+    for name in EXPERIMENTS:
         record = records.get(name)
+        title = record.get("title", name) if record else name
+        lines += ["", f"<a id=\"{name}\"></a>", f"## {name}: {title}", ""]
         if record is None:
             lines.append(f"Not run yet: `python -m reproduce {name} --scale small`.")
             continue
-        lines.append(f"Scale `{record['scale']}`, {record['seeds']} seed(s), {record['wall_seconds']:.0f} s on "
+        lines.append(f"Scale `{record['scale']}`, {_seeds(record)}, {record['wall_seconds']:.0f} s on "
                      f"{record['hardware']}.")
         lines += ["", record.get("table", "").strip(), ""]
-        verdicts = judge_results(record)
-        if verdicts:
+        findings = record.get("findings", [])
+        if findings:
             lines += ["| finding | paper tag | verdict | why |", "|---|---|---|---|"]
-            lines += [f"| {v.claim} | [{v.tag}] | **{v.verdict}** | {v.why} |" for v in verdicts]
+            for f in findings:
+                note = f" ({f['note']})" if f.get("note") else ""
+                lines.append(f"| {f['claim']}{note} | [{f.get('tag', '?')}] | **{f.get('verdict', OLD_RULE)}** | "
+                             f"{f.get('why', '')} |")
         for figure in record.get("figures", []):
             lines.append(f"\n![{name}: {Path(figure).stem}]({name}/{Path(figure).name})")
     report = out / "REPORT.md"
-    report.write_text("\n".join(lines) + "\n")
+    with atomic_file(report) as handle:
+        handle.write("\n".join(lines) + "\n")
     return report

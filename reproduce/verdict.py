@@ -1,115 +1,168 @@
-"""Verdicts from numbers: reproduced / not reproduced / inconclusive, by one stated rule.
+"""The one judge: every finding of every experiment gets its verdict here, and nowhere else.
 
-An experiment's ``results.json`` lists its ``findings``; each is one of
+A finding is declared in its experiment module before anything runs (``Finding``: the claim, the paper's tag,
+the metric, the arms in the paper's order, the direction). The experiment measures; ``judge`` rules:
 
-* an **ordering** — ``{"claim", "tag", "kind": "ordering", "arms": {name: [score per seed]}, "expected": [best, ...,
-  worst], "higher_is_better": bool}``: the paper says the arms rank in this order;
-* a **correlation** — ``{"claim", "tag", "kind": "correlation", "x": [...], "y": [...], "expected_sign": +1 | -1}``:
-  the paper says y rises (+1) or falls (−1) with x; Spearman's rho and its p-value (exact permutation p for small
-  samples, ``tinylm.architecture.spearman``) are computed here from the data;
-* a **threshold** on a deterministic measurement (no seed noise) — ``{"claim", "tag", "kind": "threshold", "value",
-  "at_least"}``.
+* **paired** — arms measured once per seed, the seeds varying everything they can. For each neighbouring pair the
+  paper ranks (a above b) the per-seed differences are signed so that positive agrees with the paper; their mean,
+  95% t interval and two-sided one-sample t-test p-value (``scipy.stats``) decide: p < 0.05 with a positive mean is
+  **reproduced**, p < 0.05 with a negative mean **not reproduced**, anything else **inconclusive**. An ordering of
+  more than two arms is reproduced when every pair is, not reproduced when any pair is reversed at p < 0.05 / pairs.
+* **correlation** — Spearman's rho over points (e.g. sampled shapes, each scored by its seed mean), p-value from
+  ``tinylm.architecture.spearman`` (scipy; exact permutation p for small samples); same p < 0.05 rule on the sign.
+* **threshold** — a deterministic measurement (no seed changes it): at least the paper's value is reproduced, else
+  not reproduced. Said as such in the verdict.
 
-The rule (printed in the report):
-
-* smoke scale never decides anything (it proves the pipeline): inconclusive.
-* ordering: for each neighbouring pair the paper ranks (a above b), the gap between their seed means, signed so that
-  positive agrees with the paper, is compared with the seed spread (the larger of the two sample standard deviations).
-  Every gap > spread → **reproduced**; any gap < −spread → **not reproduced**; otherwise **inconclusive**. One seed
-  has no spread to judge against: inconclusive.
-* correlation: p < 0.05 with the paper's sign → **reproduced**; p < 0.05 with the other sign → **not reproduced**;
-  else (a sample too small to reach p < 0.05 included) **inconclusive**.
-* threshold: value ≥ the paper's → **reproduced**, else **not reproduced**.
+Seeded findings need at least ``MIN_SEEDS`` seeds to be judged at all; smoke scale proves the pipeline and is
+always inconclusive; a finding declared ``exploratory`` (a reading chosen after seeing results) is reported with
+its numbers and never judged.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
 
-from tinylm.architecture import EXACT_UP_TO, spearman
+from scipy import stats
 
-REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive"
-SIGNIFICANCE = 0.05
+from tinylm.architecture import spearman
+
+REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, EXPLORATORY = "reproduced", "not reproduced", "inconclusive", "exploratory"
+ALPHA = 0.05
+MIN_SEEDS = 3
+KINDS = ("paired", "correlation", "threshold")
 
 RULE = (
-    "Smoke scale is always inconclusive. Orderings: each neighbouring pair the paper ranks must differ, in the "
-    "paper's direction, by more than the seed spread (larger sample standard deviation of the two) — all pairs: "
-    "reproduced; any pair reversed beyond the spread: not reproduced; else (or with one seed) inconclusive. "
-    f"Correlations (Spearman; exact permutation p-value up to {EXACT_UP_TO} points): p < {SIGNIFICANCE} with the "
-    f"paper's sign: reproduced; p < {SIGNIFICANCE} with the opposite sign: not reproduced; else inconclusive. "
-    "Thresholds on deterministic measurements: at least the paper's value: reproduced, else not reproduced."
+    f"Arms are compared by paired per-seed differences (mean, 95% t interval, two-sided t-test): p < {ALPHA} in the "
+    f"paper's direction is reproduced, p < {ALPHA} against it is not reproduced, anything else — or fewer than "
+    f"{MIN_SEEDS} seeds, or smoke scale — is inconclusive. Orderings of more than two arms need every neighbouring "
+    f"pair reproduced and are not reproduced when any pair is reversed at p < {ALPHA} / pairs; correlations use "
+    f"Spearman's p (exact permutation for small samples) with the same rule; deterministic measurements are "
+    "thresholds (at least the paper's value); exploratory readings, chosen after a run, are never judged."
 )
 
 
 @dataclass(frozen=True)
-class Verdict:
+class Finding:
+    """A claim of the paper, declared before any run.
+
+    ``arms``: for ``paired``, the arms in the paper's order, best first; for ``correlation``, the names of x and y.
+    ``lower_is_better``: the metric's direction (paired); ``sign``: the paper's sign of rho (correlation);
+    ``at_least``: the paper's value (threshold). ``note``: anything a reader must know about the test itself.
+    """
+
+    key: str
     claim: str
+    tag: str
+    metric: str
+    arms: tuple[str, ...] = ()
+    kind: str = "paired"
+    lower_is_better: bool = True
+    sign: int = 1
+    at_least: float | None = None
+    exploratory: bool = False
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"finding {self.key}: kind {self.kind!r} is not one of {KINDS}")
+        if self.kind == "paired" and len(self.arms) < 2:
+            raise ValueError(f"finding {self.key}: a paired finding compares at least two arms")
+        if self.kind == "threshold" and self.at_least is None:
+            raise ValueError(f"finding {self.key}: a threshold needs at_least")
+
+
+@dataclass(frozen=True)
+class Verdict:
     verdict: str
     why: str
-    tag: str = "?"
+    n: int = 0
+    pairs: list[dict[str, Any]] = field(default_factory=list)  # paired: mean, interval and p of each pair
 
 
-def _spread(values: list[float]) -> float:
-    return statistics.stdev(values) if len(values) > 1 else 0.0
+def paired(better: Sequence[float], worse: Sequence[float], lower_is_better: bool) -> dict[str, Any]:
+    """Per-seed differences, signed so that positive agrees with ``better`` being better: mean, 95% t interval,
+    two-sided p-value of the one-sample t-test against zero."""
+    if len(better) != len(worse):
+        raise ValueError(f"paired arms need one value per seed each ({len(better)} vs {len(worse)})")
+    diffs = [(w - b) if lower_is_better else (b - w) for b, w in zip(better, worse)]
+    n, mean = len(diffs), statistics.fmean(diffs)
+    if n < 2:
+        return {"n": n, "mean": mean, "low": math.nan, "high": math.nan, "p": math.nan}
+    sd = statistics.stdev(diffs)
+    if sd == 0:  # identical differences: no spread to test against (a constant shift is certain, zero is nothing)
+        p = 1.0 if mean == 0 else 0.0
+        return {"n": n, "mean": mean, "low": mean, "high": mean, "p": p}
+    half = stats.t.ppf(1 - ALPHA / 2, n - 1) * sd / math.sqrt(n)
+    p = float(stats.ttest_1samp(diffs, 0.0).pvalue)
+    return {"n": n, "mean": mean, "low": mean - half, "high": mean + half, "p": p}
 
 
-def judge_ordering(arms: dict[str, list[float]], expected: list[str], higher_is_better: bool) -> tuple[str, str]:
-    missing = [name for name in expected if not arms.get(name)]
+def _judge_paired(finding: Finding, arms: dict[str, Sequence[float]]) -> Verdict:
+    missing = [a for a in finding.arms if not arms.get(a)]
     if missing:
-        return INCONCLUSIVE, f"no measurements for {', '.join(missing)}"
-    seeds = min(len(arms[name]) for name in expected)
-    sign = 1.0 if higher_is_better else -1.0
-    agree, reversed_pairs, notes = 0, [], []
-    for better, worse in zip(expected, expected[1:]):
-        gap = sign * (statistics.fmean(arms[better]) - statistics.fmean(arms[worse]))
-        spread = max(_spread(arms[better]), _spread(arms[worse]))
-        notes.append(f"{better} vs {worse}: gap {gap:+.4f}, spread {spread:.4f}")
-        if seeds > 1 and gap > spread:
-            agree += 1
-        elif seeds > 1 and gap < -spread:
-            reversed_pairs.append(f"{worse} beats {better}")
-    why = "; ".join(notes)
-    if seeds < 2:
-        return INCONCLUSIVE, f"one seed, no spread to judge against ({why})"
-    if reversed_pairs:
-        return NOT_REPRODUCED, f"{', '.join(reversed_pairs)} beyond the seed spread ({why})"
-    if agree == len(expected) - 1:
-        return REPRODUCED, why
-    return INCONCLUSIVE, f"some gaps are within the seed spread ({why})"
+        return Verdict(INCONCLUSIVE, f"no measurements for {', '.join(missing)}")
+    n = min(len(arms[a]) for a in finding.arms)
+    results = []
+    for better, worse in zip(finding.arms, finding.arms[1:]):
+        results.append({"better": better, "worse": worse,
+                        **paired(arms[better][:n], arms[worse][:n], finding.lower_is_better)})
+    why = "; ".join(f"{r['better']} vs {r['worse']}: Δ {r['mean']:+.4g} [{r['low']:+.4g}, {r['high']:+.4g}], "
+                    f"p = {r['p']:.3g}" for r in results) + f" (n = {n}, + favours the paper)"
+    if n < MIN_SEEDS:
+        return Verdict(INCONCLUSIVE, f"{n} seed(s), at least {MIN_SEEDS} are needed to judge ({why})", n, results)
+    agree = [r for r in results if r["p"] < ALPHA and r["mean"] > 0]
+    reversed_at = ALPHA / len(results) if len(results) > 1 else ALPHA
+    reversed_ = [r for r in results if r["p"] < reversed_at and r["mean"] < 0]
+    if reversed_:
+        return Verdict(NOT_REPRODUCED, why, n, results)
+    return Verdict(REPRODUCED if len(agree) == len(results) else INCONCLUSIVE, why, n, results)
 
 
-def judge_correlation(x: list[float], y: list[float], expected_sign: int) -> tuple[str, str]:
+def _judge_correlation(finding: Finding, data: dict[str, Sequence[float]], seeds: int) -> Verdict:
+    x, y = data["x"], data["y"]
     rho, p = spearman(x, y)
     if math.isnan(rho):
-        return INCONCLUSIVE, f"no correlation computable from {len(x)} point(s) (too few, or a constant input)"
-    why = f"ρ = {rho:+.3f}, p = {p:.3g} (n = {len(x)})"
-    if p < SIGNIFICANCE and rho * expected_sign > 0:
-        return REPRODUCED, why
-    if p < SIGNIFICANCE and rho * expected_sign < 0:
-        return NOT_REPRODUCED, why
-    return INCONCLUSIVE, why
+        return Verdict(INCONCLUSIVE, f"no correlation computable from {len(x)} point(s) (too few, or constant)",
+                       len(x))
+    why = f"ρ = {rho:+.3f}, p = {p:.3g} over {len(x)} points, paper's sign {finding.sign:+d}"
+    if seeds < MIN_SEEDS:
+        return Verdict(INCONCLUSIVE, f"{seeds} seed(s), at least {MIN_SEEDS} are needed to judge ({why})", len(x))
+    if p < ALPHA:
+        return Verdict(REPRODUCED if rho * finding.sign > 0 else NOT_REPRODUCED, why, len(x))
+    return Verdict(INCONCLUSIVE, why, len(x))
 
 
-def judge(finding: dict[str, Any], scale: str) -> Verdict:
-    """The verdict on one finding of a results file at ``scale``."""
-    claim, tag = finding["claim"], finding.get("tag", "?")
-    if finding["kind"] == "ordering":
-        verdict, why = judge_ordering(finding["arms"], finding["expected"], finding["higher_is_better"])
-    elif finding["kind"] == "correlation":
-        verdict, why = judge_correlation(finding["x"], finding["y"], finding["expected_sign"])
-    elif finding["kind"] == "threshold":
-        holds = finding["value"] >= finding["at_least"]
-        verdict = REPRODUCED if holds else NOT_REPRODUCED
-        why = f"{finding['value']:.4g} {'≥' if holds else '<'} {finding['at_least']:.4g}"
+def judge(finding: Finding, data: Any, scale: str, seeds: int) -> Verdict:
+    """The verdict on one declared finding, from what the experiment measured for it."""
+    if finding.kind == "paired":
+        verdict = _judge_paired(finding, data)
+    elif finding.kind == "correlation":
+        verdict = _judge_correlation(finding, data, seeds)
     else:
-        raise ValueError(f"unknown finding kind {finding['kind']!r}")
+        holds = data["value"] >= finding.at_least
+        verdict = Verdict(REPRODUCED if holds else NOT_REPRODUCED,
+                          f"deterministic: {data['value']:.4g} {'≥' if holds else '<'} {finding.at_least:.4g}")
+    if finding.exploratory:
+        return Verdict(EXPLORATORY, f"exploratory, not judged ({verdict.why})", verdict.n, verdict.pairs)
     if scale == "smoke":
-        return Verdict(claim, INCONCLUSIVE, f"smoke scale proves the pipeline, not the finding ({why})", tag)
-    return Verdict(claim, verdict, why, tag)
+        return Verdict(INCONCLUSIVE, f"smoke scale proves the pipeline, not the finding ({verdict.why})", verdict.n,
+                       verdict.pairs)
+    return verdict
 
 
-def judge_results(results: dict[str, Any]) -> list[Verdict]:
-    return [judge(finding, results.get("scale", "smoke")) for finding in results.get("findings", [])]
+def judged(findings: Sequence[Finding], measured: dict[str, Any], scale: str, seeds: int) -> list[dict[str, Any]]:
+    """Every declared finding with its measurements and verdict, in declaration order. The measured keys must be
+    exactly the declared ones: nothing is judged that was not declared, nothing declared goes unreported."""
+    declared = [f.key for f in findings]
+    if len(set(declared)) != len(declared):
+        raise ValueError(f"findings declared twice: {declared}")
+    if set(measured) != set(declared):
+        raise ValueError(f"measured findings {sorted(measured)} differ from the declared ones {sorted(declared)}")
+    out = []
+    for finding in findings:
+        verdict = judge(finding, measured[finding.key], scale, seeds)
+        out.append({**asdict(finding), "data": measured[finding.key], **asdict(verdict)})
+    return out

@@ -173,7 +173,7 @@ def check_architecture_results(folder: Path) -> dict:
 def test_reproduce_scripts_on_a_tiny_setting(corpus_dir, tmp_path):
     """The code path of ``--scale smoke`` on an even smaller setting: tables, Spearman and figures."""
     from reproduce import architecture, speed
-    from reproduce.common import write_results
+    from reproduce.experiment import Options, run
 
     tiny = replace(
         architecture.SCALES["smoke"],
@@ -182,19 +182,17 @@ def test_reproduce_scripts_on_a_tiny_setting(corpus_dir, tmp_path):
         configs=4, steps=3, batch_size=2, seq_len=32, val_batches=2, vocab_size=4000, sources=(str(corpus_dir),),
         speed_depths=(1, 3), speed_new_tokens=6,
     )
-    result = architecture.run_scale(tiny, seeds=1, out=tmp_path)
-    folder = write_results(tmp_path, "architecture", result, "tiny", 1, 1.0)
+    folder, _ = run(replace(architecture.EXPERIMENT, scales={"smoke": tiny}), Options(out=tmp_path))
     record = check_architecture_results(folder)
     assert len(record["rows"]) == 4 and all(row["tokens"] == 3 * 2 * 32 for row in record["rows"])
     assert record["settings"]["budget_counts_embeddings"] is False
 
-    result = speed.run_scale(tiny, seeds=1, out=tmp_path)
+    _, result = run(replace(speed.EXPERIMENT, scales={"smoke": tiny}), Options(out=tmp_path))
     assert [row["depth"] for row in result["rows"]] == [1, 3]
-    assert all(row["cpu_fp32"] == max(row["cpu_fp32_runs"]) > 0 and math.isfinite(row["bpb"])
+    assert all(len(row["cpu_fp32_runs"]) == speed.REPEATS and row["cpu_fp32"] > 0 and math.isfinite(row["bpb"])
                for row in result["rows"])
-    (finding,) = result["findings"]  # deeper is slower, judged over the timed runs
-    assert finding["expected"] == [row["name"] for row in result["rows"]] and finding["higher_is_better"]
-    assert finding["arms"][finding["expected"][0]] == result["rows"][0]["cpu_fp32_runs"]
+    (finding,) = result["findings"]  # deeper is slower, paired over the interleaved timed rounds
+    assert finding["data"]["deepest"] == result["rows"][-1]["cpu_fp32_runs"]
     assert "shortened from the paper's 510" in result["table"]
     assert (tmp_path / "speed" / "speed_vs_score.png").is_file()
 
@@ -202,7 +200,7 @@ def test_reproduce_scripts_on_a_tiny_setting(corpus_dir, tmp_path):
 @pytest.mark.slow
 def test_reproduce_architecture_smoke_scale(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    subprocess.run([sys.executable, "-m", "reproduce.architecture", "--scale", "smoke", "--out", str(tmp_path)],
+    subprocess.run([sys.executable, "-m", "reproduce", "architecture", "--scale", "smoke", "--out", str(tmp_path)],
                    cwd=REPO, env=env, check=True, capture_output=True, timeout=900)
     check_architecture_results(tmp_path / "architecture")
 

@@ -1,4 +1,4 @@
-"""The reproduce harness: verdicts follow the stated rule, and the report has a section per experiment."""
+"""The reproduce harness: one contract, the report has a section per experiment, outputs are refused safely."""
 
 from __future__ import annotations
 
@@ -7,93 +7,33 @@ from pathlib import Path
 
 import pytest
 
-from reproduce.report import TITLES, write_report
-from reproduce.verdict import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, judge, judge_results
-
-ORDER = ["taylor", "l2", "base"]
-
-
-def ordering(arms, expected=ORDER, higher=True):
-    return {"claim": "c", "tag": "P", "kind": "ordering", "arms": arms, "expected": expected,
-            "higher_is_better": higher}
-
-
-def test_the_papers_ordering_beyond_the_seed_spread_is_reproduced():
-    arms = {"taylor": [48.0, 48.2, 47.9], "l2": [47.0, 46.9, 47.1], "base": [42.0, 42.3, 41.9]}
-    assert judge(ordering(arms), "small").verdict == REPRODUCED
-
-
-def test_a_reversal_beyond_the_spread_is_not_reproduced():
-    arms = {"taylor": [46.0, 46.1, 45.9], "l2": [47.0, 46.9, 47.1], "base": [42.0, 42.3, 41.9]}
-    verdict = judge(ordering(arms), "small")
-    assert verdict.verdict == NOT_REPRODUCED and "l2 beats taylor" in verdict.why
-
-
-def test_gaps_inside_the_spread_are_inconclusive():
-    arms = {"taylor": [48.0, 46.0, 47.5], "l2": [47.0, 47.5, 46.8], "base": [42.0, 42.3, 41.9]}
-    assert judge(ordering(arms), "small").verdict == INCONCLUSIVE
-
-
-def test_lower_is_better_metrics_flip_the_direction():
-    bpb = {"taylor": [1.10, 1.11, 1.09], "l2": [1.20, 1.21, 1.19], "base": [1.50, 1.52, 1.49]}
-    assert judge(ordering(bpb, higher=False), "small").verdict == REPRODUCED
-    assert judge(ordering(bpb, higher=True), "small").verdict == NOT_REPRODUCED
-
-
-def test_one_seed_and_smoke_scale_decide_nothing():
-    arms = {"taylor": [48.0], "l2": [47.0], "base": [42.0]}
-    assert judge(ordering(arms), "small").verdict == INCONCLUSIVE
-    strong = {"taylor": [48.0, 48.1], "l2": [47.0, 47.1], "base": [42.0, 42.1]}
-    assert judge(ordering(strong), "smoke").verdict == INCONCLUSIVE
-
-
-def test_missing_arm_is_inconclusive():
-    assert judge(ordering({"taylor": [1.0, 1.0]}), "small").verdict == INCONCLUSIVE
-
-
-@pytest.mark.parametrize("y, sign, expected", [
-    ([1, 2, 3, 5, 4, 6, 7, 8], 1, REPRODUCED),  # rho 0.98, exact p < 0.05, the paper's sign
-    ([8, 7, 6, 4, 5, 3, 2, 1], 1, NOT_REPRODUCED),  # the same strength, the other sign
-    ([8, 7, 6, 4, 5, 3, 2, 1], -1, REPRODUCED),
-    ([3, 1, 4, 8, 5, 2, 6, 7], 1, INCONCLUSIVE),  # weak: p > 0.05
-])
-def test_correlations_are_judged_from_the_data(y, sign, expected):
-    finding = {"claim": "depth", "kind": "correlation", "x": [1, 2, 3, 4, 5, 6, 7, 8], "y": y, "expected_sign": sign}
-    assert judge(finding, "small").verdict == expected
-
-
-def test_a_perfect_order_of_four_points_is_not_significant():
-    """Exact p for 4 points is at least 1/12: the speed table's four variants alone can never decide a correlation."""
-    finding = {"claim": "speed", "kind": "correlation", "x": [2, 4, 8, 16], "y": [40, 30, 20, 10], "expected_sign": -1}
-    verdict = judge(finding, "small")
-    assert verdict.verdict == INCONCLUSIVE and "p = 0.0833" in verdict.why
-    assert judge({**finding, "y": [1, 1, 1, 1]}, "small").verdict == INCONCLUSIVE
-
-
-def test_thresholds():
-    finding = {"claim": "coverage", "kind": "threshold", "value": 0.9971, "at_least": 0.9786}
-    assert judge(finding, "small").verdict == REPRODUCED
-    assert judge({**finding, "value": 0.93}, "small").verdict == NOT_REPRODUCED
+from reproduce.report import EXPERIMENTS, OLD_RULE, write_report
+from reproduce.verdict import INCONCLUSIVE, REPRODUCED, Finding, judged
 
 
 def test_report_from_a_hand_made_results_file(tmp_path):
     (tmp_path / "inheritance").mkdir()
+    finding = Finding("f", "taylor beats base", "P", "bpb", ("taylor", "base"))
+    data = {"taylor": [1.0, 1.1, 1.05], "base": [2.0, 2.1, 2.02]}
     record = {"experiment": "inheritance", "scale": "small", "seeds": 3, "wall_seconds": 12.0, "hardware": "CPU",
               "table": "| ours | paper |", "figures": ["inheritance/curves.png"],
-              "findings": [ordering({"taylor": [48.0, 48.2, 47.9], "l2": [47.0, 46.9, 47.1],
-                                     "base": [42.0, 42.3, 41.9]})]}
+              "findings": judged((finding,), {"f": data}, "small", 3)}
     (tmp_path / "inheritance" / "results.json").write_text(json.dumps(record))
-    assert [v.verdict for v in judge_results(record)] == [REPRODUCED]
+    (tmp_path / "coverage").mkdir()  # a results file of the old rule: shown as such, never re-judged
+    old = {"experiment": "coverage", "scale": "small", "seeds": 2, "wall_seconds": 1.0, "hardware": "CPU",
+           "table": "|", "findings": [{"claim": "c", "tag": "P", "kind": "threshold", "value": 1, "at_least": 0}]}
+    (tmp_path / "coverage" / "results.json").write_text(json.dumps(old))
     report = write_report(tmp_path).read_text()
-    for name in TITLES:
+    for name in EXPERIMENTS:
         assert f"## {name}:" in report
-    assert report.count("## ") == 12
-    assert "**reproduced**" in report and "Not run yet: `python -m reproduce ladder" in report
+    assert report.count("\n## ") == 12
+    assert f"**{REPRODUCED}**" in report and "Not run yet: `python -m reproduce ladder" in report
+    assert OLD_RULE in report
     assert "![inheritance: curves](inheritance/curves.png)" in report
 
 
 def test_reproduce_all_at_smoke_scale_writes_the_full_report(tmp_path):
-    """The README's main job, end to end on the built-in data (about 10 minutes on 2 cores)."""
+    """The README's main job, end to end on the built-in data (a few minutes on 2 cores)."""
     import os
     import subprocess
     import sys
@@ -106,10 +46,16 @@ def test_reproduce_all_at_smoke_scale_writes_the_full_report(tmp_path):
     report = (tmp_path / "REPORT.md").read_text()
     assert report.count("\n## ") == 12 and "| not run |" not in report
     assert not list(tmp_path.glob("*/runs")), "training runs belong in temp dirs, not beside the results"
-    for name in TITLES:
+    from reproduce.report import load
+
+    for name in EXPERIMENTS:
         record = json.loads((tmp_path / name / "results.json").read_text())
-        assert record["scale"] == "smoke" and record["table"], name
-        assert all(v.verdict == INCONCLUSIVE for v in judge_results(record)), name  # smoke never decides
+        assert record["scale"] == "smoke" and record["table"] and "verdicts" not in record, name
+        assert [f["key"] for f in record["findings"]] == [f.key for f in load(name).findings], name  # as declared
+        assert all(f["verdict"] in (INCONCLUSIVE, "exploratory") for f in record["findings"]), name  # smoke
+    again = subprocess.run([sys.executable, "-m", "reproduce", "coverage", "--scale", "smoke", "--out", str(tmp_path)],
+                           cwd=Path(__file__).resolve().parents[1], env=env, capture_output=True, text=True)
+    assert again.returncode == 2 and "--overwrite" in again.stderr  # an earlier result is never silently replaced
 
 
 @pytest.mark.parametrize("scale", ["smoke", "small", "paper"])
@@ -124,15 +70,27 @@ def test_every_architecture_scale_has_its_shapes(scale):
         list(setting.speed_depths)
 
 
-def test_results_files_write_the_home_folder_as_a_tilde(tmp_path):
-    from reproduce.common import write_results
+def test_results_write_the_home_folder_as_a_tilde_and_replace_only_with_overwrite(tmp_path):
+    from reproduce.experiment import Experiment, Measured, Options, run
+    from tinylm.errors import TinyLMError
 
     model = str(Path.home() / ".cache" / "tinylm" / "ladder" / "seed0")
-    folder = write_results(tmp_path, "ladder", {"table": f"source {model}", "rows": [{"model_dirs": [model]}]},
-                           "small", 2, 1.0)
-    record = json.loads((folder / "results.json").read_text())
+    finding = Finding("f", "a beats b", "P", "bpb", ("a", "b"))
+    toy = Experiment("toy", "a toy", {"smoke": None}, (finding,),
+                     lambda setting, options, folder: Measured(f"source {model}", {"f": {"a": [1.0], "b": [2.0]}},
+                                                               rows=[{"model_dirs": [model]}]))
+    folder, record = run(toy, Options(out=tmp_path))
     assert record["rows"][0]["model_dirs"] == ["~/.cache/tinylm/ladder/seed0"]
     assert str(Path.home()) + "/" not in (folder / "table.md").read_text()
+    with pytest.raises(TinyLMError, match="--overwrite"):
+        run(toy, Options(out=tmp_path))
+    run(toy, Options(out=tmp_path, overwrite=True))  # tinylm wrote it: replaced
+    (tmp_path / "user").mkdir()
+    (tmp_path / "user" / "notes.txt").write_text("mine")
+    user = Experiment("user", "a user's folder", {"smoke": None}, (finding,), toy.measure)
+    with pytest.raises(TinyLMError, match="not written by tinylm"):
+        run(user, Options(out=tmp_path, overwrite=True))
+    assert (tmp_path / "user" / "notes.txt").read_text() == "mine"
 
 
 @pytest.mark.parametrize("scale", ["smoke", "small", "paper"])
@@ -154,21 +112,17 @@ def test_every_ladder_scale_is_a_fair_ladder(scale):
     assert source.head_dim == deep.head_dim  # width pruning removes whole heads
 
 
-def test_ladder_judges_every_step_and_the_whole_recipe():
-    from reproduce.ladder import STEPS, findings
+def test_ladder_declares_every_step_and_the_whole_recipe():
+    from reproduce.ladder import EXPERIMENT, STEPS
 
-    rows = [{"step": step, "bpb_seeds": [3.0 - 0.1 * i, 3.01 - 0.1 * i]} for i, step in enumerate(STEPS)]
-    judged = [judge(f, "small") for f in findings(rows)]
-    assert len(judged) == len(STEPS) and all(v.verdict == REPRODUCED for v in judged)
-    rows[1]["bpb_seeds"] = [3.5, 3.51]  # +tokenizer worse than base (and so +arch "improves" on it)
-    verdicts = [judge(f, "small").verdict for f in findings(rows)]
-    assert verdicts == [NOT_REPRODUCED, REPRODUCED, REPRODUCED, REPRODUCED, REPRODUCED]
+    pairs = [f.arms for f in EXPERIMENT.findings]
+    assert pairs == [(after, before) for before, after in zip(STEPS, STEPS[1:])] + [("+rounds", "base")]
 
 
 def test_smoke_runs_stay_out_of_the_committed_results(tmp_path, monkeypatch):
     """Without --out, smoke writes under runs/smoke (git-ignored); small and paper write results/."""
     from reproduce.__main__ import main
-    from reproduce.common import default_out
+    from reproduce.experiment import default_out
 
     assert default_out("smoke") == Path("runs/smoke") and default_out("small") == default_out("paper") == Path("results")
     monkeypatch.chdir(tmp_path)
