@@ -176,3 +176,38 @@ def test_a_swapped_tokenizer_is_refused_on_load(bpe_dir, tmp_path):
     (model / "tokenizer.json").write_text(json.dumps(spec))
     with pytest.raises(TinyLMError, match="not the tokenizer the model was written with"):
         load_model_dir(model)
+
+
+# ---- the real SmolLM2-135M tokenizer (49,152 tokens) and model --------------------------------------------
+@pytest.mark.slow
+def test_smollm2_compacted_to_16000_on_the_builtin_corpus(tmp_path):
+    """The issue's acceptance: lossless round trip, coverage reported, same logits on kept ids (~1 min)."""
+    from tinylm.compact import sample_documents
+    from tinylm.corpus import resolve
+    from tinylm.model_dir import resolve_model_dir
+
+    source = resolve_model_dir("builtin:smollm2-135m")
+    old = load_tokenizer(source)
+    frequencies = count_frequencies(old, resolve("builtin"), tmp_path / "freq")
+    docs = sample_documents(["builtin"], 1_000_000)
+    record = compact_tokenizer(old, frequencies, 16000, tmp_path / "t16k", docs)
+    assert record["vocab_size"] == 16000 and record["verify"]["lossless"] == len(docs)
+    assert record["verify"]["changed_by_compaction"] == 0 and record["counted_coverage"] > 0.98
+    new = load_tokenizer(tmp_path / "t16k")
+    vocab = json.loads((source / "tokenizer.json").read_text())["model"]["vocab"]
+    for text in [*TEXTS, random_text(0)]:
+        if all(c in vocab for c in (bytes_to_unicode()[b] for b in text.encode())):  # bytes SmolLM2 itself has
+            assert new.decode(new.encode_one(text)) == text == old.decode(old.encode_one(text))
+    keep = record["id_map"]
+    kept = set(keep)
+    lines = [line for doc in docs[:200] for line in doc.splitlines() if line.strip()]
+    text = "\n".join(line for line in lines if all(i in kept for i in old.encode_one(line)))[:1500]
+    old_ids = old.encode_one(text)
+    assert all(i in kept for i in old_ids) and len(old_ids) > 100
+    old_model, _ = load_model_dir(source)
+    new_model, _ = load_model_dir(remap_model(source, tmp_path / "t16k", tmp_path / "m16k"))
+    new_ids = new.encode_one(text)
+    assert new_ids == [keep.index(i) for i in old_ids]
+    with torch.no_grad():
+        expected = old_model(torch.tensor([old_ids]))[..., keep]
+        assert (new_model(torch.tensor([new_ids])) - expected).abs().max().item() <= 1e-5
