@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
+import numpy as np
 import scipy.stats
 
 from tinylm.errors import TinyLMError
@@ -184,8 +185,16 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
     rho = float(result.statistic)
     if len(x) > EXACT_UP_TO:
         return rho, float(result.pvalue)
-    exact = scipy.stats.permutation_test((list(x),), lambda a: scipy.stats.spearmanr(a, y).statistic,
-                                         permutation_type="pairings", n_resamples=math.inf)
+    ry = scipy.stats.rankdata(y)
+    ry = (ry - ry.mean()) / np.linalg.norm(ry - ry.mean())
+
+    def rho_of(a, axis: int = -1):  # Pearson of the ranks, for every pairing at once
+        ra = scipy.stats.rankdata(a, axis=axis)
+        ra = ra - ra.mean(axis=axis, keepdims=True)
+        return (ra @ ry) / np.linalg.norm(ra, axis=axis)
+
+    exact = scipy.stats.permutation_test((list(x),), rho_of, permutation_type="pairings", n_resamples=math.inf,
+                                         vectorized=True)
     return rho, float(exact.pvalue)
 
 
