@@ -1,0 +1,198 @@
+"""``tinylm pro``: the whole chain on a tiny random-init source, stage skipping and resuming, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from tinylm import pro as pro_module
+from tinylm.model import ModelConfig
+from tinylm.pro import (
+    digest,
+    interleave,
+    kv_heads_for,
+    paper_depth,
+    parse_budget,
+    pro,
+    read_target,
+    shape_for_budget,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+STAGE_FOLDERS = ["1-tokenizer", "2-architecture", "3-inherit", "data", "4-train/pro", "4-train/scratch",
+                 "4-train/distill"]
+
+
+@pytest.fixture(scope="module")
+def source(tokenizer, tmp_path_factory) -> Path:
+    """A random-init GQA source (head size 32, 2 query heads per KV head) with the SentencePiece test tokenizer."""
+    from tinylm.model import Transformer
+    from tinylm.model_dir import save_model_dir
+
+    torch.manual_seed(0)
+    config = ModelConfig(vocab_size=tokenizer.vocab_size, hidden_size=128, num_layers=4, num_heads=4, num_kv_heads=2,
+                         intermediate_size=256, max_seq_len=256)
+    return save_model_dir(tmp_path_factory.mktemp("pro-source") / "model", Transformer(config), tokenizer)
+
+
+def small_run(source: Path, corpus: Path, out: Path, **overrides):
+    settings = dict(source=str(source), target="300k", data=[str(corpus)], out=str(out), tokens=6000, seq_len=32,
+                    batch_size=4, calibration_size=4, heldout_chars=5000, tasks=["arc_easy"],
+                    eval_data_dir=str(out.parent / "no-benchmarks"), distill=0.5)
+    return pro(**{**settings, **overrides})
+
+
+@pytest.fixture(scope="module")
+def finished(source, corpus_dir, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("pro") / "run"
+    small_run(source, corpus_dir, out)
+    return out
+
+
+def test_whole_chain_on_a_tiny_source(finished):
+    report = json.loads((finished / "report.json").read_text())
+    scores = report["scores"]
+    assert list(scores) == ["source", "compact source", "random init", "inherited (step 0)", "Pro (inherited + rounds)",
+                            "scratch (same shape, same tokens)", "Pro + distill"]
+    assert all(row["bpb"] > 0 for row in scores.values())
+    assert all(row["tasks"] == {"arc_easy": None} for row in scores.values())  # no benchmark files: n/a
+    text = (finished / "report.md").read_text()
+    assert "n/a" in text and "loss_curves.png" in text and (finished / "loss_curves.png").stat().st_size > 0
+    # 1. the kept pieces cover the asked share and the compact source has that many rows
+    tok = report["tokenizer"]
+    assert tok["counted_coverage"] >= 0.9786 and scores["compact source"]["vocab_size"] == tok["vocab_size"]
+    # 2. the budget's shape follows the depth rule
+    assert scores["Pro (inherited + rounds)"]["layers"] == paper_depth(300_000) == 4
+    # 4. every arm trained on the same tokens, in two rounds
+    training = report["training"]
+    assert len({arm["tokens"] for arm in training.values()}) == 1 and training["pro"]["tokens"] > 0
+    assert (finished / "4-train" / "pro" / "rounds" / "round_1.npz").is_file()
+    assert training["pro"]["lr"] == pytest.approx((4 * 32 / 2048) ** 0.5 * 1e-3)
+    # 3. the inherited model is the compact source's both-ends layers, and training moved it
+    from tinylm.model_dir import load_model_dir
+
+    inherited, _ = load_model_dir(finished / "3-inherit" / "model")
+    trained, _ = load_model_dir(finished / "4-train" / "pro" / "model")
+    assert not torch.equal(inherited.model.embed_tokens.weight, trained.model.embed_tokens.weight)
+    assert json.loads((finished / "3-inherit" / "stage.json").read_text())["result"]["layers"] == [0, 1, 2, 3]
+
+
+def test_a_rerun_skips_every_finished_stage(finished, source, corpus_dir, capsys):
+    before = {name: (finished / name / "stage.json").stat().st_mtime_ns for name in STAGE_FOLDERS}
+    small_run(source, corpus_dir, finished)
+    log = capsys.readouterr().out
+    assert {name: (finished / name / "stage.json").stat().st_mtime_ns for name in STAGE_FOLDERS} == before
+    for name in STAGE_FOLDERS:
+        assert f"{Path(name).name}: skipped" in log
+
+
+def test_a_killed_run_resumes_at_the_stage_it_had_not_finished(source, corpus_dir, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    real_train = pro_module._train
+
+    def killed(tmp, arm, *args, **kwargs):
+        if arm == "scratch":
+            raise KeyboardInterrupt  # killed while training the scratch arm
+        return real_train(tmp, arm, *args, **kwargs)
+
+    monkeypatch.setattr(pro_module, "_train", killed)
+    with pytest.raises(KeyboardInterrupt):
+        small_run(source, corpus_dir, out, distill=0.0, tasks=[])
+    assert (out / "4-train" / "pro" / "stage.json").is_file() and not (out / "4-train" / "scratch").exists()
+    assert not list((out / "4-train").glob(".scratch*"))  # the half-written arm left nothing behind
+    hashes = {name: json.loads((out / name / "stage.json").read_text())["hash"] for name in STAGE_FOLDERS[:5]}
+    weights = (out / "4-train" / "pro" / "model" / "model.safetensors").stat().st_mtime_ns
+    capsys.readouterr()
+
+    monkeypatch.setattr(pro_module, "_train", real_train)
+    small_run(source, corpus_dir, out, distill=0.0, tasks=[])
+    log = capsys.readouterr().out
+    assert all(f"{Path(name).name}: skipped" in log for name in hashes)
+    assert "scratch: running" in log and (out / "report.md").is_file()
+    assert (out / "4-train" / "pro" / "model" / "model.safetensors").stat().st_mtime_ns == weights
+    # a changed training setting redoes training, not the tokenizer, shape or inheritance
+    small_run(source, corpus_dir, out, distill=0.0, tasks=[], lr0=2e-3)
+    log = capsys.readouterr().out
+    assert "1-tokenizer: skipped" in log and "3-inherit: skipped" in log and "pro: running" in log
+
+
+def test_stages_runs_a_subset(source, corpus_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    result = small_run(source, corpus_dir, out, stages="tokenizer,architecture")
+    assert set(result) == {"tokenizer", "architecture"} and not (out / "3-inherit").exists()
+    with pytest.raises(Exception, match="stage inherit has not run"):
+        small_run(source, corpus_dir, out, stages="train")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--target", "banana"], "--target 'banana' is neither a parameter budget"),
+    (["--target", "1k"], "no shape of the source's heads lands near a budget of 1,000"),
+    (["--target", '{"hidden_size": 512, "num_heads": 16}'], "larger than the source's"),
+    (["--stages", "tokenizer,fly"], "--stages tokenizer,fly: choose from"),
+    (["--coverage", "1.5"], "--coverage 1.5 must be a share"),
+    (["--criterion", "magic"], "--criterion 'magic'"),
+    (["--distill", "2"], "--distill 2.0 must be a weight"),
+])
+def test_bad_input_is_one_line(source, corpus_dir, tmp_path, capsys, args, message):
+    from tinylm.cli import main
+
+    base = ["pro", "--source", str(source), "--target", "300k", "--data", str(corpus_dir), "--out",
+            str(tmp_path / "run"), "--tokens", "6000", "--seq_len", "32", "--batch_size", "4", "--tasks", "[]"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(base + args)
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and message in err and len(err.splitlines()) == 1
+
+
+def test_out_is_never_a_foreign_folder_and_a_missing_source_is_named(source, corpus_dir, tmp_path, capsys):
+    from tinylm.cli import main
+
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    for out, src, message in [(foreign, str(source), "was not written by tinylm"),
+                              (tmp_path / "new", str(tmp_path / "nowhere"), "is not a model dir")]:
+        with pytest.raises(SystemExit):
+            main(["pro", "--source", src, "--target", "300k", "--data", str(corpus_dir), "--out", str(out)])
+        assert message in capsys.readouterr().err
+    assert (foreign / "notes.txt").read_text() == "keep me" and sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]
+
+
+def test_depth_rule_and_budget_shapes():
+    assert [paper_depth(b) for b in (1e9, 1e8, 1e7, 1e6)] == [20, 13, 8, 5]
+    assert [parse_budget(t) for t in ("10M", "1.5B", "500k", "10e6", "12345", "ten")] == \
+        [10_000_000, 1_500_000_000, 500_000, 10_000_000, 12345, None]
+    smollm2 = ModelConfig(vocab_size=11357, hidden_size=576, num_layers=30, num_heads=9, num_kv_heads=3,
+                          intermediate_size=1536, tie_embeddings=True)
+    assert kv_heads_for(4, smollm2) == 2 and kv_heads_for(5, smollm2) is None and kv_heads_for(9, smollm2) == 3
+    shape = shape_for_budget(10_000_000, smollm2, 11357)
+    assert (shape.num_layers, shape.hidden_size, shape.num_heads, shape.num_kv_heads) == (8, 256, 4, 2)
+    assert shape.intermediate_size == 688 and shape.head_dim == 64 and shape.tie_embeddings
+    preset, how = read_target("tiny", smollm2, 11357)
+    assert (preset.hidden_size, preset.num_kv_heads, how) == (256, 2, "preset tiny")
+
+
+def test_interleave_lets_the_datamodule_hold_out_exactly_the_heldout_documents():
+    for n_train, n_held in [(7, 3), (100, 9), (5, 5), (1, 4)]:
+        train, held = [f"t{i}" for i in range(n_train)], [f"h{i}" for i in range(n_held)]
+        docs, every, count = interleave(train, held)
+        split = [d for i, d in enumerate(docs) if i % every == every - 1]
+        assert split == held[:count] and [d for d in docs if d.startswith("t")] == train and count >= 1
+
+
+def test_recipe_parses_as_the_command_config():
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_function_arguments(pro)
+    parser.add_argument("--config", action="config")
+    for recipe in sorted((REPO / "recipes" / "pro").glob("*.yaml")):
+        config = parser.parse_args(["--config", str(recipe)])
+        assert config.source and config.target and config.tokens > 0
+
+
+def test_stage_hash_covers_every_input():
+    assert digest({"a": 1, "b": [1, 2]}) == digest({"b": [1, 2], "a": 1}) != digest({"a": 1, "b": [2, 1]})
