@@ -115,3 +115,50 @@ def test_scaled_lr_is_used_for_the_global_batch(corpus_dir, tokenizer, tmp_path)
     fit(lm, data(corpus_dir, tokenizer, tmp_path / "cache"), tmp_path / "run", max_steps=1, callbacks=[Peek()],
         accumulate_grad_batches=2)
     assert seen["lr"] == pytest.approx(1e-3 * (4 * 32 * 2) / 256)
+
+
+class Diverge(L.Callback):
+    """An update that leaves a NaN in the weights while the step's loss was still finite."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == 2:
+            with torch.no_grad():
+                pl_module.head_weight[0, 0] = float("nan")
+
+
+def test_diverged_weights_are_never_checkpointed(corpus_dir, tokenizer, tmp_path):
+    every_step = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=1, save_top_k=-1, save_last=True)
+    with pytest.raises(TinyLMError, match="weights became non-finite .* at step 2; no checkpoint was written"):
+        fit(module(), data(corpus_dir, tokenizer, tmp_path / "cache"), tmp_path / "run", max_steps=5,
+            callbacks=[Diverge(), every_step])
+    saved = sorted(p.name for p in (tmp_path / "ckpt").glob("*.ckpt"))
+    assert saved == ["epoch=0-step=1.ckpt", "last.ckpt"]  # the last good step, and nothing after it
+    for name in saved:
+        state = torch.load(tmp_path / "ckpt" / name, weights_only=True)["state_dict"]
+        assert all(torch.isfinite(t).all() for t in state.values()), name
+
+
+def test_zero_steps_and_a_learning_rate_that_trains_nothing_are_refused(corpus_dir, tokenizer, tmp_path):
+    with pytest.raises(TinyLMError, match="max_steps=0 trains nothing"):
+        fit(module(model_dir=str(tmp_path / "out")), data(corpus_dir, tokenizer, tmp_path / "cache"), tmp_path / "run",
+            max_steps=0)
+    assert not (tmp_path / "out").exists()
+    for lr in (0.0, -1e-3):
+        with pytest.raises(TinyLMError, match="learning rate must be positive"):
+            LanguageModel(ModelConfig.from_preset("debug"), lr=lr)
+
+
+def test_the_model_dir_is_checked_before_training(corpus_dir, tokenizer, tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "mine.txt").write_text("precious")
+    recorder = LossRecorder()
+    with pytest.raises(TinyLMError, match="exists and is not empty"):
+        fit(module(model_dir=str(tmp_path / "out")), data(corpus_dir, tokenizer, tmp_path / "cache"),
+            tmp_path / "run", max_steps=2, callbacks=[recorder])
+    assert recorder.losses == {}  # refused before the first step
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["mine.txt"]
+    fit(module(model_dir=str(tmp_path / "model")), data(corpus_dir, tokenizer, tmp_path / "cache"), tmp_path / "r2",
+        max_steps=1)
+    fit(module(model_dir=str(tmp_path / "model"), overwrite=True), data(corpus_dir, tokenizer, tmp_path / "cache"),
+        tmp_path / "r3", max_steps=2)  # a model dir tinylm wrote may be replaced, when asked to
+    assert read_provenance(tmp_path / "model")["global_step"] == 2

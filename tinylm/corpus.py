@@ -170,9 +170,13 @@ def _read_files(files: list[Path], kind: str, text_field: str, spec: str) -> Ite
     import datasets
 
     datasets.disable_progress_bars()
+    if all(f.stat().st_size == 0 for f in files):
+        raise TinyLMError(f"corpus {spec!r} is empty (every file has 0 bytes); give real text")
     kwargs = {"sample_by": "document", "encoding": "utf-8"} if kind == "text" else {}
     try:
         data = datasets.load_dataset(kind, data_files=[str(f) for f in files], split="train", **kwargs)
+    except StopIteration:  # datasets' json reader finds no row at all
+        raise TinyLMError(f"corpus {spec!r} has no rows; give one JSON object per line with a text field") from None
     except UnicodeDecodeError as err:
         raise TinyLMError(f"corpus {spec!r} is not UTF-8 text ({err.reason} at byte {err.start}); "
                           "convert it with iconv -t UTF-8") from None
@@ -184,8 +188,11 @@ def _read_files(files: list[Path], kind: str, text_field: str, spec: str) -> Ite
     if text_field not in data.column_names:
         raise TinyLMError(f"corpus {spec!r} has no field {text_field!r} (fields: {data.column_names}); "
                           "set --data.text_field")
-    for row in data.iter(batch_size=1000):
-        yield from (t for t in row[text_field] if t and t.strip())
+    try:
+        for row in data.iter(batch_size=1000):
+            yield from (t for t in row[text_field] if t and t.strip())
+    except UnicodeDecodeError:  # a json/parquet string column is decoded only when read
+        raise TinyLMError(f"corpus {spec!r} is not UTF-8 text; convert it with iconv -t UTF-8") from None
 
 
 def _hub_source(spec: str) -> Source:

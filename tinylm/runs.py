@@ -20,11 +20,13 @@ from pathlib import Path
 
 from jsonargparse import Namespace
 from lightning.fabric.loggers.logger import rank_zero_experiment
+from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
 from tinylm.errors import TinyLMError
+from tinylm.io import check_output_dir
 
 LOGS = "logs"
 LAST = "last.ckpt"
@@ -88,17 +90,33 @@ class RunLogger(CSVLogger):
     @rank_zero_experiment
     def experiment(self) -> ExperimentWriter:
         if self._experiment is None:
-            self._fs.makedirs(self.root_dir, exist_ok=True)
             self._experiment = _AppendingWriter(log_dir=self.log_dir)
         return self._experiment
 
 
 class _AppendingWriter(ExperimentWriter):
-    def _check_log_dir_exists(self) -> None:
-        metrics = Path(self.metrics_file_path)
-        if metrics.is_file():  # continue the file: its header is the set of keys logged so far
-            with open(metrics, newline="") as handle:
+    """Continues an existing metrics.csv, and makes its folder only at the first write: Lightning builds the
+    writer before setup, so a run refused during setup (or a refused resume) leaves no empty version folder."""
+
+    def __init__(self, log_dir: str) -> None:  # ExperimentWriter's, without its makedirs and metrics.csv removal
+        self.metrics: list[dict[str, float]] = []
+        self.metrics_keys: list[str] = []
+        self.hparams: dict = {}
+        self._fs = get_filesystem(log_dir)
+        self.log_dir = log_dir
+        self.metrics_file_path = os.path.join(log_dir, self.NAME_METRICS_FILE)
+        if os.path.isfile(self.metrics_file_path):  # continue the file: its header holds the keys logged so far
+            with open(self.metrics_file_path, newline="") as handle:
                 self.metrics_keys = list(csv.DictReader(handle).fieldnames or [])
+
+    def save(self) -> None:
+        if self.metrics:
+            self._fs.makedirs(self.log_dir, exist_ok=True)
+        super().save()
+
+    def log_hparams(self, params: dict) -> None:
+        self._fs.makedirs(self.log_dir, exist_ok=True)
+        super().log_hparams(params)
 
 
 def check_steps(max_steps: int | None) -> None:
@@ -116,6 +134,10 @@ class RunCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_argument("--overwrite", type=bool, default=False,
                             help="replace an existing model dir (--model.model_dir) that tinylm wrote")
+
+    def _parse_ckpt_path(self) -> None:
+        """LightningCLI would load the checkpoint here and let its hyperparameters silently replace the command's;
+        tinylm instead refuses a resume whose model, data or rounds settings differ (``on_load_checkpoint``)."""
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -137,3 +159,7 @@ class RunCLI(LightningCLI):
                                        init_args=Namespace(save_dir=str(root), name=LOGS, version=version))
         if config.overwrite:
             config.model.init_args.overwrite = True
+        model_dir = config.model.init_args.get("model_dir") if "init_args" in config.model else None
+        if self.subcommand == "fit" and model_dir:  # refused before anything is built or written
+            overwrite = bool(config.model.init_args.get("overwrite"))
+            check_output_dir(model_dir, overwrite, "--model.model_dir", protect=[Path(root) / LOGS])

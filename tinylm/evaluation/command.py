@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from tinylm.errors import TinyLMError
-from tinylm.io import atomic_file
+from tinylm.io import atomic_file, check_output_file
 
 
 def run_tasks(lm: Any, tasks: list[str], num_fewshot: int | None = None, limit: float | None = None,
@@ -74,11 +74,17 @@ def evaluate(
     from tinylm.evaluation.adapter import TinyLMEval
 
     names = [t.strip() for t in (tasks.split(",") if isinstance(tasks, str) else tasks) if t.strip()]
-    if not Path(model).is_dir():
-        raise TinyLMError(f"model dir {model} does not exist; give the folder tinylm fit or tinylm inherit wrote")
+    check_settings(model, names, num_fewshot, limit, batch_size, device)
+    if output:  # refused now, not after an hour of evaluation
+        check_output_file(output, what="--output")
+        check_output_file(Path(output).with_suffix(".md"), what="--output (its .md table)")
     start = time.time()
     lm = TinyLMEval(model, batch_size=batch_size, device=device, add_bos_token=add_bos_token)
-    results = run_tasks(lm, names, num_fewshot=num_fewshot, limit=limit, data_dir=data_dir, seed=seed)
+    try:
+        results = run_tasks(lm, names, num_fewshot=num_fewshot, limit=limit, data_dir=data_dir, seed=seed)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise TinyLMError(f"benchmark file {_failing_file(err) or 'under --data_dir'} is truncated or not UTF-8 "
+                          f"JSON ({err}); re-copy it (the folder's SHA256SUMS lists the good files)") from None
     table = markdown(results)
     print(table)
     if output:
@@ -92,3 +98,42 @@ def evaluate(
             handle.write(f"# {Path(model).name}: {', '.join(names)}\n\n{table}\n")
         print(f"tinylm: wrote {output} and {Path(output).with_suffix('.md')}")
     return results
+
+
+def check_settings(model: str, tasks: list[str], num_fewshot: int | None, limit: float | None, batch_size: int,
+                   device: str | None) -> None:
+    """Refuse bad evaluation settings before anything is loaded."""
+    if not str(model).startswith("builtin:") and not Path(model).is_dir():  # builtin: resolved on load
+        raise TinyLMError(f"model dir {model} does not exist; give the folder tinylm fit or tinylm inherit wrote")
+    if not tasks:
+        raise TinyLMError("--tasks is empty; give task names such as arc_easy,c3")
+    if limit is not None and not limit > 0:
+        raise TinyLMError(f"--limit {limit} must be positive: a number of documents, or a fraction below 1")
+    if num_fewshot is not None and num_fewshot < 0:
+        raise TinyLMError(f"--num_fewshot {num_fewshot} must be 0 or more")
+    if batch_size < 1:
+        raise TinyLMError(f"--batch_size {batch_size} must be at least 1")
+    if device is not None:
+        import torch
+
+        try:
+            kind = torch.device(device).type
+        except RuntimeError:
+            raise TinyLMError(f"--device {device!r} is not a device; use cpu, cuda or cuda:N") from None
+        if kind == "cuda" and not torch.cuda.is_available():
+            raise TinyLMError(f"--device {device}: this machine has no CUDA GPU (or torch was built without CUDA); "
+                              "use --device cpu")
+        if kind == "cuda" and torch.device(device).index is not None and \
+                torch.device(device).index >= torch.cuda.device_count():
+            raise TinyLMError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here")
+
+
+def _failing_file(err: BaseException) -> str | None:
+    """The benchmark file a JSON error came from: the ``path`` being read in the innermost frame that has one."""
+    traceback, found = err.__traceback__, None
+    while traceback is not None:
+        path = traceback.tb_frame.f_locals.get("path")
+        if isinstance(path, (str, Path)):
+            found = str(path)
+        traceback = traceback.tb_next
+    return found

@@ -11,6 +11,7 @@ from tinylm.inherit.layers import select_layers
 from tinylm.inherit.mask_learner import learned_importance, load_masks
 from tinylm.inherit.materialize import save_inherited
 from tinylm.inherit.plan import resolve_target
+from tinylm.io import check_output_dir
 from tinylm.model_dir import load_model_dir
 from tinylm.tokenizer import load_tokenizer
 
@@ -29,6 +30,7 @@ def inherit(
     keep_ids: str | None = None,
     tokenizer: str | None = None,
     seed: int = 0,
+    overwrite: bool = False,
 ) -> None:
     """Inherit a smaller model from SOURCE: pick layers, keep the most important heads, FFN neurons and channels.
 
@@ -48,9 +50,18 @@ def inherit(
             ``compact.json`` that ``tinylm tokenizer compact`` writes), for a compact tokenizer; needs ``tokenizer``.
         tokenizer: the tokenizer written into the new model dir (default: the source's).
         seed: calibration sampling seed.
+        overwrite: replace an existing ``out`` that tinylm wrote (a folder tinylm did not write is never replaced).
     """
     if criterion not in (*CRITERIA, "learned"):
         raise TinyLMError(f"unknown criterion {criterion!r}; choose one of {', '.join((*CRITERIA, 'learned'))}")
+    inputs = [p for p in (source, masks, keep_ids, tokenizer) if p is not None]
+    check_output_dir(out, overwrite, "--out", protect=inputs)  # before any work, and never over an input
+    if target.lstrip().startswith("{"):
+        try:
+            target = json.loads(target)
+        except json.JSONDecodeError as err:
+            raise TinyLMError(f"--target is not valid JSON ({err.msg} at character {err.pos}); write a mapping "
+                              "such as '{\"hidden_size\": 128, \"num_heads\": 2}'") from None
     model, source_tokenizer = load_model_dir(source)
     config = model.config
     shape = resolve_target(target, config)
@@ -82,7 +93,7 @@ def inherit(
             provenance["calibration"] = {"sources": calibration, "size": calibration_size, "seq_len": seq_len}
         scores = importance(model, criterion, blocks, batch_size)
     plan = scores.plan(shape, kept_layers, ids)
-    path = save_inherited(out, model.state_dict(), config, plan, new_tokenizer, provenance)
+    path = save_inherited(out, model.state_dict(), config, plan, new_tokenizer, provenance, overwrite=overwrite)
     small = plan.config(config)
     print(f"tinylm: inherited {small.num_params():,} of {config.num_params():,} parameters "
           f"({criterion}, layers {kept_layers}) into {path}")

@@ -1,0 +1,151 @@
+"""The catalogue of bad input, as one table: every row is a command, the exit status it must end with, the words
+its one-line error must contain, and a destination that must be exactly as it was before (a user's folder with a
+file in it, or nothing at all). Commands run in-process through ``tinylm.cli.main``."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from tinylm.cli import main
+
+QUICKSTART = str(Path(__file__).resolve().parents[1] / "recipes" / "quickstart.yaml")
+
+
+def fit(*extra: str) -> list[str]:
+    return ["fit", "--config", QUICKSTART, "--data.sources", "{corpus}", "--data.tokenizer", "{tok}",
+            "--data.seq_len", "16", "--data.batch_size", "2", "--model.config", "debug", "--trainer.max_steps", "2",
+            "--trainer.default_root_dir", "{tmp}/run", "--trainer.enable_progress_bar", "false", *extra]
+
+
+def inherit(*extra: str) -> list[str]:
+    return ["inherit", "--source", "{model}", "--target", '{{"num_layers": 1}}', "--criterion", "l1", *extra]
+
+
+def evaluate(*extra: str) -> list[str]:
+    return ["eval", "--model", "{model}", "--tasks", "arc_easy", "--limit", "2", *extra]
+
+
+# (id, command, exit status, words the one error line must contain, destination that must stay as it was)
+# Destinations: "user/..." is a folder holding a user's file; "run" is the fit root; anything else starts absent.
+CATALOGUE = [
+    # 1. never destroy a user's files
+    ("inherit-out-existing", inherit("--out", "{tmp}/user/out"), 2, ["exists and is not empty", "--overwrite"],
+     "user/out"),
+    ("inherit-out-existing-overwrite", inherit("--out", "{tmp}/user/out", "--overwrite", "true"), 2,
+     ["not written by tinylm"], "user/out"),
+    ("inherit-out-dot", inherit("--out", "."), 2, ["refused", "working directory"], "user/work"),
+    ("inherit-out-dotdot", inherit("--out", "..", "--overwrite", "true"), 2, ["refused"], "user"),
+    ("inherit-out-source", inherit("--out", "{model}", "--overwrite", "true"), 2, ["refused"], "model"),
+    ("fit-model-dir-is-run-root", fit("--model.model_dir", "{tmp}/run", "--overwrite", "true"), 2,
+     ["refused", "this run also writes"], "run"),
+    ("fit-model-dir-dot", fit("--model.model_dir", "."), 2, ["refused"], "user/work"),
+    ("fit-model-dir-existing", fit("--model.model_dir", "{tmp}/user/out"), 2, ["not empty"], "user/out"),
+    ("compact-out-existing", ["tokenizer", "compact", "--tokenizer", "{tok}", "--freq", "{tmp}/freq",
+                              "--vocab_size", "300", "--out", "{tmp}/user/out"], 2, ["not empty"], "user/out"),
+    ("remap-out-existing", ["tokenizer", "remap", "--model", "{model}", "--tokenizer", "{tok}", "--out",
+                            "{tmp}/user/out", "--overwrite", "true"], 2, ["not written by tinylm"], "user/out"),
+    # 5. bad data
+    ("empty-jsonl", fit("--data.sources", "{tmp}/empty.jsonl"), 2, ["is empty"], "run"),
+    ("non-utf8-jsonl", fit("--data.sources", "{tmp}/latin1.jsonl"), 2, ["not UTF-8", "iconv"], "run"),
+    # 4./5. settings that train nothing or make no sense
+    ("lr-zero", fit("--model.init_args.lr", "0"), 2, ["learning rate must be positive"], "run"),
+    ("lr-negative", fit("--model.init_args.lr=-1e-3"), 2, ["learning rate must be positive"], "run"),
+    ("max-steps-zero", fit("--trainer.max_steps", "0"), 2, ["max_steps 0", "trains nothing"], "run"),
+    ("max-steps-negative", fit("--trainer.max_steps", "-5"), 2, ["max_steps -5"], "run"),
+    ("inherit-target-json", ["inherit", "--source", "{model}", "--target", '{{"hidden_size": 32,', "--out",
+                             "{tmp}/small"], 2, ["--target is not valid JSON"], "small"),
+    # 3./5. resume
+    ("ckpt-missing", fit("--ckpt_path", "{tmp}/nope.ckpt"), 2, ["does not exist"], "run"),
+    ("ckpt-truncated", fit("--ckpt_path", "{tmp}/truncated.ckpt"), 2, ["truncated"], "run"),
+    ("ckpt-last-nothing", fit("--ckpt_path", "last"), 2, ["nothing to resume", "--ckpt_path auto"], "run"),
+    ("ckpt-other-vocab", fit("--data.tokenizer", "{tok2}", "--ckpt_path", "{ckpt}"), 2,
+     ["vocab_size=", "start a new run"], "run"),
+    ("ckpt-other-hidden-size", fit("--model.config.hidden_size", "32", "--ckpt_path", "{ckpt}"), 2,
+     ["hidden_size=64", "hidden_size=32"], "run"),
+    ("ckpt-other-seq-len", fit("--data.seq_len", "8", "--ckpt_path", "{ckpt}"), 2, ["data.seq_len=16"], "run"),
+    # 5. evaluation, refused before anything is loaded
+    ("eval-limit-negative", evaluate("--limit", "-3"), 2, ["--limit -3"], "out.json"),
+    ("eval-batch-size-zero", evaluate("--batch_size", "0"), 2, ["--batch_size 0"], "out.json"),
+    ("eval-device-missing", evaluate("--device", "cuda:99"), 2, ["cuda:99"], "out.json"),
+    ("eval-truncated-benchmark", evaluate("--data_dir", "{tmp}/bench"), 2, ["ARC-Easy-Test.jsonl", "truncated"],
+     "out.json"),
+    # 1./5. outputs that cannot be written, refused before the work
+    ("eval-output-under-a-file", evaluate("--output", "{tmp}/a_file/out.json"), 2, ["is a file"], "a_file/out.json"),
+    ("eval-output-is-a-folder", evaluate("--output", "{tmp}/user/out"), 2, ["is a folder"], "user/out"),
+    ("inherit-out-under-a-file", inherit("--out", "{tmp}/a_file/small"), 2, ["is a file"], "a_file/small"),
+    ("fit-model-dir-under-a-file", fit("--model.model_dir", "{tmp}/a_file/model"), 2, ["is a file"], "run"),
+    ("tokenizer-train-out-under-a-file", ["tokenizer", "train", "--input", "builtin", "--vocab_size", "300",
+                                          "--out", "{tmp}/a_file/t.model"], 2, ["is a file"], "a_file/t.model"),
+    ("count-out-under-a-file", ["tokenizer", "count", "--tokenizer", "{tok}", "--input", "{corpus}", "--out",
+                                "{tmp}/a_file/freq"], 2, ["is a file"], "a_file/freq"),
+    ("compact-out-under-a-file", ["tokenizer", "compact", "--tokenizer", "{tok}", "--freq", "{tmp}/freq",
+                                  "--vocab_size", "300", "--out", "{tmp}/a_file/compact"], 2, ["is a file"],
+     "a_file/compact"),
+]
+
+
+def snapshot(path: Path) -> dict[str, str] | None:
+    """Every file under ``path`` with a hash of its bytes (None when ``path`` does not exist)."""
+    if not path.exists():
+        return None
+    if path.is_file():
+        return {".": hashlib.sha256(path.read_bytes()).hexdigest()}
+    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+            for p in sorted(path.rglob("*"))}
+
+
+@pytest.fixture(scope="module")
+def world(corpus_dir, tokenizer, tmp_path_factory, model_dir_factory) -> dict[str, str]:
+    """The inputs the catalogue refers to; built once (a checkpoint to resume, a second tokenizer, bad files)."""
+    from tinylm.tokenizer import train_tokenizer
+
+    root = tmp_path_factory.mktemp("inputs")
+    texts = [p.read_text(encoding="utf-8") for p in sorted(corpus_dir.glob("*.txt"))]
+    other = train_tokenizer(texts, root / "other.model", vocab_size=3000)
+    main(["fit", "--config", QUICKSTART, "--data.sources", str(corpus_dir), "--data.tokenizer", str(tokenizer.path),
+          "--data.seq_len", "16", "--data.batch_size", "2", "--model.config", "debug", "--trainer.max_steps", "2",
+          "--trainer.val_check_interval", "2", "--trainer.limit_val_batches", "1", "--trainer.default_root_dir",
+          str(root / "trained"), "--trainer.enable_progress_bar", "false"])
+    ckpt = root / "trained" / "logs" / "version_0" / "checkpoints" / "last.ckpt"
+    assert ckpt.is_file()
+    return {"corpus": str(corpus_dir), "tok": str(tokenizer.path), "tok2": str(other.path), "ckpt": str(ckpt),
+            "model": str(model_dir_factory("debug"))}
+
+
+@pytest.mark.parametrize("name, argv, code, words, destination", CATALOGUE, ids=[row[0] for row in CATALOGUE])
+def test_bad_input_is_one_line_exit_2_and_leaves_the_destination_as_it_was(world, tmp_path, monkeypatch, capsys,
+                                                                           name, argv, code, words, destination):
+    user = tmp_path / "user"
+    for folder in (user / "out", user / "work"):
+        folder.mkdir(parents=True)
+        (folder / "week_of_checkpoints.txt").write_text("precious")
+    (tmp_path / "run" / "logs").mkdir(parents=True)
+    (tmp_path / "run" / "logs" / "notes.txt").write_text("a previous run's logs")
+    (tmp_path / "a_file").write_text("not a folder")
+    (tmp_path / "empty.jsonl").write_bytes(b"")
+    (tmp_path / "latin1.jsonl").write_bytes('{"text": "caf\xe9 na\xefve"}\n'.encode("latin-1"))
+    (tmp_path / "truncated.ckpt").write_bytes(Path(world["ckpt"]).read_bytes()[:1000])
+    (tmp_path / "freq").mkdir()
+    bench = tmp_path / "bench" / "arc_easy"
+    bench.mkdir(parents=True)
+    (bench / "ARC-Easy-Test.jsonl").write_text('{"id": "Mercury_1", "question": {"stem": "Which')
+    (bench / "ARC-Easy-Dev.jsonl").write_text("")
+    target = Path(world["model"]) if destination == "model" else tmp_path / destination
+    before = snapshot(target)
+    monkeypatch.chdir(user / "work")
+    capsys.readouterr()
+
+    with pytest.raises(SystemExit) as exit_:
+        main([arg.format(tmp=tmp_path, **world) for arg in argv])
+
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("tinylm: error:")]
+    assert exit_.value.code == code, err[-2000:]
+    assert len(errors) == 1, err[-2000:]
+    for word in words:
+        assert word in errors[0], errors[0]
+    assert snapshot(target) == before
+    assert not [p for p in tmp_path.rglob("*") if "tinylm-tmp" in p.name or "tinylm-old" in p.name]
