@@ -31,7 +31,7 @@ from tinylm.errors import TinyLMError
 from tinylm.generate import generate
 from tinylm.model import Transformer
 from tinylm.model_dir import load_model_dir
-from tinylm.tokenizer import Tokenizer
+from tinylm.tokenizer import Tokenizer, load_tokenizer
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -83,7 +83,7 @@ class TinyLMEval(TemplateLM):
             raise TinyLMError("tinylm eval model: give pretrained=<model dir> or an in-memory Transformer")
         if tokenizer is None:
             raise TinyLMError("tinylm eval model: no tokenizer; the model dir has no tokenizer.model, pass tokenizer=")
-        self.tokenizer = tokenizer if isinstance(tokenizer, Tokenizer) else Tokenizer(tokenizer)
+        self.tokenizer = tokenizer if isinstance(tokenizer, Tokenizer) else load_tokenizer(tokenizer)
         if self.tokenizer.vocab_size > model.config.vocab_size:
             raise TinyLMError(f"tokenizer has {self.tokenizer.vocab_size} pieces but the model only "
                               f"{model.config.vocab_size} rows; use the tokenizer the model was trained with")
