@@ -205,8 +205,9 @@ def describe(config: ModelConfig) -> str:
 # ---- data: the training sample and the held-out documents ---------------------------------------------------
 def sample_documents(specs: list[str], text_field: str, val_every: int, train_chars: int, heldout_chars: int,
                      seed: int) -> tuple[list[str], list[str]]:
-    """A seeded sample of the training documents (about ``train_chars``) and the first held-out documents of
-    each source (about ``heldout_chars`` in all); held-out documents are every ``val_every``-th, as in fit."""
+    """A seeded sample of the training documents (at least ``train_chars``, in the drawn order) and the first
+    held-out documents of each source (about ``heldout_chars`` in all); held-out documents are every
+    ``val_every``-th, as in fit."""
     from tinylm.corpus import resolve
 
     sources = [s for spec in specs for s in resolve(spec, text_field)]
@@ -234,9 +235,9 @@ def sample_documents(specs: list[str], text_field: str, val_every: int, train_ch
             break
         chosen.add(sizes[position][:2])
         chars += sizes[position][2]
-    train = [doc for number, source in enumerate(sources) for index, doc in enumerate(source.documents())
-             if (number, index) in chosen]
-    return train, heldout
+    picked = {(number, index): doc for number, source in enumerate(sources)
+              for index, doc in enumerate(source.documents()) if (number, index) in chosen}
+    return [picked[sizes[p][:2]] for p in order if sizes[p][:2] in picked], heldout  # in the drawn order
 
 
 def write_jsonl(path: Path, docs: list[str]) -> None:
@@ -451,6 +452,10 @@ def pro(
     data_ids = [s.fingerprint for spec in specs for s in resolve(spec, text_field)]
     source_dir = _source_dir(source, run, overwrite)
     source_id = fingerprint_dir(source_dir)
+    from tinylm.model_dir import load_config
+
+    if parse_budget(target) is None:  # a bad shape is refused now, not after the tokenizer stage
+        read_target(target, load_config(source_dir), load_config(source_dir).vocab_size)
     done: dict[str, dict[str, Any]] = {}
 
     def need(name: str) -> bool:
@@ -482,8 +487,6 @@ def pro(
         return results()
 
     # 2. architecture -------------------------------------------------------------------------------------
-    from tinylm.model_dir import load_config
-
     target_file = Path(target) if Path(str(target)).is_file() else None
     inputs = {"after": done["tokenizer"]["hash"], "target": str(target),
               "target_file": target_file.read_text() if target_file else None}
@@ -497,13 +500,12 @@ def pro(
         return results()
 
     # the training sample (also the calibration text) and the held-out documents -------------------------
-    per_pass = tokens / (1 + (rounds - 1) * rate)
-    ratio = done["tokenizer"]["result"]["chars_per_token"]
-    inputs = {"after": done["tokenizer"]["hash"], "data": data_ids, "train_chars": round(per_pass * ratio),
+    per_pass = round(tokens / (1 + (rounds - 1) * rate))  # round 0 sees the sample once, later rounds a share
+    inputs = {"after": done["tokenizer"]["hash"], "data": data_ids, "train_tokens": per_pass,
               "heldout_chars": heldout_chars, "val_every": val_every, "seed": seed}
     folder = run / "data"
-    done["data"] = (run_stage(folder, inputs, lambda tmp: _sample(tmp, specs, text_field, val_every,
-                                                                   round(per_pass * ratio), heldout_chars, seed),
+    done["data"] = (run_stage(folder, inputs, lambda tmp: _sample(tmp, specs, text_field, val_every, compact, per_pass,
+                                                                   heldout_chars, seed),
                               overwrite) if need("inherit") or need("train") else upstream("inherit", folder))
 
     # 3. inherit ------------------------------------------------------------------------------------------
@@ -674,13 +676,7 @@ def _compact(tmp: Path, source_dir: Path, specs: list[str], coverage: float, voc
     _command("tokenizer", "remap")(model=str(source_dir), tokenizer=str(tmp / "tokenizer"), out=str(tmp / "source"))
     return {"source_vocab": len(counts), "vocab_size": int(len(kept)), "coverage_target": coverage,
             "counted_coverage": covered, "inflation": (record.get("verify") or {}).get("inflation"),
-            "compactions": attempt + 1, "chars_per_token": _chars_per_token(frequencies),
-            "counted_tokens": frequencies["tokens"]}
-
-
-def _chars_per_token(frequencies: dict[str, Any]) -> float:
-    """Characters per source token on the counted text (a bytes/token ratio when characters were not counted)."""
-    return frequencies.get("chars", frequencies["bytes"]) / max(1, frequencies["tokens"])
+            "compactions": attempt + 1, "counted_tokens": frequencies["tokens"]}
 
 
 def _tokenizer_line(result: dict[str, Any]) -> str:
@@ -759,19 +755,32 @@ def _learn_masks(folder: Path, compact: Path, shape: ModelConfig, data_dir: Path
     return str(folder / "model")
 
 
-def _sample(tmp: Path, specs: list[str], text_field: str, val_every: int, train_chars: int, heldout_chars: int,
-            seed: int) -> dict[str, Any]:
-    """``sample.jsonl``: the training sample (Taylor's calibration text); ``train.jsonl``: the sample with
-    held-out documents interleaved so that the DataModule's own split (every ``fit_val_every``-th document)
-    holds out exactly those; ``heldout.jsonl``: the text the report scores."""
-    train, heldout = sample_documents(specs, text_field, val_every, train_chars, heldout_chars, seed)
+def _sample(tmp: Path, specs: list[str], text_field: str, val_every: int, compact: Path, train_tokens: int,
+            heldout_chars: int, seed: int) -> dict[str, Any]:
+    """``sample.jsonl``: drawn training documents up to ``train_tokens`` compact-tokenizer tokens (Taylor's
+    calibration text too); ``train.jsonl``: the sample with held-out documents interleaved so that the
+    DataModule's own split (every ``fit_val_every``-th document) holds out exactly those; ``heldout.jsonl``: the
+    text the report scores."""
+    from tinylm.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(compact)
+    counted = json.loads((compact.parent / "counts" / "frequencies.json").read_text())
+    # characters to draw: bytes per source token over-estimates characters per compact token, plus a margin
+    chars = round(1.2 * train_tokens * counted["bytes"] / max(1, counted["tokens"]))
+    drawn, heldout = sample_documents(specs, text_field, val_every, chars, heldout_chars, seed)
+    train, total = [], 0
+    for doc, ids in zip(drawn, tokenizer.encode(drawn)):
+        if total >= train_tokens:
+            break
+        train.append(doc)
+        total += len(ids) + 1  # and its EOS
     docs, every, shared = interleave(train, heldout)
-    write_jsonl(tmp / "train.jsonl", docs)
     write_jsonl(tmp / "sample.jsonl", train)
+    write_jsonl(tmp / "train.jsonl", docs)
     write_jsonl(tmp / "heldout.jsonl", heldout)
-    return {"train_documents": len(train), "train_chars": sum(map(len, train)), "heldout_documents": len(heldout),
-            "heldout_bytes": sum(len(d.encode()) for d in heldout), "fit_val_every": every,
-            "fit_val_documents": shared}
+    return {"train_documents": len(train), "train_tokens": total, "train_chars": sum(map(len, train)),
+            "heldout_documents": len(heldout), "heldout_bytes": sum(len(d.encode()) for d in heldout),
+            "fit_val_every": every, "fit_val_documents": shared}
 
 
 def interleave(train: list[str], heldout: list[str]) -> tuple[list[str], int, int]:
