@@ -7,7 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import csv
+import json
+
+import lightning as L
 import pytest
+
+from tinylm.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -70,3 +76,68 @@ def test_tokenizer_train_non_utf8_input(tmp_path):
 def test_unknown_command(tmp_path):
     result = tinylm("frobnicate", cwd=tmp_path)
     assert result.returncode == 2 and "unknown command 'frobnicate'" in result.stderr
+
+
+# ---- resume as the README says, one root for everything ---------------------------------------------------
+class Crash(Exception):
+    pass
+
+
+class CrashAt(L.Callback):
+    """A crash right after an optimizer step (in-process stand-in for kill -9; test_ddp does the real one)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            raise Crash
+
+
+def quick_fit(corpus_dir, tokenizer, root: Path, *extra: str) -> list[str]:
+    return ["fit", "--config", str(REPO / "recipes" / "quickstart.yaml"), "--data.sources", str(corpus_dir),
+            "--data.tokenizer", str(tokenizer.path), "--data.seq_len", "16", "--data.batch_size", "2",
+            "--model.config", "debug", "--trainer.max_steps", "6", "--trainer.val_check_interval", "3",
+            "--trainer.limit_val_batches", "1", "--trainer.log_every_n_steps", "1", "--trainer.enable_progress_bar",
+            "false", "--trainer.default_root_dir", str(root), *extra]
+
+
+def metric_steps(run: Path) -> list[int]:
+    with open(run / "metrics.csv", newline="") as handle:
+        return [int(row["step"]) for row in csv.DictReader(handle) if row.get("train/loss")]
+
+
+def test_ckpt_path_last_resumes_the_previous_run_and_appends_its_logs(corpus_dir, tokenizer, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    root = tmp_path / "elsewhere"
+    every_3 = {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+               "init_args": {"every_n_train_steps": 3, "save_last": True}}
+    crash = {"class_path": "tests.test_cli.CrashAt", "init_args": {"step": 4}}
+    (tmp_path / "crash.yaml").write_text(json.dumps({"trainer": {"callbacks": [every_3, crash]}}))
+    (tmp_path / "resume.yaml").write_text(json.dumps({"trainer": {"callbacks": [every_3]}}))
+    with pytest.raises(Crash):
+        main(quick_fit(corpus_dir, tokenizer, root, "--config", str(tmp_path / "crash.yaml")))
+    run = root / "logs" / "version_0"
+    assert (run / "checkpoints" / "last.ckpt").is_file() and metric_steps(run) == [0, 1, 2]
+    main(quick_fit(corpus_dir, tokenizer, root, "--config", str(tmp_path / "resume.yaml"), "--ckpt_path", "last"))
+    assert metric_steps(run) == [0, 1, 2, 3, 4, 5]  # the crashed run's logs kept, the resumed steps appended
+    assert (run / "model" / "model.safetensors").is_file() and not (root / "logs" / "version_1").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["crash.yaml", "elsewhere", "resume.yaml"]  # all moved
+    # a fresh run never touches an earlier one; auto resumes when there is something to resume
+    main(quick_fit(corpus_dir, tokenizer, root, "--trainer.max_steps", "1"))
+    assert (root / "logs" / "version_1" / "model").is_dir() and (run / "model").is_dir()
+    fresh = tmp_path / "fresh"
+    main(quick_fit(corpus_dir, tokenizer, fresh, "--trainer.max_steps", "1", "--ckpt_path", "auto"))
+    assert (fresh / "logs" / "version_0" / "model").is_dir()
+
+
+def test_overwrite_replaces_only_a_model_dir_tinylm_wrote(corpus_dir, tokenizer, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "model"
+    main(quick_fit(corpus_dir, tokenizer, tmp_path / "a", "--trainer.max_steps", "1", "--model.model_dir", str(out)))
+    with pytest.raises(SystemExit):
+        main(quick_fit(corpus_dir, tokenizer, tmp_path / "b", "--trainer.max_steps", "2", "--model.model_dir",
+                       str(out)))
+    main(quick_fit(corpus_dir, tokenizer, tmp_path / "c", "--trainer.max_steps", "2", "--model.model_dir", str(out),
+                   "--overwrite", "true"))
+    assert '"global_step": 2' in (out / "tinylm.json").read_text()
