@@ -3,21 +3,28 @@
 Scoring follows lm-eval's ``hf`` backend so the two agree on the same model dir (a test holds them to it):
 context/continuation split by ``TemplateLM`` (trailing spaces move into the continuation, the pair is
 encoded whole and split at the context's length), inputs truncated on the left to ``max_length``.
-What is different is only how the work is done: requests are sorted by length, right-padded into batches,
-the body runs once per batch and the output head and the fp32 log-softmax run on the continuation
-positions alone — on a small model the head is most of the compute.
+What is different is only how the work is done:
 
-BOS: every context starts with the tokenizer's BOS (``add_bos_token=True``), which is what the ``hf``
-backend does with a LLaMA tokenizer, so numbers are comparable with anyone's lm-eval run. An empty context
-is BOS alone, and rolling windows start from BOS. ``add_bos_token=False`` instead encodes bare text and
-uses EOS as the empty-context prefix — EOS is the document separator tinylm's packed training stream uses.
-Rolling loglikelihood encodes the text without BOS and lets the window prefix supply it; the ``hf``
-backend encodes it with BOS and then prefixes another one.
+* requests whose inputs agree up to the position that predicts the first continuation token (the choices of
+  one multiple-choice question) run that context once, into a KV cache, and every continuation from a copy
+  of it — on a long passage with four choices that is about a quarter of the tokens. Groups where this saves
+  little (short context, long continuations) go to the plain path;
+* the plain path sorts requests by length and right-pads them into batches;
+* the output head and the fp32 log-softmax run on the positions that are read, never on the whole sequence —
+  on a small model the head is a large share of the compute.
+
+BOS follows the tokenizer's own setting (``add_bos``: True for LLaMA's SentencePiece, False for SmolLM2's
+byte-level BPE), which is what the ``hf`` backend does, so numbers are comparable with anyone's lm-eval run.
+With BOS, an empty context is BOS alone and rolling windows start from BOS; without it (or with
+``add_bos_token=False``), bare text is encoded and EOS is the empty-context prefix — EOS is the document
+separator tinylm's packed training stream uses. Rolling loglikelihood encodes the text without BOS and lets
+the window prefix supply it; the ``hf`` backend encodes it with BOS and then prefixes another one.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -29,7 +36,7 @@ from tqdm import tqdm
 
 from tinylm.errors import TinyLMError
 from tinylm.generate import generate
-from tinylm.model import Transformer
+from tinylm.model import KVCache, Transformer
 from tinylm.model_dir import load_model_dir
 from tinylm.tokenizer import Tokenizer, load_tokenizer
 
@@ -47,8 +54,10 @@ class TinyLMEval(TemplateLM):
         max_length: context window; defaults to the model's ``max_seq_len``.
         device: where to run; defaults to CUDA when available (an in-memory model stays where it is).
         dtype: weight dtype when loading a model dir (``float32``, ``bfloat16``, ``float16``).
-        add_bos_token: start every context with BOS (see the module docstring).
+        add_bos_token: start every context with BOS; None follows the tokenizer (see the module docstring).
         use_cache: decode ``generate_until`` with the KV cache (False recomputes the whole prefix each step).
+        share_contexts: score a context shared by several continuations once (False scores every request whole;
+            the results agree to float tolerance).
         max_gen_toks: default number of generated tokens when a task gives none.
         attention: attention backend when loading a model dir.
     """
@@ -61,8 +70,9 @@ class TinyLMEval(TemplateLM):
         max_length: int | None = None,
         device: str | None = None,
         dtype: str = "float32",
-        add_bos_token: bool | str = True,
+        add_bos_token: bool | str | None = None,
         use_cache: bool | str = True,
+        share_contexts: bool | str = True,
         max_gen_toks: int = 256,
         attention: str = "sdpa",
         **unused: Any,
@@ -94,8 +104,10 @@ class TinyLMEval(TemplateLM):
         self.model = model
         self._device = next(model.parameters()).device
         self.max_length = int(max_length or model.config.max_seq_len)
-        self.add_bos_token = _flag(add_bos_token)
+        self.add_bos_token = (_flag(add_bos_token) if add_bos_token is not None
+                              else bool(getattr(self.tokenizer, "add_bos", True)))
         self.use_cache = _flag(use_cache)
+        self.share_contexts = _flag(share_contexts)
         self.max_gen_toks = int(max_gen_toks)
 
     # ---- tokenisation (TemplateLM's encode-pair logic uses these) ---------------------------------
@@ -105,7 +117,8 @@ class TinyLMEval(TemplateLM):
 
     @property
     def prefix_token_id(self) -> int:
-        return self.tokenizer.bos_id if self.add_bos_token else self.tokenizer.eos_id
+        bos = self.tokenizer.bos_id
+        return bos if self.add_bos_token and bos is not None else self.tokenizer.eos_id
 
     def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kwargs: Any) -> list[int]:
         bos = self.add_bos_token if add_special_tokens is None else add_special_tokens
@@ -124,35 +137,85 @@ class TinyLMEval(TemplateLM):
             whole = (context + continuation)[-(self.max_length + 1):]
             inputs.append(whole[:-1])
             targets.append(whole[-min(len(continuation), len(whole) - 1):])
-        order = sorted(range(len(requests)), key=lambda i: -len(inputs[i]))
+        shared, plain = _share_contexts(inputs, targets) if self.share_contexts else ([], list(range(len(requests))))
         out: list[tuple[float, bool]] = [(0.0, False)] * len(requests)
+        bar = tqdm(total=len(requests), disable=disable_tqdm or not requests, desc="tinylm loglikelihood")
+
+        def record(indices: list[int], results: list[tuple[float, bool]]) -> None:
+            for i, result in zip(indices, results):
+                out[i] = result
+                if requests[i][0] is not None:
+                    self.cache_hook.add_partial("loglikelihood", requests[i][0], result)
+            bar.update(len(indices))
+
         was_training = self.model.training
         self.model.eval()
         try:
-            for start in tqdm(range(0, len(order), self.batch_size), disable=disable_tqdm or not order,
-                              desc="tinylm loglikelihood"):
-                batch = order[start:start + self.batch_size]
-                for i, result in zip(batch, self._score_batch([inputs[i] for i in batch], [targets[i] for i in batch])):
-                    out[i] = result
-                    if requests[i][0] is not None:
-                        self.cache_hook.add_partial("loglikelihood", requests[i][0], result)
+            plain.sort(key=lambda i: -len(inputs[i]))  # similar lengths share a batch: little padding
+            for start in range(0, len(plain), self.batch_size):
+                batch = plain[start:start + self.batch_size]
+                record(batch, self._score_batch([inputs[i] for i in batch], [targets[i] for i in batch]))
+            shared.sort(key=lambda group: -group.prefix_length)
+            for start in range(0, len(shared), self.batch_size):
+                groups = shared[start:start + self.batch_size]
+                record([i for g in groups for i in g.members], self._score_shared(groups, inputs, targets))
         finally:
             self.model.train(was_training)
+            bar.close()
         return out
 
     def _score_batch(self, inputs: list[list[int]], targets: list[list[int]]) -> list[tuple[float, bool]]:
-        width = max(len(x) for x in inputs)
-        ids = torch.full((len(inputs), width), self.tokenizer.pad_id, dtype=torch.long)
-        rows, cols, flat_targets = [], [], []
+        """Each input whole in one right-padded batch; the head runs on the target positions only."""
+        ids = self._pad(inputs)
+        rows, cols = [], []
         for r, (x, y) in enumerate(zip(inputs, targets)):
-            ids[r, :len(x)] = torch.tensor(x)
             rows += [r] * len(y)
             cols += range(len(x) - len(y), len(x))  # position p predicts token p + 1
-            flat_targets += y
-        hidden = self.model(ids.to(self.device), return_hidden=True)
+        hidden = self.model(ids, return_hidden=True)
         picked = hidden[torch.tensor(rows, device=self.device), torch.tensor(cols, device=self.device)]
+        return self._read_out(picked, targets)
+
+    def _score_shared(self, groups: list["_SharedContext"], inputs: list[list[int]],
+                      targets: list[list[int]]) -> list[tuple[float, bool]]:
+        """Each group's context runs once (the groups' contexts batched, right-padded, into a KV cache); then
+        the group's continuations run together from a copy of that context's cache.
+
+        Right padding is safe for both passes: attention is causal, so no real position sees a pad.
+        """
+        config, dtype = self.model.config, next(self.model.parameters()).dtype
+        prefixes = [inputs[g.members[0]][:g.prefix_length] for g in groups]
+        tails_follow = any(len(targets[i]) > 1 for g in groups for i in g.members)
+        contexts = (KVCache.empty(config, len(groups), max(map(len, prefixes)), self.device, dtype)
+                    if tails_follow else None)  # one-token continuations read the context's last position only
+        context_hidden = self.model(self._pad(prefixes), cache=contexts, return_hidden=True)
+        picked, order = [], []
+        for j, group in enumerate(groups):
+            p = group.prefix_length
+            last = context_hidden[j, p - 1:p]  # predicts every member's first continuation token
+            for start in range(0, len(group.members), self.batch_size):
+                members = group.members[start:start + self.batch_size]
+                tails = [inputs[i][p:] for i in members]
+                width = max(map(len, tails))
+                if width == 0:  # one-token continuations: the context's last position is all they read
+                    picked += [last] * len(members)
+                    order += members
+                    continue
+                cache = KVCache.empty(config, len(members), p + width, self.device, dtype)
+                for layer in range(config.num_layers):
+                    cache.keys[layer][:, :, :p] = contexts.keys[layer][j:j + 1, :, :p]
+                    cache.values[layer][:, :, :p] = contexts.values[layer][j:j + 1, :, :p]
+                cache.length = p
+                tail_hidden = self.model(self._pad(tails), cache=cache, return_hidden=True)
+                picked += [torch.cat([last, tail_hidden[r, :len(tail)]]) for r, tail in enumerate(tails)]
+                order += members
+        results = dict(zip(order, self._read_out(torch.cat(picked), [targets[i] for i in order])))
+        return [results[i] for g in groups for i in g.members]
+
+    def _read_out(self, picked: torch.Tensor, targets: list[list[int]]) -> list[tuple[float, bool]]:
+        """Sum of target log-probabilities and whether each target was the greedy pick, from the hidden states
+        ``picked`` (one row per target token, in order); the head and an fp32 log-softmax run on these rows only."""
         logprobs = F.log_softmax(self.model.lm_head(picked).float(), dim=-1)
-        want = torch.tensor(flat_targets, device=self.device)
+        want = torch.tensor([t for y in targets for t in y], device=self.device)
         token_lp = logprobs.gather(-1, want[:, None])[:, 0].tolist()
         greedy = (logprobs.argmax(-1) == want).tolist()
         results, at = [], 0
@@ -160,6 +223,13 @@ class TinyLMEval(TemplateLM):
             results.append((float(sum(token_lp[at:at + len(y)])), all(greedy[at:at + len(y)])))
             at += len(y)
         return results
+
+    def _pad(self, rows: list[list[int]]) -> torch.Tensor:
+        """Right-padded (len(rows), longest) ids on the model's device."""
+        ids = torch.full((len(rows), max(map(len, rows))), self.tokenizer.pad_id, dtype=torch.long)
+        for r, row in enumerate(rows):
+            ids[r, :len(row)] = torch.tensor(row, dtype=torch.long)
+        return ids.to(self.device)
 
     def loglikelihood_rolling(self, requests: list, disable_tqdm: bool = False) -> list[float]:
         windows, owner = [], []
@@ -217,6 +287,41 @@ class TinyLMEval(TemplateLM):
         finally:
             self.model.train(was_training)
         return out
+
+
+@dataclass
+class _SharedContext:
+    """Requests whose inputs agree up to the position that predicts their first continuation token."""
+
+    prefix_length: int
+    members: list[int]
+
+
+# Sharing a context pays when it saves a quarter of the tokens, and, where continuations need a pass of their
+# own, more tokens than that extra forward pass costs (per-pass overhead: one kernel launch per op per layer).
+SHARE_BELOW = 0.75
+PASS_COST_TOKENS = 128
+
+
+def _share_contexts(inputs: list[list[int]], targets: list[list[int]]) -> tuple[list[_SharedContext], list[int]]:
+    """Split requests into groups worth scoring from one shared context and requests scored whole.
+
+    A long passage with several choices (C3, BoolQ, HellaSwag) is shared; a short question with a few
+    choices (ARC, PIQA) is cheaper in the plain batch, which needs fewer forward passes.
+    """
+    by_context: dict[tuple[int, ...], list[int]] = {}
+    for i, (x, y) in enumerate(zip(inputs, targets)):
+        by_context.setdefault(tuple(x[:len(x) - len(y) + 1]), []).append(i)
+    shared, plain = [], []
+    for context, members in by_context.items():
+        longest_tail = max(len(targets[i]) for i in members) - 1
+        whole = sum(len(inputs[i]) for i in members)
+        saved = whole - (len(context) + len(members) * longest_tail)
+        if len(members) > 1 and saved >= (1 - SHARE_BELOW) * whole and (longest_tail == 0 or saved > PASS_COST_TOKENS):
+            shared.append(_SharedContext(len(context), members))
+        else:
+            plain += members
+    return shared, plain
 
 
 def _before(tokens: list[int], stop: int) -> list[int]:
