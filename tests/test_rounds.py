@@ -239,3 +239,17 @@ def test_granularity_larger_than_the_dataset_is_refused(corpus, tmp_path):
     with pytest.raises(TinyLMError, match="larger than the dataset"):
         trainer(tmp_path, [MultiRoundTraining(rounds=2, granularity=10**6)]).fit(make_module(),
                                                                                  datamodule=make_data(corpus))
+
+
+def test_resume_with_other_round_settings_is_refused(corpus, tmp_path):
+    checkpoint = ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), every_n_train_steps=2, save_top_k=1)
+    with pytest.raises(Killed):
+        trainer(tmp_path / "a", [MultiRoundTraining(rounds=2, rate=0.5, seed=4), checkpoint, KillAt(3)]
+                ).fit(make_module(), datamodule=make_data(corpus))
+    ckpt = str(tmp_path / "ckpt" / "epoch=0-step=2.ckpt")
+    with pytest.raises(TinyLMError, match=r"rounds setting rate=\[0.5\], this run asks for rate=\[0.25\]"):
+        trainer(tmp_path / "b", [MultiRoundTraining(rounds=2, rate=0.25, seed=4)]).fit(
+            make_module(), datamodule=make_data(corpus), ckpt_path=ckpt)
+    with pytest.raises(TinyLMError, match="data.batch_size=8, this run asks for data.batch_size=4"):
+        trainer(tmp_path / "c", [MultiRoundTraining(rounds=2, rate=0.5, seed=4)]).fit(
+            make_module(), datamodule=make_data(corpus, batch_size=4), ckpt_path=ckpt)

@@ -169,6 +169,11 @@ class MultiRoundTraining(L.Callback):
         self.groups: np.ndarray | None = None
         self.records: dict[int, dict[str, torch.Tensor]] = {}  # round → its plan's losses and draws
 
+    @property
+    def _legacy_state_key(self) -> str:
+        """The key checkpoints written before the settings were checked used (so those still resume)."""
+        return self._generate_state_key(rounds=self.rounds, sampling=self.sampling)
+
     # ---- the schedule ----------------------------------------------------------------------------------
     def group_size(self, batch_size: int) -> int:
         """Samples per scored and drawn group."""

@@ -140,26 +140,23 @@ class RunCLI(LightningCLI):
         tinylm instead refuses a resume whose model, data or rounds settings differ (``on_load_checkpoint``)."""
 
     def before_instantiate_classes(self) -> None:
-        config = self.config[self.subcommand] if self.subcommand else self.config
-        trainer = config.trainer
+        fitting = self.subcommand == "fit"
+        config = self.config[self.subcommand] if self.subcommand else self.config  # run=False: no subcommand
+        trainer, version = config.trainer, None
         root = trainer.default_root_dir or "."
-        version = None
-        if self.subcommand is None:  # run=False: only the classes are built
-            pass
-        elif self.subcommand == "fit":
+        if fitting:
             check_steps(trainer.max_steps)
             config.ckpt_path, version = resolve_resume(root, config.ckpt_path)
-        else:
-            if config.ckpt_path not in (None, "last", "best"):
-                check_checkpoint_file(config.ckpt_path)
-        if self.subcommand == "fit" and config.ckpt_path is not None:
-            self.save_config_callback = None  # the run's config.yaml stays the one it started with
+            if config.ckpt_path is not None:
+                self.save_config_callback = None  # the run's config.yaml stays the one it started with
+        elif config.get("ckpt_path") not in (None, "last", "best"):
+            check_checkpoint_file(config.ckpt_path)
         if trainer.logger is None or trainer.logger is True:
             trainer.logger = Namespace(class_path="tinylm.runs.RunLogger",
                                        init_args=Namespace(save_dir=str(root), name=LOGS, version=version))
         if config.overwrite:
             config.model.init_args.overwrite = True
         model_dir = config.model.init_args.get("model_dir") if "init_args" in config.model else None
-        if self.subcommand == "fit" and model_dir:  # refused before anything is built or written
+        if fitting and model_dir:  # refused before anything is built or written
             overwrite = bool(config.model.init_args.get("overwrite"))
             check_output_dir(model_dir, overwrite, "--model.model_dir", protect=[Path(root) / LOGS])
