@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import csv
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
-
-import csv
-import json
 
 import lightning as L
 import pytest

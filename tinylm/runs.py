@@ -7,7 +7,8 @@ Everything a run writes lives under one folder, ``--trainer.default_root_dir`` (
 A fresh run takes the next ``version_<N>``, so it never touches an earlier run. ``--ckpt_path last`` resumes
 the newest version that holds ``checkpoints/last.ckpt`` and keeps logging into that same version (metrics are
 appended, not replaced); with nothing to resume it is an error. ``--ckpt_path auto`` resumes when there is
-something to resume and starts a fresh version otherwise (litgpt's ``resume: auto``).
+something to resume and starts a fresh version otherwise (litgpt's ``resume: auto``). ``RunCLI`` applies these
+rules to ``tinylm fit`` before anything is built, so a refused command writes nothing.
 """
 
 from __future__ import annotations
