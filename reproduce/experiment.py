@@ -202,7 +202,7 @@ def run(experiment: Experiment, options: Options) -> tuple[Path, dict[str, Any]]
     with atomic_dir(target, options.overwrite, what=f"--out ({experiment.name})") as folder:
         measured = experiment.measure(experiment.scales[options.scale], options, folder)
         seconds = time.perf_counter() - start
-        findings = judged(experiment.findings, measured.findings, options.scale, seeds)
+        findings = judged(experiment.findings, measured.findings, options.scale, seeds, experiment.deterministic)
         record = _portable({
             "experiment": experiment.name, "title": experiment.title, "scale": options.scale,
             "seeds": "deterministic" if experiment.deterministic else seeds, "wall_seconds": round(seconds, 1),

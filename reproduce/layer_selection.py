@@ -1,8 +1,11 @@
-"""Layer selection (PAPER.md §2): which layers to inherit — first, last, both ends, uniform stride — vs scratch.
+"""Layer selection (PAPER.md §2): which layers of a pretrained model to inherit — first, last, both ends, uniform
+stride — vs scratch.
 
-The small model keeps the source's width and half its layers (by each strategy), then trains for the same token
-budget (seeds vary init and data order); the paper compares training-loss curves (inheriting beats scratch; keeping
-the ends is advised). The source is ``reproduce.inheritance``'s (or ``--source DIR``).
+The child of ``reproduce.inheritance`` (SmolLM2-135M with its tokenizer compacted, at small scale) keeps its
+layers by each strategy and its widths by L1 magnitude, then trains for the same token budget; seeds vary the data
+order (and scratch's init). Scored by held-out bpb at step 0 (what the kept layers carry before any training) and
+after the budget; the paper compares training-loss curves (inheriting beats scratch; keeping the ends is advised).
+Runs are shared with ``reproduce.inheritance`` (both-ends here is its L1 arm).
 
     python -m reproduce layer_selection --scale smoke
 """
@@ -12,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from reproduce import inheritance
-from reproduce.experiment import Experiment, Measured, Options, fmt, scratch, tokens_line
+from reproduce.experiment import Experiment, Measured, Options, fmt, tokens_line
 from reproduce.verdict import Finding
 
 STRATEGIES = ("first", "last", "both-ends", "uniform")
@@ -27,41 +30,31 @@ FINDINGS = (
 
 
 def measure(cfg: dict, options: Options, folder: Path) -> Measured:
-    from tinylm.inherit import importance, resolve_target, save_inherited, select_layers
-    from tinylm.model_dir import load_model_dir
+    from tinylm.inherit import select_layers
+    from tinylm.model_dir import load_config
 
-    source = inheritance.source_model(options.scale, options.source)
-    model, tokenizer = load_model_dir(source)
-    shape = resolve_target({"num_layers": max(1, model.config.num_layers // 2)}, model.config)
-    keep_all = importance(model, "l1").plan  # width unchanged: every head, neuron and channel is kept
-    results: dict[str, list[float]] = {}
-    tokens: dict[str, int] = {}
-    curves: dict[str, list[tuple[float, float]]] = {}
-    with scratch("layer-selection") as work:
-        for seed in range(options.seeds):
-            for name in ("scratch", *STRATEGIES):
-                root = work / f"{name}-seed{seed}"
-                init = None
-                if name != "scratch":
-                    layers = select_layers(name, model.config.num_layers, shape.num_layers)
-                    init = str(save_inherited(root / "init", model.state_dict(), model.config,
-                                              keep_all(shape, layers), tokenizer,
-                                              {"parent": str(source), "layer_strategy": name}))
-                trained = inheritance.train(cfg, root / "train", str(source), seed, init_from=init, shape=shape)
-                results.setdefault(name, []).append(trained.bpb)
-                tokens[name] = trained.tokens
-                curves.setdefault(name, trained.curve)
-    mean = {k: sum(v) / len(v) for k, v in results.items()}
-    lines = ["| Layers kept | which | held-out bpb ↓ (seed mean) | final train loss (seed 0) | paper |",
-             "|---|---|---|---|---|"]
-    for name in ("scratch", *STRATEGIES):
-        which = "random init" if name == "scratch" else str(select_layers(name, model.config.num_layers,
-                                                                             shape.num_layers))
-        lines.append(f"| {name} | {which} | {fmt(mean[name], 3)} | {fmt(curves[name][-1][1], 3)} | n/a (figure only) |")
-    table = "\n".join(lines) + "\n\n" + tokens_line(tokens) + "\n"
-    return Measured(table, {f.key: results for f in FINDINGS}, tokens=tokens,
-                    rows=[{"strategy": k, "bpb": v} for k, v in results.items()],
-                    figures=[inheritance.plot(curves, folder)], extra={"curves": curves, "source": str(source)})
+    arms = ("scratch", *STRATEGIES)
+    done, source, shape, record = inheritance.runs(arms, cfg, options)
+    final = {a: [r["bpb"] for r in done[a]] for a in arms}
+    step0 = {a: [r["step0_bpb"] for r in done[a]] for a in arms}
+    tokens = {a: done[a][0]["tokens"] for a in arms}
+    curves = {a: done[a][0]["curve"] for a in arms}
+    n = load_config(source).num_layers
+    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+    lines = ["| Layers kept | which | step-0 bpb ↓ | bpb after budget ↓ | wall s / run | paper |",
+             "|---|---|---|---|---|---|"]
+    for a in arms:
+        which = "random init" if a == "scratch" else str(select_layers(a, n, shape.num_layers))
+        lines.append(f"| {a} | {which} | {fmt(mean(step0[a]), 3)} | {fmt(mean(final[a]), 3)} | "
+                     f"{mean([r['seconds'] for r in done[a]]):.0f} | n/a (figure only) |")
+    table = "\n".join(lines) + (
+        f"\n\nSeed means over {options.seeds} seed(s); source {n} layers "
+        f"({record['vocab_size']:,}-piece compact tokenizer), child {shape.num_layers} layers × {shape.hidden_size} "
+        f"with widths kept by L1; {cfg['steps']} steps × {cfg['batch_size']} × {cfg['seq_len']} tokens. "
+        + tokens_line(tokens) + "\n")
+    return Measured(table, {f.key: final for f in FINDINGS}, tokens=tokens,
+                    rows=[{"strategy": a, "bpb": final[a], "step0_bpb": step0[a]} for a in arms],
+                    figures=[inheritance.plot(curves, folder)], extra={"curves": curves, "compaction": record})
 
 
 EXPERIMENT = Experiment(

@@ -10,6 +10,7 @@ the metric, the arms in the paper's order, the direction). The experiment measur
   more than two arms is reproduced when every pair is, not reproduced when any pair is reversed at p < 0.05 / pairs.
 * **correlation** — Spearman's rho over points (e.g. sampled shapes, each scored by its seed mean), p-value from
   ``tinylm.architecture.spearman`` (scipy; exact permutation p for small samples); same p < 0.05 rule on the sign.
+  Points of a deterministic experiment (one model, one fixed sample) need no seeds.
 * **threshold** — a deterministic measurement (no seed changes it): at least the paper's value is reproduced, else
   not reproduced. Said as such in the verdict.
 
@@ -39,7 +40,7 @@ RULE = (
     f"paper's direction is reproduced, p < {ALPHA} against it is not reproduced, anything else — or fewer than "
     f"{MIN_SEEDS} seeds, or smoke scale — is inconclusive. Orderings of more than two arms need every neighbouring "
     f"pair reproduced and are not reproduced when any pair is reversed at p < {ALPHA} / pairs; correlations use "
-    f"Spearman's p (exact permutation for small samples) with the same rule; deterministic measurements are "
+    f"Spearman's p (exact permutation for small samples) with the same rule (over the points of one deterministic measurement, no seeds are needed); deterministic measurements are "
     "thresholds (at least the paper's value); exploratory readings, chosen after a run, are never judged."
 )
 
@@ -50,7 +51,8 @@ class Finding:
 
     ``arms``: for ``paired``, the arms in the paper's order, best first; for ``correlation``, the names of x and y.
     ``lower_is_better``: the metric's direction (paired); ``sign``: the paper's sign of rho (correlation);
-    ``at_least``: the paper's value (threshold). ``note``: anything a reader must know about the test itself.
+    ``at_least``: the paper's value (threshold). ``tag``: the paper's reliability tag (PAPER.md: P, R, D, ?), or X
+    for a claim of other published work named in ``claim``. ``note``: anything a reader must know about the test itself.
     """
 
     key: str
@@ -121,26 +123,27 @@ def _judge_paired(finding: Finding, arms: dict[str, Sequence[float]]) -> Verdict
     return Verdict(REPRODUCED if len(agree) == len(results) else INCONCLUSIVE, why, n, results)
 
 
-def _judge_correlation(finding: Finding, data: dict[str, Sequence[float]], seeds: int) -> Verdict:
+def _judge_correlation(finding: Finding, data: dict[str, Sequence[float]], seeds: int,
+                       deterministic: bool = False) -> Verdict:
     x, y = data["x"], data["y"]
     rho, p = spearman(x, y)
     if math.isnan(rho):
         return Verdict(INCONCLUSIVE, f"no correlation computable from {len(x)} point(s) (too few, or constant)",
                        len(x))
     why = f"ρ = {rho:+.3f}, p = {p:.3g} over {len(x)} points, paper's sign {finding.sign:+d}"
-    if seeds < MIN_SEEDS:
+    if seeds < MIN_SEEDS and not deterministic:  # deterministic points: no seed could change them
         return Verdict(INCONCLUSIVE, f"{seeds} seed(s), at least {MIN_SEEDS} are needed to judge ({why})", len(x))
     if p < ALPHA:
         return Verdict(REPRODUCED if rho * finding.sign > 0 else NOT_REPRODUCED, why, len(x))
     return Verdict(INCONCLUSIVE, why, len(x))
 
 
-def judge(finding: Finding, data: Any, scale: str, seeds: int) -> Verdict:
+def judge(finding: Finding, data: Any, scale: str, seeds: int, deterministic: bool = False) -> Verdict:
     """The verdict on one declared finding, from what the experiment measured for it."""
     if finding.kind == "paired":
         verdict = _judge_paired(finding, data)
     elif finding.kind == "correlation":
-        verdict = _judge_correlation(finding, data, seeds)
+        verdict = _judge_correlation(finding, data, seeds, deterministic)
     else:
         holds = data["value"] >= finding.at_least
         verdict = Verdict(REPRODUCED if holds else NOT_REPRODUCED,
@@ -153,7 +156,8 @@ def judge(finding: Finding, data: Any, scale: str, seeds: int) -> Verdict:
     return verdict
 
 
-def judged(findings: Sequence[Finding], measured: dict[str, Any], scale: str, seeds: int) -> list[dict[str, Any]]:
+def judged(findings: Sequence[Finding], measured: dict[str, Any], scale: str, seeds: int,
+           deterministic: bool = False) -> list[dict[str, Any]]:
     """Every declared finding with its measurements and verdict, in declaration order. The measured keys must be
     exactly the declared ones: nothing is judged that was not declared, nothing declared goes unreported."""
     declared = [f.key for f in findings]
@@ -163,6 +167,6 @@ def judged(findings: Sequence[Finding], measured: dict[str, Any], scale: str, se
         raise ValueError(f"measured findings {sorted(measured)} differ from the declared ones {sorted(declared)}")
     out = []
     for finding in findings:
-        verdict = judge(finding, measured[finding.key], scale, seeds)
+        verdict = judge(finding, measured[finding.key], scale, seeds, deterministic)
         out.append({**asdict(finding), "data": measured[finding.key], **asdict(verdict)})
     return out

@@ -133,3 +133,37 @@ def test_smoke_runs_stay_out_of_the_committed_results(tmp_path, monkeypatch):
     (tmp_path / "results" / "inheritance" / "results.json").write_text(json.dumps(record))
     assert main(["report"]) == 0 and (tmp_path / "results" / "REPORT.md").is_file()
     assert not (tmp_path / "runs").exists()
+
+
+def test_layer_skip_sweep_reuses_prefixes_and_equals_skipping_in_the_model(tmp_path):
+    """The cached-prefix sweep scores exactly what the model's own ``skip_layers`` scores, resumes from its cache
+    and answers any prefix of the sample from it; the held-out sample is a prefix of any larger one."""
+    import math
+
+    import torch
+
+    from reproduce import layer_skip, pretrained
+    from tinylm.inherit import layer_skip_scores
+    from tinylm.model_dir import load_model_dir
+
+    model, tokenizer = load_model_dir(pretrained.tiny_pretrained())
+    model.eval()
+    blocks = pretrained.heldout_blocks(tokenizer, 600, 32)
+    assert len(blocks) >= 3 and [b.tolist() for b in pretrained.heldout_blocks(tokenizer, 1200, 32)[:len(blocks)]] \
+        == [b.tolist() for b in blocks]
+    token_bytes = torch.from_numpy(tokenizer.token_bytes)
+    spans = (1, 2, 4)
+    cache = tmp_path / "bpb.json"
+    got = layer_skip.sweep_bpb(model, blocks[:2], token_bytes, spans, cache)
+    got = layer_skip.sweep_bpb(model, blocks, token_bytes, spans, cache)  # resumes at block 2
+    want = layer_skip_scores(model, blocks, token_bytes, spans)
+    for x, s in layer_skip.configs(model.config.num_layers, spans):
+        bpb = got["nll"][f"{x},{s}"] / (math.log(2) * got["bytes"])
+        assert bpb == pytest.approx(want[x][s], rel=1e-5), (x, s)
+    first_two = layer_skip.sweep_bpb(model, blocks[:2], token_bytes, spans, cache)
+    assert first_two["tokens"] == 2 * 32 < got["tokens"]
+    # x = 1 block influence is 1 − mean cosine of a layer's input and output
+    inputs, _ = layer_skip.layer_inputs(model, blocks[0][:, :-1])
+    cos = torch.nn.functional.cosine_similarity(inputs[2], inputs[3], dim=-1).sum().item()
+    assert first_two["cos"]["1,2"] == pytest.approx(cos + torch.nn.functional.cosine_similarity(
+        *layer_skip.layer_inputs(model, blocks[1][:, :-1])[0][2:4], dim=-1).sum().item(), rel=1e-5)

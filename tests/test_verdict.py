@@ -82,6 +82,9 @@ def test_correlations_and_thresholds():
     assert judge(depth, {"x": x, "y": [3, 1, 4, 8, 5, 2, 6, 7]}, "small", 3).verdict == INCONCLUSIVE
     assert judge(depth, {"x": x, "y": [8, 7, 6, 4, 5, 3, 2, 1]}, "small", 2).verdict == INCONCLUSIVE
     assert judge(depth, {"x": [2, 4, 8, 16], "y": [4, 3, 2, 1]}, "small", 3).verdict == INCONCLUSIVE  # p = 1/12
+    # the points of one deterministic measurement (one model, one fixed sample) need no seeds; smoke still decides nothing
+    assert judge(depth, {"x": x, "y": [8, 7, 6, 4, 5, 3, 2, 1]}, "small", 1, deterministic=True).verdict == REPRODUCED
+    assert judge(depth, {"x": x, "y": [8, 7, 6, 4, 5, 3, 2, 1]}, "smoke", 1, deterministic=True).verdict == INCONCLUSIVE
     share = Finding("s", "coverage", "P", "share", kind="threshold", at_least=0.9786)
     verdict = judge(share, {"value": 0.99}, "small", 1)
     assert verdict.verdict == REPRODUCED and "deterministic" in verdict.why
@@ -107,6 +110,6 @@ def test_every_experiment_declares_its_findings_before_running(name):
     assert len(set(keys)) == len(keys)
     assert set(experiment.scales) >= {"smoke", "small", "paper"}
     for finding in experiment.findings:
-        assert finding.claim and finding.tag in {"P", "R", "D", "?"} and finding.metric
+        assert finding.claim and finding.tag in {"P", "R", "D", "?", "X"} and finding.metric
     if not experiment.deterministic:
         assert experiment.seeds["small"] >= 3
