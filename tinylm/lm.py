@@ -177,9 +177,12 @@ class LanguageModel(L.LightningModule):
     # ---- state and output ------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         bad = [name for name, p in self.named_parameters() if not torch.isfinite(p).all()]
-        if bad:  # a checkpoint is what a resume starts from: never store a diverged model
-            raise TinyLMError(f"weights became non-finite ({bad[0]}) at step {self.global_step}; no checkpoint was "
-                              "written; lower model.lr, keep gradient clipping, or resume from an earlier checkpoint")
+        # a checkpoint is what a resume starts from: never store a diverged model. Every rank saves, and under FSDP
+        # each holds a shard, so all ranks decide together (else one raises while the others wait for it)
+        if self.trainer.strategy.reduce_boolean_decision(bool(bad), all=False):
+            raise TinyLMError(f"weights became non-finite ({bad[0] if bad else 'on another rank'}) at step "
+                              f"{self.global_step}; no checkpoint was written; lower model.lr, keep gradient "
+                              "clipping, or resume from an earlier checkpoint")
         checkpoint["tokens_seen"] = self.tokens_seen
         checkpoint["model_config"] = asdict(self.config)
         checkpoint["batch_layout"] = self.batch_layout()
