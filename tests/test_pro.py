@@ -158,7 +158,8 @@ def test_out_is_never_a_foreign_folder_and_a_missing_source_is_named(source, cor
         with pytest.raises(SystemExit):
             main(["pro", "--source", src, "--target", "300k", "--data", str(corpus_dir), "--out", str(out)])
         assert message in capsys.readouterr().err
-    assert (foreign / "notes.txt").read_text() == "keep me" and sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]
+    assert (foreign / "notes.txt").read_text() == "keep me"
+    assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]
 
 
 def test_depth_rule_and_budget_shapes():

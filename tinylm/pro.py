@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import random
 import statistics
 import time
@@ -514,7 +513,8 @@ def pro(
               "calibration_size": calibration_size, "seq_len": seq_len, "seed": seed,
               "mask_steps": mask_steps if "learned" in (layers, criterion) else None}
     folder = run / "3-inherit"
-    done["inherit"] = (run_stage(folder, inputs, lambda tmp: _inherit(tmp, compact, shape, done["data"]["folder"], layers, criterion,
+    sample = done["data"]["folder"]
+    done["inherit"] = (run_stage(folder, inputs, lambda tmp: _inherit(tmp, compact, shape, sample, layers, criterion,
                                                                        calibration_size, mask_steps, seq_len,
                                                                        batch_size, seed), overwrite)
                        if need("inherit") else upstream("inherit", folder))
@@ -815,13 +815,12 @@ def _train(tmp: Path, arm: str, shape: ModelConfig, init: Path | None, data_dir:
     lr = scaled_lr(batch_tokens, recipe["lr_r"], recipe["lr0"], recipe["bs0"])
     common = dict(lr=recipe["lr0"], min_lr=lr * recipe["min_lr_ratio"], warmup=recipe["warmup"],
                   lr_scaling_r=recipe["lr_r"], lr_scaling_bs0=recipe["bs0"], model_dir=str(tmp / "model"))
-    config = shape if init is None else "tiny"  # init_from's shape wins over config
-    init_from = None if init is None else str(init)
+    init_from = None if init is None else str(init)  # the inherited model dir (same shape) or a random init
     if arm == "distill":
-        module = DistilledLanguageModel(teacher=str(compact), distill=distill, config=config, init_from=init_from,
+        module = DistilledLanguageModel(teacher=str(compact), distill=distill, config=shape, init_from=init_from,
                                         **common)
     else:
-        module = LanguageModel(config=config, init_from=init_from, **common)
+        module = LanguageModel(config=shape, init_from=init_from, **common)
     print(f"tinylm pro: training {arm}: {steps} steps × {batch_tokens} tokens in {recipe['rounds']} round(s), "
           f"lr = ({batch_tokens}/{recipe['bs0']})^{recipe['lr_r']} × {recipe['lr0']:g} = {lr:.2e}", flush=True)
     start = time.perf_counter()
@@ -878,8 +877,8 @@ def write_report(run: Path, source: str, done: dict[str, dict[str, Any]], scores
                      "".join(f" {_fmt(v, 1)} |" for v in values) + (f" {_fmt(avg, 1)} |" if tasks else ""))
     findings = _findings(scores, trained)
     arch = done["architecture"]["result"]
-    steps = next(iter(trained.values()))["steps"] if trained else None
-    spent = next(iter(trained.values()))["tokens"] if trained else None
+    inherit = done["inherit"]["result"]
+    first = next(iter(trained.values()), {})  # every arm trains the same steps and tokens
     text = [
         "# tinylm pro report", "",
         f"Source `{source}`: {_fmt(scores['source']['params'] / 1e6)}M parameters, "
@@ -888,12 +887,13 @@ def write_report(run: Path, source: str, done: dict[str, dict[str, Any]], scores
         "## The four formulas, in order",
         f"1. **Compact tokenizer**: {_tokenizer_line(tok)}.",
         f"2. **Architecture** ({arch['how']}): {describe(shape)}.",
-        f"3. **Inheritance**: layers {done['inherit']['result']['layer_strategy']} "
-        f"{done['inherit']['result']['layers']} of the compact source, width by {done['inherit']['result']['criterion']}.",
+        f"3. **Inheritance**: layers {inherit['layer_strategy']} {inherit['layers']} of the compact source, width by "
+        f"{inherit['criterion']}.",
         f"4. **Multi-round training**: {recipe['rounds']} round(s), later rounds on the hardest {recipe['rate']:.0%} "
         f"of the batches; lr = (bs / bs0)^r × lr0 = ({recipe['batch_size'] * recipe['seq_len']}/{recipe['bs0']})"
-        f"^{recipe['lr_r']} × {recipe['lr0']:g}" + (f" = {next(iter(trained.values()))['lr']:.2e}" if trained else "") +
-        (f"; {steps} steps, {spent:,} training tokens per arm (asked: {tokens:,})." if trained else "."),
+        f"^{recipe['lr_r']} × {recipe['lr0']:g}" + (f" = {first['lr']:.2e}" if trained else "") +
+        (f"; {first['steps']} steps, {first['tokens']:,} training tokens per arm (asked: {tokens:,})."
+         if trained else "."),
         "",
         "## Scores",
         "Held-out bpb: bits per UTF-8 byte on held-out documents of --data (never trained on; lower is better), "
