@@ -1,25 +1,32 @@
-"""Evaluation throughput: loglikelihood requests/s of the ``tinylm`` lm-eval model vs lm-eval's ``hf`` backend on
-the same model dir and task (scores must agree), and generation tokens/s with and without the KV cache.
+"""Evaluation throughput: the ``tinylm`` lm-eval model against lm-eval's ``hf`` backend, same model dir, same task
+requests, measured in one run, interleaved (A B B A per round) so that load from other work hits both alike.
 
-    python benchmarks/eval_throughput.py [--model DIR] [--task arc_easy] [--limit 200] [--batch_size 32]
+    python benchmarks/eval_throughput.py --models tiny,builtin:smollm2-135m --tasks arc_easy:100,c3:40 \\
+        --output results/benchmarks/eval_throughput.md
 
-Without --model a randomly initialised model of --preset is written with a tokenizer trained on part of the
-built-in corpus (speed does not depend on the weights).
+A model is ``tiny`` (a randomly initialised ``tiny`` preset with a tokenizer trained on part of the built-in
+corpus; speed does not depend on the weights), ``builtin:<name>`` (a built-in pretrained model, skipped when
+this tinylm has none) or a model dir. A task is a local task name with ``:limit`` documents. Each arm scores the
+task's requests exactly as ``simple_evaluate`` would hand them over; the script reports requests/s, tokens/s
+(the tokens of every request's context + continuation, or of every generated token), the paired ratio per round
+(hf time / tinylm time) and checks that the task's scores are identical.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import os
+import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
-from lm_eval.api.instance import Instance
 
 
-def make_model_dir(preset: str, vocab_size: int, folder: Path) -> Path:
+def tiny_model_dir(folder: Path, preset: str = "tiny", vocab_size: int = 8000) -> Path:
     from tinylm.corpus import resolve, split_documents
     from tinylm.model import ModelConfig, Transformer
     from tinylm.model_dir import save_model_dir
@@ -32,79 +39,151 @@ def make_model_dir(preset: str, vocab_size: int, folder: Path) -> Path:
                           tokenizer)
 
 
-def requests(task_name: str, limit: int) -> tuple[list[Instance], list[int]]:
+def model_folder(spec: str, scratch: Path) -> Path | None:
+    if spec == "tiny":
+        return tiny_model_dir(scratch)
+    if spec.startswith("builtin:"):
+        try:
+            from tinylm.model_dir import resolve_model_dir
+        except ImportError:
+            print(f"skipping {spec}: this tinylm has no built-in pretrained models", file=sys.stderr)
+            return None
+        return resolve_model_dir(spec)
+    return Path(spec)
+
+
+def task_requests(name: str, limit: int):
+    """The task and its instances (built as simple_evaluate builds them), grouped by document."""
     from tinylm.evaluation.tasks import load_tasks
 
-    (task,) = load_tasks([task_name])
-    out, sizes = [], []
-    for doc in itertools.islice(task.eval_docs, limit):
-        context, choices = task.doc_to_text(doc), task.doc_to_choice(doc)
-        out += [Instance("loglikelihood", doc, (context, task.config.target_delimiter + c), len(out)) for c in choices]
-        sizes.append(len(choices))
-    return out, sizes
+    (task,) = load_tasks([name])
+    task.build_all_requests(limit=limit, rank=0, world_size=1)
+    return task, task.instances
 
 
-def timed(fn, *args, repeats: int = 1):
-    """The result and the best wall time of ``repeats`` runs (the minimum is robust to a busy shared machine)."""
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn(*args)
-        best = min(best, time.perf_counter() - start)
-    return result, best
+def scores(task, instances, results) -> dict[str, float]:
+    """The task's aggregated metrics from one arm's results (lm-eval's own process_results and aggregation)."""
+    by_doc: dict[int, list] = {}
+    for instance, result in zip(instances, results):
+        by_doc.setdefault(instance.doc_id, []).append((instance.idx, instance.doc, result))
+    per_metric: dict[str, list] = {}
+    for rows in by_doc.values():
+        rows.sort(key=lambda row: row[0])
+        for metric, value in task.process_results(rows[0][1], [row[2] for row in rows]).items():
+            per_metric.setdefault(metric, []).append(value)
+    return {metric: float(task.aggregation()[metric](values)) for metric, values in per_metric.items()}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", type=Path)
-    parser.add_argument("--preset", default="tiny")
-    parser.add_argument("--vocab_size", type=int, default=8000)
-    parser.add_argument("--task", default="arc_easy")
-    parser.add_argument("--limit", type=int, default=200)
-    parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--gen_prompts", type=int, default=16)
-    parser.add_argument("--gen_tokens", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=3, help="report the best of this many timed runs")
-    args = parser.parse_args()
+def request_tokens(lm, instances, results) -> int:
+    kind = instances[0].request_type
+    if kind == "loglikelihood":
+        return sum(min(len(c) + len(x), lm.max_length + 1) - 1
+                   for c, x in (lm._encode_pair(*i.args) for i in instances))
+    if kind == "loglikelihood_rolling":
+        return sum(len(lm.tok_encode(i.args[0], add_special_tokens=False)) for i in instances)
+    return sum(len(lm.tok_encode(text, add_special_tokens=False)) for text in results)  # generated tokens
 
+
+def bench(models: list[str], tasks: list[tuple[str, int]], batch_size: int, rounds: int) -> list[dict]:
     from lm_eval.models.huggingface import HFLM
 
     from tinylm.evaluation.adapter import TinyLMEval
 
-    with tempfile.TemporaryDirectory() as tmp:
-        model = args.model or make_model_dir(args.preset, args.vocab_size, Path(tmp))
-        reqs, sizes = requests(args.task, args.limit)
-        ours = TinyLMEval(str(model), batch_size=args.batch_size, device="cpu")
-        hf = HFLM(pretrained=str(model), batch_size=args.batch_size, device="cpu")
-        ours.loglikelihood(reqs[:args.batch_size], disable_tqdm=True)  # warm-up
-        hf.loglikelihood(reqs[:args.batch_size], disable_tqdm=True)
-        a, t_ours = timed(lambda r: ours.loglikelihood(r, disable_tqdm=True), reqs, repeats=args.repeats)
-        b, t_hf = timed(lambda r: hf.loglikelihood(r, disable_tqdm=True), reqs, repeats=args.repeats)
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for spec in models:
+            folder = model_folder(spec, Path(scratch))
+            if folder is None:
+                continue
+            arms = {"tinylm": TinyLMEval(str(folder), batch_size=batch_size, device="cpu"),
+                    "hf": HFLM(pretrained=str(folder), batch_size=batch_size, device="cpu")}
+            params = arms["tinylm"].model.config.num_params() / 1e6
+            for name, limit in tasks:
+                task, instances = task_requests(name, limit)
+                kind = instances[0].request_type
+                for lm in arms.values():  # warm-up (first-call allocations, lazy imports)
+                    getattr(lm, kind)(instances[:4], disable_tqdm=True)
+                seconds = {arm: [] for arm in arms}
+                results = {}
+                load = [os.getloadavg()[0]]
+                for _ in range(rounds):
+                    for arm in ("tinylm", "hf", "hf", "tinylm"):
+                        start = time.perf_counter()
+                        results[arm] = getattr(arms[arm], kind)(instances, disable_tqdm=True)
+                        seconds[arm].append(time.perf_counter() - start)
+                    load.append(os.getloadavg()[0])
+                ratios = [(seconds["hf"][2 * r] + seconds["hf"][2 * r + 1])
+                          / (seconds["tinylm"][2 * r] + seconds["tinylm"][2 * r + 1]) for r in range(rounds)]
+                tokens = request_tokens(arms["tinylm"], instances, results["tinylm"])
+                ours, theirs = scores(task, instances, results["tinylm"]), scores(task, instances, results["hf"])
+                row = {"model": spec, "params": params, "task": name, "docs": len({i.doc_id for i in instances}),
+                       "requests": len(instances), "kind": kind, "tokens": tokens, "ratio": statistics.median(ratios),
+                       "ratios": ratios, "scores": ours, "same": ours == theirs, "hf_scores": theirs,
+                       "load": (min(load), max(load))}
+                for arm in arms:
+                    t = statistics.mean(seconds[arm])
+                    row[arm] = {"s": t, "req_s": len(instances) / t, "tok_s": tokens / t}
+                if kind == "loglikelihood":
+                    row["max_delta"] = max(abs(a[0] - b[0]) for a, b in zip(results["tinylm"], results["hf"]))
+                elif kind == "generate_until":
+                    row["same_texts"] = sum(a == b for a, b in zip(results["tinylm"], results["hf"]))
+                rows.append(row)
+                print(line(row), flush=True)
+    return rows
 
-        def picks(scores):
-            out, at = [], 0
-            for n in sizes:
-                out.append(max(range(n), key=lambda i: scores[at + i][0]))
-                at += n
-            return out
 
-        same = picks(a) == picks(b)
-        diff = max(abs(x[0] - y[0]) for x, y in zip(a, b))
-        print(f"model {model} ({ours.model.config.num_params() / 1e6:.1f}M params), task {args.task}, "
-              f"{len(sizes)} docs / {len(reqs)} loglikelihood requests, batch {args.batch_size}, "
-              f"{torch.get_num_threads()} threads, best of {args.repeats}")
-        print(f"tinylm : {len(reqs) / t_ours:8.1f} requests/s")
-        print(f"hf     : {len(reqs) / t_hf:8.1f} requests/s")
-        print(f"speed-up {t_hf / t_ours:.2f}x; same choice on every doc: {same}; max |delta loglik| {diff:.2e}")
+def line(row: dict) -> str:
+    score = ", ".join(f"{k} {v:.4f}" for k, v in row["scores"].items())
+    extra = (f"max |Δ loglik| {row['max_delta']:.1e}" if "max_delta" in row else
+             f"same text {row['same_texts']}/{row['requests']}" if "same_texts" in row else "")
+    return (f"{row['model']} {row['task']}: {row['requests']} requests, tinylm {row['tinylm']['req_s']:.1f} req/s "
+            f"{row['tinylm']['tok_s']:.0f} tok/s, hf {row['hf']['req_s']:.1f} req/s {row['hf']['tok_s']:.0f} tok/s, "
+            f"paired ratio {row['ratio']:.2f}x {[round(r, 2) for r in row['ratios']]}; scores identical: {row['same']} "
+            f"({score}) {extra}")
 
-        prompts = [Instance("generate_until", {}, (r.args[0], {"until": ["\x00"], "max_gen_toks": args.gen_tokens}), i)
-                   for i, r in enumerate(reqs[::max(1, len(reqs) // args.gen_prompts)][:args.gen_prompts])]
-        for use_cache in (True, False):
-            lm = TinyLMEval(str(model), batch_size=args.batch_size, device="cpu", use_cache=use_cache)
-            texts, seconds = timed(lambda p: lm.generate_until(p, disable_tqdm=True), prompts)
-            tokens = sum(len(lm.tok_encode(t, add_special_tokens=False)) for t in texts)
-            print(f"generate, KV cache {'on ' if use_cache else 'off'}: {tokens / seconds:8.1f} tokens/s "
-                  f"({len(prompts)} prompts x {args.gen_tokens} tokens, {seconds:.1f} s)")
+
+def markdown(rows: list[dict], batch_size: int, rounds: int) -> str:
+    head = (f"CPU, {torch.get_num_threads()} threads, fp32, batch {batch_size}, {rounds} round(s) of A B B A "
+            f"(tinylm, hf, hf, tinylm) per row; times are the mean of an arm's runs, the ratio the median over rounds "
+            f"of hf time / tinylm time. 1-min load average during each row in the last column "
+            f"({os.cpu_count()} cores, shared with other engineers' jobs).\n\n")
+    table = ["| model | params | task | docs | requests | tokens | tinylm req/s | hf req/s | tinylm tok/s | hf tok/s "
+             "| ratio | scores (tinylm = hf?) | max Δ | load |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|"]
+    for r in rows:
+        score = ", ".join(f"{k} {v:.4f}" for k, v in r["scores"].items())
+        delta = (f"{r['max_delta']:.1e}" if "max_delta" in r else
+                 f"{r['same_texts']}/{r['requests']} same texts" if "same_texts" in r else "")
+        table.append(f"| {r['model']} | {r['params']:.1f}M | {r['task']} | {r['docs']} | {r['requests']} "
+                     f"| {r['tokens']} | {r['tinylm']['req_s']:.1f} | {r['hf']['req_s']:.1f} "
+                     f"| {r['tinylm']['tok_s']:.0f} | {r['hf']['tok_s']:.0f} | **{r['ratio']:.2f}×** "
+                     f"| {score} ({'identical' if r['same'] else 'DIFFER'}) | {delta} "
+                     f"| {r['load'][0]:.1f}–{r['load'][1]:.1f} |")
+    return head + "\n".join(table) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default="tiny,builtin:smollm2-135m")
+    parser.add_argument("--tasks", default="arc_easy:100,c3:40",
+                        help="comma-separated task:limit (local task names)")
+    parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=1, help="A B B A rounds per row")
+    parser.add_argument("--output", type=Path, help="write the markdown table here")
+    args = parser.parse_args()
+    tasks = [(name, int(limit)) for name, _, limit in (t.partition(":") for t in args.tasks.split(","))]
+    if args.output:
+        from tinylm.io import check_output_file
+
+        check_output_file(args.output)
+    rows = bench(args.models.split(","), tasks, args.batch_size, args.rounds)
+    text = markdown(rows, args.batch_size, args.rounds)
+    print(text)
+    if args.output:
+        from tinylm.io import atomic_file
+
+        with atomic_file(args.output) as handle:
+            handle.write(f"`python benchmarks/eval_throughput.py {' '.join(sys.argv[1:])}`\n\n" + text)
 
 
 if __name__ == "__main__":
