@@ -35,7 +35,7 @@ SCALES: dict[str, dict[str, Any]] = {
     "smoke": {"vocab_size": 400, "target": {"hidden_size": 32, "num_layers": 3, "num_heads": 1,
                                             "intermediate_size": 86},
               "steps": 6, "mask_steps": 2, "lr": 3e-3, "seq_len": 32, "batch_size": 4, "calibration": 4,
-              "heldout_bytes": 2_000},
+              "heldout_bytes": 2_000, "corpus": "builtin:lee"},  # the small Lee slice keeps CI fast
     # sized for 2 shared CPU cores: SmolLM2-135M (30 × 576) → 8 layers × 256 (4 heads of 64, 2 KV heads), 8k vocab
     "small": {"vocab_size": 8_000, "target": {"hidden_size": 256, "num_layers": 8, "num_heads": 4, "num_kv_heads": 2,
                                               "intermediate_size": 688},
@@ -63,11 +63,11 @@ FINDINGS = (
 
 
 def data_module(cfg: dict, tokenizer: str, seed: int):
-    """The built-in ``wiki`` training documents; ``seed`` sets the shuffle order."""
-    return experiment.data(CORPUS, cfg["seq_len"], cfg["batch_size"], seed, tokenizer=tokenizer)
+    """The built-in ``wiki`` training documents (``lee`` at smoke scale); ``seed`` sets the shuffle order."""
+    return experiment.data(cfg.get("corpus", CORPUS), cfg["seq_len"], cfg["batch_size"], seed, tokenizer=tokenizer)
 
 
-def compact_source(scale: str, given: Path | None, vocab_size: int) -> tuple[Path, dict]:
+def compact_source(scale: str, given: Path | None, vocab_size: int, corpus: str = CORPUS) -> tuple[Path, dict]:
     """The pretrained source with its tokenizer compacted to ``vocab_size`` (counted on the ``wiki`` training
     documents) and its embedding rows remapped, cached; plus the compaction record."""
     from tinylm.compact import compact_command, count_command, remap_command
@@ -76,10 +76,10 @@ def compact_source(scale: str, given: Path | None, vocab_size: int) -> tuple[Pat
 
     source = pretrained.source(scale, given)
     key = hashlib.sha256(json.dumps([str(source), load_tokenizer(source / "tokenizer.json").sha256, vocab_size,
-                                     CORPUS]).encode()).hexdigest()[:12]
+                                     corpus]).encode()).hexdigest()[:12]
     folder = Path(default_cache_dir()) / "reproduce" / f"compact-source-{key}"
     if not (folder / "source" / "config.json").is_file():
-        count_command(str(source), CORPUS, str(folder / "counts"), val_every=50, workers=1)
+        count_command(str(source), corpus, str(folder / "counts"), val_every=50, workers=1)
         compact_command(str(source), str(folder / "counts"), vocab_size, str(folder / "tokenizer"),
                         verify_chars=200_000, overwrite=True)
         remap_command(str(source), str(folder / "tokenizer"), str(folder / "source"), overwrite=True)
@@ -177,7 +177,7 @@ def child(cfg: dict, options: Options) -> tuple[Path, Any, dict]:
     from tinylm.inherit import resolve_target
     from tinylm.model_dir import load_config
 
-    source, record = compact_source(options.scale, options.source, cfg["vocab_size"])
+    source, record = compact_source(options.scale, options.source, cfg["vocab_size"], cfg.get("corpus", CORPUS))
     return source, resolve_target(cfg["target"], load_config(source)), record
 
 
@@ -199,7 +199,8 @@ def measure(cfg: dict, options: Options, folder: Path) -> Measured:
     tokens = {v: by[v][0]["tokens"] for v in VARIANTS}
     curves = {v: by[v][0]["curve"] for v in VARIANTS}
     mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
-    lines = ["| Strategy | ours: step-0 bpb ↓ | ours: bpb after budget ↓ | tokens seen | wall s / run | paper ARC-E [P] "
+    lines = ["| Strategy | ours: step-0 bpb ↓ | ours: bpb after budget ↓ | tokens seen | wall s / run "
+             "| paper ARC-E [P] "
              "| paper HellaSwag [P] | paper C3 [P] | paper Avg. [P] |", "|---|---|---|---|---|---|---|---|---|"]
     for v in VARIANTS:
         seconds = mean([r["seconds"] for r in by[v]])
@@ -210,7 +211,8 @@ def measure(cfg: dict, options: Options, folder: Path) -> Measured:
         f"(≥ {cfg['heldout_bytes']:,} bytes, `reproduce.pretrained`), lower is better; the paper's columns are "
         f"accuracy. Source: {experiment.shown(record['parent'])} with its tokenizer compacted "
         f"{record['parent_vocab_size']:,} → {record['vocab_size']:,} pieces (covering "
-        f"{100 * record['counted_coverage']:.2f}% of the counted `{CORPUS}` training tokens) → child "
+        f"{100 * record['counted_coverage']:.2f}% of the counted `{cfg.get('corpus', CORPUS)}` training tokens) → "
+        "child "
         f"{shape.num_layers} layers × {shape.hidden_size} ({shape.num_heads} heads of {shape.head_dim}, "
         f"{shape.num_kv_heads} KV, FFN {shape.intermediate_size}; {shape.num_params() / 1e6:.1f} M parameters), "
         f"both-ends layers for every criterion; {cfg['steps']} steps × {cfg['batch_size']} × {cfg['seq_len']} "

@@ -34,8 +34,8 @@ from reproduce.verdict import Finding
 SCALES: dict[str, dict[str, Any]] = {
     "smoke": {"text_bytes": 3_000, "seq_len": 64, "spans": (1, 2, 4), "arc_items": 4},
     # sized for 2 CPU cores shared by 3-4 engineers (~20-50 tokens/s for SmolLM2-135M; one 256-token block of the
-    # 87-configuration sweep takes ~10 min): the 50 KB and 200 ARC items do not fit, 3 KB and 8 items do
-    "small": {"text_bytes": 3_000, "seq_len": 256, "spans": (1, 2, 4), "arc_items": 8},
+    # 87-configuration sweep takes 5-10 min): the 50 KB and 200 ARC items do not fit, 6 KB and 16 items do
+    "small": {"text_bytes": 6_000, "seq_len": 256, "spans": (1, 2, 4), "arc_items": 16},
     # what a GPU would run: a 1 MB sample and the whole ARC-Easy test split
     "paper": {"text_bytes": 1_000_000, "seq_len": 1024, "spans": (1, 2, 3, 4), "arc_items": None},
 }
@@ -45,7 +45,8 @@ FINDINGS = (
               "(every x)", "P", "held-out bpb minus the cheapest middle span's, smallest over x", kind="threshold",
               at_least=0.0) for end in ("first", "last")),
     Finding("block_influence_predicts_skip", "ShortGPT (Men et al. 2024): a layer's Block Influence ranks the "
-            "measured cost of skipping it (x = 1)", "X", "Spearman ρ(BI, Δbpb)", ("block influence", "Δbpb"), kind="correlation"),
+            "measured cost of skipping it (x = 1)", "X", "Spearman ρ(BI, Δbpb)", ("block influence", "Δbpb"),
+            kind="correlation"),
     *(Finding(f"angular_predicts_skip{x}", f"Gromov et al. 2024: the angular distance between h_s and h_(s+{x}) "
               f"ranks the measured cost of skipping those {x} layers", "X", "Spearman ρ(angular distance, Δbpb)",
               ("angular distance", "Δbpb"), kind="correlation") for x in (1, 2, 4)),
@@ -217,7 +218,8 @@ def measure(cfg: dict, options: Options, folder: Path) -> Measured:
     table = (f"Source: {pretrained.BUILTIN if options.scale != 'smoke' and options.source is None else source} "
              f"({n} layers). Full model: {full:.4f} bpb on {tokens:,} held-out tokens ({len(blocks)} blocks of "
              f"{cfg['seq_len']} tokens scoring {size:,} bytes: the start of the held-out `{pretrained.SAMPLE_CORPUS}` "
-             f"documents, every {pretrained.SAMPLE_EVERY}th, joined by EOS), ARC-Easy {100 * full_acc:.1f}% on the first {len(items)} test "
+             f"documents, every {pretrained.SAMPLE_EVERY}th, joined by EOS), ARC-Easy {100 * full_acc:.1f}% on the "
+             f"first {len(items)} test "
              f"items (chance 25%, standard error ≈ {100 * math.sqrt(0.25 / len(items)):.0f} points). Paper: "
              "qualitative only [P] — the first and last layers matter most. Wall time: held-out sweep "
              f"{text_seconds:.0f} s, ARC-Easy sweep {arc_seconds:.0f} s (0 s when resumed from the cache).\n\n"

@@ -6,7 +6,8 @@ byte-level BPE tokenizer trained here (HF tokenizers, offline), so CI runs the s
 model. ``--source DIR`` takes any LLaMA-format model dir.
 
 The held-out sample is documented and fixed: the held-out documents of the built-in ``wiki`` corpus (every 50th
-document, ``tinylm.corpus.split_documents``), in corpus order, joined by EOS and cut into blocks until the scored tokens cover ``min_bytes`` bytes.
+document, ``tinylm.corpus.split_documents``), in corpus order, joined by EOS and cut into blocks until the scored
+tokens cover ``min_bytes`` bytes.
 """
 
 from __future__ import annotations

@@ -40,7 +40,8 @@ RULE = (
     f"paper's direction is reproduced, p < {ALPHA} against it is not reproduced, anything else — or fewer than "
     f"{MIN_SEEDS} seeds, or smoke scale — is inconclusive. Orderings of more than two arms need every neighbouring "
     f"pair reproduced and are not reproduced when any pair is reversed at p < {ALPHA} / pairs; correlations use "
-    f"Spearman's p (exact permutation for small samples) with the same rule (over the points of one deterministic measurement, no seeds are needed); deterministic measurements are "
+    f"Spearman's p (exact permutation for small samples) with the same rule (over the points of one deterministic "
+    "measurement, no seeds are needed); deterministic measurements are "
     "thresholds (at least the paper's value); exploratory readings, chosen after a run, are never judged."
 )
 

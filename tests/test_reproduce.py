@@ -167,3 +167,36 @@ def test_layer_skip_sweep_reuses_prefixes_and_equals_skipping_in_the_model(tmp_p
     cos = torch.nn.functional.cosine_similarity(inputs[2], inputs[3], dim=-1).sum().item()
     assert first_two["cos"]["1,2"] == pytest.approx(cos + torch.nn.functional.cosine_similarity(
         *layer_skip.layer_inputs(model, blocks[1][:, :-1])[0][2:4], dim=-1).sum().item(), rel=1e-5)
+
+
+@pytest.mark.slow
+def test_layer_studies_on_the_real_smollm2(tmp_path):
+    """SmolLM2-135M: the prefix sweep equals skipping in the model on one block, and the compacted source keeps
+    the parent's logits on the tokens it kept (the path `layer_skip`, `inheritance` and `layer_selection` take)."""
+    import math
+
+    import torch
+
+    from reproduce import inheritance, layer_skip, pretrained
+    from tinylm.inherit import layer_skip_scores
+    from tinylm.model_dir import load_model_dir
+
+    model, tokenizer = load_model_dir(pretrained.source("small"))
+    model.eval()
+    blocks = [pretrained.heldout_blocks(tokenizer, 200, 32)[0]]
+    token_bytes = torch.from_numpy(tokenizer.token_bytes)
+    got = layer_skip.sweep_bpb(model, blocks, token_bytes, (1,), tmp_path / "bpb.json")
+    want = layer_skip_scores(model, blocks, token_bytes, (1,))
+    for s in (0, 14, 29):
+        assert got["nll"][f"1,{s}"] / (math.log(2) * got["bytes"]) == pytest.approx(want[1][s], rel=1e-4)
+    compact, record = inheritance.compact_source("small", None, inheritance.SCALES["small"]["vocab_size"])
+    small, small_tok = load_model_dir(compact)
+    assert small_tok.vocab_size == record["vocab_size"] == 8000 and record["parent_vocab_size"] == 49152
+    text = "The history of the city begins in the"
+    ids_old, ids_new = tokenizer.encode_one(text), small_tok.encode_one(text)
+    assert [tokenizer.piece(i) for i in ids_old] == [small_tok.piece(i) for i in ids_new]  # common words are kept
+    with torch.no_grad():
+        old = model(torch.tensor([ids_old]))[0, -1]
+        new = small(torch.tensor([ids_new]))[0, -1]
+    id_map = __import__("json").loads((compact.parent / "tokenizer" / "compact.json").read_text())["id_map"]
+    assert torch.allclose(new, old[id_map], atol=1e-4)

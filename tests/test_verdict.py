@@ -82,7 +82,7 @@ def test_correlations_and_thresholds():
     assert judge(depth, {"x": x, "y": [3, 1, 4, 8, 5, 2, 6, 7]}, "small", 3).verdict == INCONCLUSIVE
     assert judge(depth, {"x": x, "y": [8, 7, 6, 4, 5, 3, 2, 1]}, "small", 2).verdict == INCONCLUSIVE
     assert judge(depth, {"x": [2, 4, 8, 16], "y": [4, 3, 2, 1]}, "small", 3).verdict == INCONCLUSIVE  # p = 1/12
-    # the points of one deterministic measurement (one model, one fixed sample) need no seeds; smoke still decides nothing
+    # the points of one deterministic measurement (one model, one fixed sample) need no seeds; smoke decides nothing
     assert judge(depth, {"x": x, "y": [8, 7, 6, 4, 5, 3, 2, 1]}, "small", 1, deterministic=True).verdict == REPRODUCED
     assert judge(depth, {"x": x, "y": [8, 7, 6, 4, 5, 3, 2, 1]}, "smoke", 1, deterministic=True).verdict == INCONCLUSIVE
     share = Finding("s", "coverage", "P", "share", kind="threshold", at_least=0.9786)
