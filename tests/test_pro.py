@@ -58,6 +58,8 @@ def test_whole_chain_on_a_tiny_source(finished):
     assert list(scores) == ["source", "compact source", "random init", "inherited (step 0)", "Pro (inherited + rounds)",
                             "scratch (same shape, same tokens)", "Pro + distill"]
     assert all(row["bpb"] > 0 for row in scores.values())
+    assert sorted(p.name for p in (finished / "5-report").iterdir()) == \
+        ["Pro", "Pro-distill", "compact-source", "inherited", "random-init", "scratch", "source"]
     assert all(row["tasks"] == {"arc_easy": None} for row in scores.values())  # no benchmark files: n/a
     text = (finished / "report.md").read_text()
     assert "n/a" in text and "loss_curves.png" in text and (finished / "loss_curves.png").stat().st_size > 0

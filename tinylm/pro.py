@@ -20,6 +20,7 @@ import hashlib
 import json
 import math
 import random
+import re
 import statistics
 import time
 from dataclasses import asdict, replace
@@ -558,7 +559,7 @@ def pro(
             models[_ARM_NAMES[arm]] = (done[arm]["folder"] / "model", done[arm]["hash"])
     scores = {}
     for name, (path, key) in models.items():
-        folder = run / "5-report" / name.split(" (")[0].replace(" ", "-")
+        folder = run / "5-report" / re.sub(r"[^A-Za-z0-9]+", "-", name.split(" (")[0]).strip("-")
         record = run_stage(folder, {"model": key, **evaluation},
                            lambda tmp, path=path: _evaluate(path, compact, shape, seed, heldout, seq_len,
                                                             list(tasks), eval_limit, eval_data_dir), overwrite)
@@ -918,10 +919,10 @@ def write_report(run: Path, source: str, done: dict[str, dict[str, Any]], scores
 def _findings(scores: dict[str, dict[str, Any]], trained: dict[str, dict[str, Any]]) -> list[str]:
     """What the numbers say, in words chosen by the numbers (one seed: differences are not tested)."""
     bpb = {name: row["bpb"] for name, row in scores.items()}
-    said = [f"The inherited model starts at {bpb['inherited (step 0)']:.3f} bpb, a random init of the same shape at "
-            f"{bpb['random init']:.3f} ({bpb['random init'] / bpb['inherited (step 0)']:.1f}× higher): it starts "
-            + ("far below" if bpb["inherited (step 0)"] < 0.8 * bpb["random init"] else
-               "below" if bpb["inherited (step 0)"] < bpb["random init"] else "NOT below") + " a random init."]
+    start, random_init = bpb["inherited (step 0)"], bpb["random init"]
+    verdict = "far below" if start < 0.8 * random_init else "below" if start < random_init else "NOT below"
+    said = [f"At step 0 the inherited model is {verdict} a random init of the same shape: {start:.3f} vs "
+            f"{random_init:.3f} held-out bpb ({100 * (start - random_init) / random_init:+.1f}%)."]
     pro, scratch = bpb.get(_ARM_NAMES["pro"]), bpb.get(_ARM_NAMES["scratch"])
     if pro is not None and scratch is not None:
         verdict = "ends below" if pro < scratch else "does NOT end below"
