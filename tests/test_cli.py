@@ -140,3 +140,17 @@ def test_overwrite_replaces_only_a_model_dir_tinylm_wrote(corpus_dir, tokenizer,
     main(quick_fit(corpus_dir, tokenizer, tmp_path / "c", "--trainer.max_steps", "2", "--model.model_dir", str(out),
                    "--overwrite", "true"))
     assert '"global_step": 2' in (out / "tinylm.json").read_text()
+    main(quick_fit(corpus_dir, tokenizer, tmp_path / "d", "--trainer.max_steps", "1", "--model.model_dir", str(out),
+                   "--overwrite"))  # a bare flag means true
+    assert '"global_step": 1' in (out / "tinylm.json").read_text()
+
+
+def test_bare_bool_flag_means_true_in_function_commands():
+    from tinylm.cli import bare_flags_true
+
+    def command(out: str, overwrite: bool = False, limit: int = 0) -> None: ...
+
+    assert bare_flags_true(["--overwrite", "--out", "x"], command) == ["--overwrite", "true", "--out", "x"]
+    assert bare_flags_true(["--out", "x", "--overwrite"], command) == ["--out", "x", "--overwrite", "true"]
+    assert bare_flags_true(["--overwrite", "false"], command) == ["--overwrite", "false"]
+    assert bare_flags_true(["--limit", "3"], command) == ["--limit", "3"]

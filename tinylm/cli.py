@@ -68,7 +68,22 @@ def run_function(args: list[str]) -> None:
     if entry is None:
         raise TinyLMError(f"unknown command {args[0]!r}; {_usage()}")
     target = {name: _load(t) for name, t in entry.items()} if isinstance(entry, dict) else _load(entry)
-    CLI(target, args=args[1:], as_positional=False, exit_on_error=False)
+    function = target.get(args[1]) if isinstance(target, dict) and len(args) > 1 else target
+    rest = bare_flags_true(args[1:], function) if callable(function) else args[1:]
+    CLI(target, args=rest, as_positional=False, exit_on_error=False)
+
+
+def bare_flags_true(args: list[str], function) -> list[str]:
+    """``--overwrite`` alone means ``--overwrite true`` (jsonargparse wants a value for every bool)."""
+    import inspect
+
+    flags = {f"--{name}" for name, p in inspect.signature(function).parameters.items() if p.annotation in (bool, "bool")}
+    out = []
+    for i, arg in enumerate(args):
+        out.append(arg)
+        if arg in flags and (i + 1 == len(args) or args[i + 1].startswith("--")):
+            out.append("true")
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -133,7 +133,7 @@ class RunCLI(LightningCLI):
     """
 
     def add_arguments_to_parser(self, parser) -> None:
-        parser.add_argument("--overwrite", type=bool, default=False,
+        parser.add_argument("--overwrite", type=bool, nargs="?", const=True, default=False,
                             help="replace an existing model dir (--model.model_dir) that tinylm wrote")
 
     def _parse_ckpt_path(self) -> None:

@@ -49,7 +49,7 @@ def evaluate(
     output: str | None = None,
     data_dir: str | None = None,
     device: str | None = None,
-    add_bos_token: bool = True,
+    add_bos_token: bool | None = None,
     seed: int = 1234,
 ) -> dict:
     """Evaluate a model dir on benchmarks with EleutherAI lm-evaluation-harness.
@@ -66,7 +66,8 @@ def evaluate(
         data_dir: folder of the offline benchmark files (default: $TINYLM_EVAL_DATA, else
             <repo>/../shared/benchmarks).
         device: cpu, cuda, cuda:1, ... (default: cuda when available).
-        add_bos_token: start every context with BOS, as lm-eval's hf backend does for LLaMA tokenizers.
+        add_bos_token: start every context with BOS; default: the tokenizer's own setting, as lm-eval's hf
+            backend does (our SentencePiece tokenizers add BOS, SmolLM2's byte-level BPE does not).
         seed: seed of lm-eval's few-shot sampling.
     """
     from lm_eval.utils import handle_non_serializable
