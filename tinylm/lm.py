@@ -18,9 +18,10 @@ from torchmetrics import SumMetric
 
 from tinylm.errors import TinyLMError
 from tinylm.io import check_output_dir
-from tinylm.model import ModelConfig, Transformer, cross_entropy, linear_cross_entropy
+from tinylm.model import ModelConfig, Transformer, linear_cross_entropy
 from tinylm.model_dir import load_model_dir, write_model_dir
 from tinylm.optim import PAPER_BS0_TOKENS, adamw, scaled_lr, warmup_cosine
+from tinylm.scoring import token_nll
 from tinylm.throughput import SpeedMonitor
 
 
@@ -133,7 +134,7 @@ class LanguageModel(L.LightningModule):
         return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        nll = cross_entropy(self.net(batch["input_ids"]), batch["labels"], reduction="sum")
+        nll = token_nll(self.net, batch["input_ids"], batch["labels"]).sum()
         self.val_nll.update(nll)
         self.val_tokens.update(batch["labels"].numel())
         self.val_bytes.update(self.token_bytes[batch["labels"]].sum())

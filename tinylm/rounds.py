@@ -33,7 +33,7 @@ import torch
 
 from tinylm.errors import TinyLMError
 from tinylm.io import atomic_file
-from tinylm.model import cross_entropy
+from tinylm.scoring import block_nll
 
 SAMPLINGS = ("loss", "uniform")
 
@@ -69,32 +69,24 @@ def draw(
     return torch.multinomial(probs, num_draws(len(losses), rate), replacement=False, generator=generator)
 
 
-@torch.no_grad()
 def score_samples(
     model: torch.nn.Module, stream: np.ndarray, seq_len: int, start: int, stop: int, batch_size: int,
     device: torch.device | str = "cpu", context=None,
 ) -> torch.Tensor:
     """Mean next-token loss of each block ``start <= id < stop`` of a packed stream (float32, on CPU).
 
-    Consecutive blocks are consecutive slices of the stream, so a batch is two reshapes, no per-item copy.
+    Consecutive blocks are overlapping windows of one slice of the stream, so a batch is a view, no per-item copy.
     ``model(input_ids)`` must return logits; ``context`` is an optional autocast-like context factory.
     """
-    losses = []
-    for first in range(start, stop, batch_size):
-        count = min(batch_size, stop - first)
-        chunk = torch.from_numpy(stream[first * seq_len : (first + count) * seq_len + 1].astype(np.int64))
-        inputs = chunk[:-1].view(count, seq_len).to(device)
-        labels = chunk[1:].view(count, seq_len).to(device)
-        if context is None:
-            logits = model(inputs)
-        else:
-            with context():
-                logits = model(inputs)
-        losses.append(cross_entropy(logits, labels, reduction="none").mean(dim=1).float().cpu())
-    return torch.cat(losses) if losses else torch.zeros(0)
+    def batches():
+        for first in range(start, stop, batch_size):
+            count = min(batch_size, stop - first)
+            chunk = torch.from_numpy(stream[first * seq_len : (first + count) * seq_len + 1].astype(np.int64))
+            yield chunk.unfold(0, seq_len + 1, seq_len)  # (count, seq_len + 1), neighbours share one token
+
+    return block_nll(model, batches(), device=device, context=context).block_loss
 
 
-@torch.no_grad()
 def score_blocks(
     model: torch.nn.Module, stream: np.ndarray, seq_len: int, blocks: np.ndarray, batch_size: int,
     device: torch.device | str = "cpu", context=None,
@@ -103,18 +95,13 @@ def score_blocks(
 
     The gathering counterpart of ``score_samples``, for probes: a sample of blocks scored many times.
     """
-    losses = []
-    for first in range(0, len(blocks), batch_size):
-        ids = blocks[first : first + batch_size]
-        rows = torch.from_numpy(np.stack([stream[b * seq_len : (b + 1) * seq_len + 1] for b in ids]).astype(np.int64))
-        rows = rows.to(device)
-        if context is None:
-            logits = model(rows[:, :-1])
-        else:
-            with context():
-                logits = model(rows[:, :-1])
-        losses.append(cross_entropy(logits, rows[:, 1:], reduction="none").mean(dim=1).float().cpu())
-    return torch.cat(losses) if losses else torch.zeros(0)
+    def batches():
+        for first in range(0, len(blocks), batch_size):
+            ids = blocks[first : first + batch_size]
+            rows = np.stack([stream[b * seq_len : (b + 1) * seq_len + 1] for b in ids])
+            yield torch.from_numpy(rows.astype(np.int64))
+
+    return block_nll(model, batches(), device=device, context=context).block_loss
 
 
 class MultiRoundTraining(L.Callback):

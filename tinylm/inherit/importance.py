@@ -22,7 +22,8 @@ from torch import Tensor
 
 from tinylm.errors import TinyLMError
 from tinylm.inherit.plan import Plan, select_heads, top_k
-from tinylm.model import Masks, ModelConfig, Transformer, cross_entropy
+from tinylm.model import Masks, ModelConfig, Transformer
+from tinylm.scoring import token_nll
 
 CRITERIA = ("l1", "l2", "taylor")
 
@@ -123,7 +124,7 @@ def _loss_gradients(model: Transformer, calibration: Tensor, batch_size: int) ->
                 p.requires_grad_(True)
             for chunk in calibration.split(batch_size):
                 chunk = chunk.to(device)
-                loss = cross_entropy(model(chunk[:, :-1]), chunk[:, 1:], reduction="sum") / total
+                loss = token_nll(model, chunk[:, :-1], chunk[:, 1:]).sum() / total
                 loss.backward()
         return {name: p.grad.detach().clone() for name, p in model.named_parameters()}
     finally:

@@ -10,11 +10,11 @@ from __future__ import annotations
 import math
 from typing import Iterable, Sequence
 
-import torch
 from torch import Tensor
 
 from tinylm.errors import TinyLMError
-from tinylm.model import Transformer, cross_entropy
+from tinylm.model import Transformer
+from tinylm.scoring import block_nll
 
 STRATEGIES = ("first", "last", "both-ends", "uniform", "learned")
 
@@ -53,19 +53,9 @@ def select_layers(strategy: str | Sequence[int], num_source: int, num_target: in
     return sorted(scores.topk(k).indices.tolist())
 
 
-@torch.no_grad()
 def bits_per_byte(model: Transformer, blocks: Iterable[Tensor], token_bytes: Tensor, **forward: object) -> float:
     """Held-out bits per byte of ``model`` on blocks of ``seq_len + 1`` tokens; ``forward`` goes to the model."""
-    nll, num_bytes = 0.0, 0.0
-    device = next(model.parameters()).device
-    for block in blocks:
-        block = block.to(device)
-        logits = model(block[:, :-1], **forward)
-        nll += cross_entropy(logits, block[:, 1:], reduction="sum").item()
-        num_bytes += token_bytes.to(device)[block[:, 1:]].sum().item()
-    if num_bytes == 0:
-        raise TinyLMError("no held-out bytes to score; give at least one validation block")
-    return nll / (math.log(2) * num_bytes)
+    return block_nll(model, blocks, token_bytes, forward=forward).bits_per_byte
 
 
 def layer_skip_scores(model: Transformer, blocks: Sequence[Tensor], token_bytes: Tensor,
