@@ -162,3 +162,15 @@ def test_the_model_dir_is_checked_before_training(corpus_dir, tokenizer, tmp_pat
     fit(module(model_dir=str(tmp_path / "model"), overwrite=True), data(corpus_dir, tokenizer, tmp_path / "cache"),
         tmp_path / "r3", max_steps=2)  # a model dir tinylm wrote may be replaced, when asked to
     assert read_provenance(tmp_path / "model")["global_step"] == 2
+
+
+def test_the_text_datamodule_fulfils_the_declared_contract(corpus_dir, tokenizer, tmp_path):
+    from tinylm.datamodule import TrainingData
+
+    datamodule = data(corpus_dir, tokenizer, tmp_path / "cache")
+    datamodule.setup("fit")
+    assert isinstance(datamodule, TrainingData)
+    members = [name for name in vars(TrainingData) if not name.startswith("_")] + \
+        list(TrainingData.__annotations__)
+    assert {"tokenizer", "seq_len", "batch_size", "train_stream", "num_train_blocks", "set_round_plan"} <= set(members)
+    assert not isinstance(object(), TrainingData)

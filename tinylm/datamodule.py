@@ -6,6 +6,7 @@ so a resumed run continues with exactly the batches the uninterrupted run would 
 
 The **round plan** is the seam for multiple-round training: ``set_round_plan(ids)`` restricts the next
 epochs to the given sample (block) ids, in the given multiplicity; ``None`` means every block.
+``TrainingData`` declares what the LightningModules and the round callback read from their DataModule.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import lightning as L
 import numpy as np
@@ -24,6 +25,29 @@ from tinylm.corpus import Source, resolve, split_documents
 from tinylm.errors import TinyLMError
 from tinylm.packing import PackedBlocks, open_stream, pack
 from tinylm.tokenizer import Tokenizer, load_tokenizer, train_tokenizer
+
+
+@runtime_checkable
+class TrainingData(Protocol):
+    """What ``LanguageModel`` (and its subclasses) and ``MultiRoundTraining`` read from ``trainer.datamodule``.
+
+    ``TextDataModule`` is the implementation; a DataModule with these members can stand in for it.
+    """
+
+    tokenizer: Tokenizer | None  # the model's vocabulary and the bytes per token of val/bpb
+    sources_spec: list[str]  # provenance of the written model dir
+    seq_len: int  # tokens per block
+    batch_size: int  # blocks per micro-batch per device
+    cache_folder: Path | None  # the packed cache (provenance)
+    train_stream: np.ndarray  # the packed training tokens (round scoring), mapped in ``setup``
+
+    @property
+    def meta(self) -> dict[str, Any]: ...  # the packed cache's description (provenance)
+
+    @property
+    def num_train_blocks(self) -> int: ...  # training blocks of seq_len (+1 shared) tokens
+
+    def set_round_plan(self, ids: np.ndarray | list[int] | None) -> None: ...  # train the next epochs on these ids
 
 
 def default_cache_dir() -> str:

@@ -16,6 +16,7 @@ import lightning as L
 import torch
 from torchmetrics import SumMetric
 
+from tinylm.datamodule import TrainingData
 from tinylm.errors import TinyLMError
 from tinylm.io import check_output_dir
 from tinylm.model import ModelConfig, Transformer, linear_cross_entropy
@@ -23,6 +24,7 @@ from tinylm.model_dir import load_model_dir, write_model_dir
 from tinylm.optim import PAPER_BS0_TOKENS, adamw, scaled_lr, warmup_cosine
 from tinylm.scoring import token_nll
 from tinylm.throughput import SpeedMonitor
+from tinylm.tokenizer import Tokenizer
 
 
 class LanguageModel(L.LightningModule):
@@ -83,9 +85,13 @@ class LanguageModel(L.LightningModule):
 
     # ---- the network -----------------------------------------------------------------------------------
     @property
-    def tokenizer(self):
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        return getattr(datamodule, "tokenizer", None)
+    def datamodule(self) -> TrainingData | None:
+        """The trainer's DataModule (the members this class reads are declared by ``TrainingData``)."""
+        return getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+
+    @property
+    def tokenizer(self) -> Tokenizer | None:
+        return getattr(self.datamodule, "tokenizer", None)
 
     def configure_model(self) -> None:
         if self.net is not None:
@@ -151,7 +157,7 @@ class LanguageModel(L.LightningModule):
     # ---- optimisation ----------------------------------------------------------------------------------
     def batch_tokens(self) -> int:
         """Tokens per optimizer step across devices and gradient accumulation."""
-        datamodule = self.trainer.datamodule
+        datamodule = self.datamodule
         return datamodule.batch_size * datamodule.seq_len * self.trainer.accumulate_grad_batches * \
             self.trainer.world_size
 
@@ -227,7 +233,7 @@ class LanguageModel(L.LightningModule):
         return self.model_dir_path
 
     def provenance(self) -> dict[str, Any]:
-        datamodule = self.trainer.datamodule
+        datamodule = self.datamodule
         return {
             "recipe": dict(self.hparams),
             "parent": self.hparams.init_from,

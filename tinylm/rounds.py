@@ -31,6 +31,7 @@ import lightning as L
 import numpy as np
 import torch
 
+from tinylm.datamodule import TrainingData
 from tinylm.errors import TinyLMError
 from tinylm.io import atomic_file
 from tinylm.scoring import block_nll
@@ -187,7 +188,7 @@ class MultiRoundTraining(L.Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
-        data = trainer.datamodule
+        data: TrainingData | None = trainer.datamodule
         if data is None or not hasattr(data, "set_round_plan"):
             raise TinyLMError("MultiRoundTraining needs a TextDataModule (trainer.fit(..., datamodule=...))")
         # resolved on every rank: trainer.log_dir is a collective, and only rank 0 writes (in write())
@@ -217,7 +218,7 @@ class MultiRoundTraining(L.Callback):
     def _plan(self, trainer: L.Trainer, pl_module: L.LightningModule, round_index: int) -> dict | None:
         if not 0 < round_index < self.rounds or round_index in self.records:
             return None
-        data = trainer.datamodule
+        data: TrainingData = trainer.datamodule
         sample_loss = self.score(trainer, pl_module)
         loss = sample_loss[torch.from_numpy(self.groups)].mean(dim=1)
         drawn = draw(loss, self.rates[round_index - 1], self.temperature, self.seed + round_index, self.sampling)
@@ -230,7 +231,7 @@ class MultiRoundTraining(L.Callback):
 
     def score(self, trainer: L.Trainer, pl_module: L.LightningModule) -> torch.Tensor:
         """Loss of every training sample under the model as it is now; shards over ranks and gathers."""
-        data = trainer.datamodule
+        data: TrainingData = trainer.datamodule
         total, world, rank = data.num_train_blocks, trainer.world_size, trainer.global_rank
         share = math.ceil(total / world)
         start, stop = min(total, rank * share), min(total, (rank + 1) * share)
