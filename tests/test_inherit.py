@@ -218,3 +218,13 @@ def test_inherit_command_end_to_end(model_dir_factory, tmp_path, capsys):
     assert exit_info.value.code == 2
     assert "larger than the source" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+def test_reading_scores_and_masks_does_not_import_training():
+    import subprocess
+    import sys
+
+    code = ("import sys, tinylm.inherit as i, tinylm.inherit.learned; i.load_masks; i.learned_importance; "
+            "assert 'lightning' not in sys.modules and 'tinylm.lm' not in sys.modules, 'training imported'; "
+            "from tinylm.inherit import MaskLearner; assert 'tinylm.lm' in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -99,3 +99,50 @@ def test_mask_learner_recipe_runs_under_tinylm_fit(corpus_dir, model_dir_factory
           "--trainer.enable_progress_bar", "false"])
     pruned, _ = load_model_dir(tmp_path / "out")
     assert (pruned.config.num_layers, pruned.config.intermediate_size) == (2, 256)
+
+
+def test_the_base_class_steps_with_the_hooks_give_the_mask_learners_own_loss_and_schedule(
+        corpus_dir, model_dir_factory, tmp_path):
+    """MaskLearner trains through LanguageModel's step and optimizer: the loss equals its own formula (CE under
+    sampled masks + the Lagrangian), and each group's lr the weights' warmup + cosine or the constant gate/λ lr."""
+    import math
+
+    import lightning as L
+
+    from tinylm.inherit.hard_concrete import lagrangian
+    from tinylm.model import cross_entropy
+    from tinylm.optim import warmup_cosine
+
+    class Check(L.Callback):
+        def __init__(self) -> None:
+            self.losses, self.lrs = [], []
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            self.rng, self.batch = torch.get_rng_state(), batch
+
+        def on_before_backward(self, trainer, pl_module, loss) -> None:
+            now = torch.get_rng_state()
+            torch.set_rng_state(self.rng)  # the same gate samples as the step drew
+            with torch.no_grad():
+                ce = cross_entropy(pl_module.net(self.batch["input_ids"], masks=pl_module.sampled_masks()),
+                                   self.batch["labels"])
+                penalty = sum(lagrangian(g.expected_sparsity(), pl_module.target_sparsity(n), pl_module.lambdas[n])
+                              for n, g in pl_module.masks.items())
+            torch.set_rng_state(now)
+            self.losses.append((loss.item(), (ce + penalty).item()))
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            self.lrs.append([g["lr"] for g in trainer.optimizers[0].param_groups])
+
+    source = model_dir_factory("tiny-gqa")
+    learner = MaskLearner(source=str(source), target={"num_layers": 2, "intermediate_size": 256}, lr=1e-3,
+                          min_lr=1e-4, warmup=0.4, mask_lr=0.5, lambda_lr=0.25, model_dir=str(tmp_path / "p"))
+    check = Check()
+    fit(learner, data(corpus_dir, source, tmp_path), tmp_path / "run", max_steps=5, limit_val_batches=1,
+        callbacks=[check])
+    for got, want in check.losses:
+        assert got == pytest.approx(want, rel=1e-5)
+    warmup = math.ceil(0.4 * 5)
+    for step, lrs in enumerate(check.lrs):
+        weights = 1e-3 * warmup_cosine(step + 1, 5, warmup, 1.0, 0.1)
+        assert lrs == pytest.approx([weights, weights, 0.5, -0.25], rel=1e-9)

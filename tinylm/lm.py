@@ -10,7 +10,7 @@ import math
 import os
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import lightning as L
 import torch
@@ -21,7 +21,7 @@ from tinylm.errors import TinyLMError
 from tinylm.io import check_output_dir
 from tinylm.model import ModelConfig, Transformer, linear_cross_entropy
 from tinylm.model_dir import load_model_dir, write_model_dir
-from tinylm.optim import PAPER_BS0_TOKENS, adamw, scaled_lr, warmup_cosine
+from tinylm.optim import PAPER_BS0_TOKENS, scaled_lr, warmup_cosine
 from tinylm.scoring import token_nll
 from tinylm.throughput import SpeedMonitor
 from tinylm.tokenizer import Tokenizer
@@ -125,22 +125,34 @@ class LanguageModel(L.LightningModule):
     def forward(self, input_ids: torch.Tensor, **kwargs) -> torch.Tensor:
         return self.net(input_ids, **kwargs)
 
+    # ---- hooks a subclass changes (MaskLearner: masks in the forward, a Lagrangian, its own groups) ------
+    divergence_advice = "lower model.lr or check the data"
+
+    def forward_kwargs(self, training: bool) -> dict[str, Any]:
+        """Extra keyword arguments of the network's forward in training (``True``) or evaluation steps."""
+        return {}
+
+    def extra_loss(self) -> torch.Tensor | None:
+        """A term added to the training loss after the forward (logged by the subclass), or None."""
+        return None
+
     # ---- steps -----------------------------------------------------------------------------------------
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        hidden = self.net(batch["input_ids"], return_hidden=True)
+        hidden = self.net(batch["input_ids"], return_hidden=True, **self.forward_kwargs(training=True))
         loss = linear_cross_entropy(hidden, self.head_weight, batch["labels"])  # head + loss fused, chunked
         if not torch.isfinite(loss):
-            raise TinyLMError(
-                f"training loss became {loss.item()} at step {self.global_step}; lower model.lr or check the data"
-            )
+            raise TinyLMError(f"training loss became {loss.item()} at step {self.global_step}; "
+                              f"{self.divergence_advice}")
         self.tokens_seen += batch["input_ids"].numel() * self.trainer.world_size
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/tokens", float(self.tokens_seen))
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], prog_bar=True)
-        return loss
+        extra = self.extra_loss()
+        return loss if extra is None else loss + extra
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        nll = token_nll(self.net, batch["input_ids"], batch["labels"]).sum()
+        forward = self.forward_kwargs(training=False)
+        nll = token_nll(self.net, batch["input_ids"], batch["labels"], forward=forward).sum()
         self.val_nll.update(nll)
         self.val_tokens.update(batch["labels"].numel())
         self.val_bytes.update(self.token_bytes[batch["labels"]].sum())
@@ -162,20 +174,31 @@ class LanguageModel(L.LightningModule):
             self.trainer.world_size
 
     def peak_lr(self) -> float:
-        if self.hparams.lr_scaling_r is None:
+        # .get: a subclass run by LightningCLI records only its own arguments (MaskLearner has no scaling rule)
+        if self.hparams.get("lr_scaling_r") is None:
             return self.hparams.lr
         return scaled_lr(self.batch_tokens(), self.hparams.lr_scaling_r, self.hparams.lr, self.hparams.lr_scaling_bs0)
 
+    def param_groups(self, total_steps: int) -> list[tuple[dict[str, Any], Callable[[int], float]]]:
+        """AdamW parameter groups, each with its lr multiplier per step: warmup + cosine on the weights, weight
+        decay on matrices and embeddings only (norm gains are not decayed)."""
+        lr = self.peak_lr()
+        min_lr = min(self.hparams.min_lr, lr)  # the floor can never be above the peak (small lr from the scaling rule)
+        warmup = max(1, math.ceil(self.hparams.warmup * total_steps)) if self.hparams.warmup > 0 else 0
+
+        def schedule(step: int) -> float:
+            return warmup_cosine(step, total_steps, warmup, lr, min_lr) / lr if lr > 0 else 0.0
+
+        weights = [p for p in self.net.parameters() if p.requires_grad]
+        return [({"params": [p for p in weights if p.ndim >= 2], "lr": lr, "weight_decay": self.hparams.weight_decay},
+                 schedule),
+                ({"params": [p for p in weights if p.ndim < 2], "lr": lr, "weight_decay": 0.0}, schedule)]
+
     def configure_optimizers(self) -> dict[str, Any]:
-        lr, min_lr = self.peak_lr(), self.hparams.min_lr
-        if min_lr > lr:
-            min_lr = lr  # the floor can never be above the peak (small lr from the scaling rule)
-        optimizer = adamw(self.net, lr, tuple(self.hparams.betas), self.hparams.eps, self.hparams.weight_decay)
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        warmup = max(1, math.ceil(self.hparams.warmup * total)) if self.hparams.warmup > 0 else 0
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: warmup_cosine(step, total, warmup, lr, min_lr) / lr
-        )
+        groups = self.param_groups(max(1, int(self.trainer.estimated_stepping_batches)))
+        optimizer = torch.optim.AdamW([group for group, _ in groups], lr=self.hparams.lr,
+                                      betas=tuple(self.hparams.betas), eps=self.hparams.eps)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, [multiplier for _, multiplier in groups])
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     def configure_callbacks(self) -> list[L.Callback]:

@@ -12,27 +12,21 @@ Only the dimensions that the target shrinks get gates; a target equal to the sou
 
 from __future__ import annotations
 
-import math
-import os
-from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from tinylm.errors import TinyLMError
-from tinylm.inherit.hard_concrete import TEMPERATURE, HardConcrete, deterministic_values, lagrangian
-from tinylm.inherit.importance import Importance
+from tinylm.inherit.hard_concrete import TEMPERATURE, HardConcrete, lagrangian
 from tinylm.inherit.layers import select_layers
+from tinylm.inherit.learned import MASK_TYPES, MASKS_FILE, learned_importance, load_masks, save_masks
 from tinylm.inherit.materialize import save_inherited
 from tinylm.inherit.plan import Plan, resolve_target
-from tinylm.model import Masks, ModelConfig, cross_entropy
 from tinylm.lm import LanguageModel
-from tinylm.optim import warmup_cosine
+from tinylm.model import Masks, ModelConfig
 
-MASKS_FILE = "masks.safetensors"
-MASK_TYPES = ("hidden", "heads", "ffn", "layers")
+__all__ = ["MASKS_FILE", "MASK_TYPES", "MaskLearner", "learned_importance", "load_masks", "save_masks"]
 
 
 class MaskLearner(LanguageModel):
@@ -141,62 +135,43 @@ class MaskLearner(LanguageModel):
         masks = self.plan().masks(self.source_config)
         return Masks(**{name: getattr(masks, name).to(self.device) for name in MASK_TYPES})
 
-    # ---- steps -----------------------------------------------------------------------------------------
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        ce = cross_entropy(self.net(batch["input_ids"], masks=self.sampled_masks()), batch["labels"])
-        if not torch.isfinite(ce):
-            raise TinyLMError(f"training loss became {ce.item()} at step {self.global_step}; lower model.lr or "
-                              "model.mask_lr")
-        penalty = ce.new_zeros(())
+    # ---- the hooks LanguageModel's steps and optimizer call ---------------------------------------------
+    divergence_advice = "lower model.lr or model.mask_lr"
+
+    def forward_kwargs(self, training: bool) -> dict[str, Any]:
+        """Sampled masks while training; the deterministic target-shaped masks when evaluating."""
+        return {"masks": self.sampled_masks() if training else self._eval_masks}
+
+    def extra_loss(self) -> Tensor | None:
+        """The Lagrangian that pulls each mask type's expected sparsity to this step's target."""
+        penalty = torch.zeros((), device=self.device)
         for name, gate in self.masks.items():
             expected, target = gate.expected_sparsity(), self.target_sparsity(name)
             penalty = penalty + lagrangian(expected, target, self.lambdas[name])
             self.log(f"sparsity/{name}", expected.mean())
             self.log(f"sparsity/{name}_target", target)
-        self.tokens_seen += batch["input_ids"].numel() * self.trainer.world_size
-        self.log("train/loss", ce, prog_bar=True)
-        self.log("train/tokens", float(self.tokens_seen))
         self.log("train/lagrangian", penalty)
-        return ce + penalty
+        return penalty
 
     def on_validation_epoch_start(self) -> None:
         self._eval_masks = self.deterministic_masks()
 
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        logits = self.net(batch["input_ids"], masks=self._eval_masks)
-        self.val_nll.update(cross_entropy(logits, batch["labels"], reduction="sum"))
-        self.val_tokens.update(batch["labels"].numel())
-        self.val_bytes.update(self.token_bytes[batch["labels"]].sum())
-
     on_test_epoch_start = on_validation_epoch_start
-    test_step = validation_step
 
-    # ---- optimisation: descent on weights and gates, ascent on λ ----------------------------------------
-    def configure_optimizers(self) -> dict[str, Any]:
-        hp = self.hparams
-        groups, schedules = [], []
-        if hp.train_weights:
-            total = max(1, int(self.trainer.estimated_stepping_batches))
-            warmup = max(1, math.ceil(hp.warmup * total)) if hp.warmup > 0 else 0
-            min_lr = min(hp.min_lr, hp.lr)
-            matrices = [p for p in self.net.parameters() if p.ndim >= 2]
-            vectors = [p for p in self.net.parameters() if p.ndim < 2]
-            groups += [{"params": matrices, "lr": hp.lr, "weight_decay": hp.weight_decay},
-                       {"params": vectors, "lr": hp.lr, "weight_decay": 0.0}]
-            floor = min_lr / hp.lr if hp.lr > 0 else 0.0
-            weights_schedule = lambda step: warmup_cosine(step, total, warmup, 1.0, floor)  # noqa: E731
-            schedules += [weights_schedule, weights_schedule]
+    def param_groups(self, total_steps: int) -> list[tuple[dict[str, Any], Callable[[int], float]]]:
+        """Descent on the weights (warmup + cosine, unless frozen) and the gates, ascent on λ (both constant)."""
+        groups = super().param_groups(total_steps) if self.hparams.train_weights else []
         if len(self.masks):
-            groups += [{"params": [g.log_alpha for g in self.masks.values()], "lr": hp.mask_lr, "weight_decay": 0.0},
-                       {"params": list(self.lambdas.values()), "lr": -hp.lambda_lr, "weight_decay": 0.0}]
-            schedules += [lambda step: 1.0, lambda step: 1.0]
+            constant = lambda step: 1.0  # noqa: E731
+            # torch's AdamW takes a negative group lr as is: the λ group climbs the Lagrangian (min-max)
+            groups += [({"params": [g.log_alpha for g in self.masks.values()], "lr": self.hparams.mask_lr,
+                         "weight_decay": 0.0}, constant),
+                       ({"params": list(self.lambdas.values()), "lr": -self.hparams.lambda_lr, "weight_decay": 0.0},
+                        constant)]
         if not groups:
             raise TinyLMError("nothing to train: the target equals the source and model.train_weights is False; "
                               "shrink the target or train the weights")
-        # torch's AdamW takes a negative group lr as is: the λ group climbs the Lagrangian (min-max)
-        optimizer = torch.optim.AdamW(groups, lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, schedules)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        return groups
 
     # ---- output ----------------------------------------------------------------------------------------
     def on_fit_end(self) -> None:
@@ -210,49 +185,3 @@ class MaskLearner(LanguageModel):
                               overwrite=self.overwrite)
         save_masks(path / MASKS_FILE, {n: g.log_alpha for n, g in self.masks.items()}, self.hparams.temperature)
         print(f"tinylm: pruned model dir written to {path}")
-
-
-def learned_importance(log_alphas: dict[str, Tensor], config: ModelConfig,
-                       temperature: float = TEMPERATURE) -> Importance:
-    """Read learned gates as importance scores (their deterministic values), with the values kept as scales.
-
-    A dimension without gates scores every unit 1 and is not scaled; ``Importance.plan`` refuses to shrink it.
-    """
-    soft = {name: deterministic_values(alpha.float(), temperature) for name, alpha in log_alphas.items()}
-    ones = {"hidden": torch.ones(config.hidden_size), "heads": torch.ones(config.num_layers, config.num_heads),
-            "ffn": torch.ones(config.num_layers, config.intermediate_size), "layers": torch.ones(config.num_layers)}
-    for name, values in soft.items():
-        if values.shape != ones[name].shape:
-            raise TinyLMError(f"learned {name} mask has shape {tuple(values.shape)}, the source needs "
-                              f"{tuple(ones[name].shape)}; use the masks learned on this source model")
-    scores = {**ones, **soft}
-    return Importance(
-        criterion="learned",
-        embed=scores["hidden"],
-        hidden=torch.zeros(config.num_layers, config.hidden_size),
-        heads=scores["heads"],
-        kv=torch.zeros(config.num_layers, config.num_kv_heads),
-        ffn=scores["ffn"],
-        layer_scores=soft.get("layers"),
-        scales=Masks(**{name: soft.get(name) for name in MASK_TYPES}),
-        learned=tuple(sorted(soft)),
-    )
-
-
-def save_masks(path: str | os.PathLike, log_alphas: dict[str, Tensor], temperature: float) -> None:
-    save_file({n: a.detach().float().cpu().contiguous() for n, a in log_alphas.items()} or
-              {"none": torch.zeros(0)}, str(path), metadata={"temperature": repr(temperature)})
-
-
-def load_masks(path: str | os.PathLike) -> tuple[dict[str, Tensor], float]:
-    """Learned log α per mask type and the temperature, from a mask learner's ``masks.safetensors``."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / MASKS_FILE
-    if not path.is_file():
-        raise TinyLMError(f"no learned masks at {path}; point --masks at the model dir a MaskLearner wrote")
-    from safetensors import safe_open
-
-    with safe_open(str(path), "pt") as handle:
-        temperature = float((handle.metadata() or {}).get("temperature", TEMPERATURE))
-    return {n: a for n, a in load_file(str(path)).items() if n in MASK_TYPES}, temperature
