@@ -15,6 +15,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from reproduce import experiment
 from reproduce.experiment import Experiment, Measured, Options, fmt
 from reproduce.verdict import Finding
 
@@ -57,6 +58,27 @@ def scores(model_dir: str, limit: int | None) -> dict[str, float | None]:
     return row
 
 
+def cached_scores(model_dir: str, limit: int | None) -> dict[str, float | None]:
+    """``scores``, kept in the tinylm cache per model dir (its config and weights' size and time) and limit, so a
+    rerun after a later failure does not evaluate a model twice."""
+    import hashlib
+
+    from tinylm.datamodule import default_cache_dir
+    from tinylm.io import atomic_file
+
+    weights = [p.stat() for p in sorted(Path(model_dir).glob("*.safetensors"))]
+    key = hashlib.sha256(json.dumps([str(model_dir), (Path(model_dir) / "config.json").read_text(),
+                                     [(w.st_size, w.st_mtime) for w in weights], limit]).encode()).hexdigest()[:16]
+    path = Path(default_cache_dir()) / "reproduce" / "final-scores" / f"{key}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    row = scores(model_dir, limit)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(path) as handle:
+        handle.write(json.dumps(row))
+    return row
+
+
 def measure(cfg: dict, options: Options, folder: Path) -> Measured:
     from reproduce import pretrained
 
@@ -66,16 +88,21 @@ def measure(cfg: dict, options: Options, folder: Path) -> Measured:
                  str(pretrained.source(options.scale))}
     ours: dict[str, list[str]] = {f"tinylm {Path(m).name}": [m] for m in options.models}
     ladder = Path(options.out) / "ladder" / "results.json"
+    gone: list[str] = []
     if ladder.is_file():
         rows = {row["step"]: row for row in json.loads(ladder.read_text())["rows"]}
         for step in ("base", "+rounds"):
             if step in rows:
-                ours[f"tinylm ladder {step}"] = [str(Path(d).expanduser()) for d in rows[step]["model_dirs"]]
+                dirs = [str(Path(d).expanduser()) for d in rows[step]["model_dirs"]]
+                gone += [d for d in dirs if not (Path(d) / "config.json").is_file()]
+                dirs = [d for d in dirs if (Path(d) / "config.json").is_file()]
+                if dirs:
+                    ours[f"tinylm ladder {step}"] = dirs
     from tinylm.errors import TinyLMError
 
     try:
-        measured = {name: [scores(d, reference_limit)] for name, d in reference.items()}
-        measured.update({name: [scores(d, limit) for d in dirs] for name, dirs in ours.items()})
+        measured = {name: [cached_scores(d, reference_limit)] for name, d in reference.items()}
+        measured.update({name: [cached_scores(d, limit) for d in dirs] for name, dirs in ours.items()})
     except TinyLMError as err:  # the benchmark files live outside the package (see eval/README.md)
         print(f"final: benchmarks unavailable ({err})")
         missing = {c: None for c in (*BENCHMARKS, "Avg.")}
@@ -84,6 +111,9 @@ def measure(cfg: dict, options: Options, folder: Path) -> Measured:
         note = f"Benchmark files not found, so tinylm rows are n/a: {err}"
     else:
         note = ""
+    if gone:
+        note += (f" The ladder's model dirs are no longer on this machine ({len(gone)} missing, e.g. "
+                 f"{experiment.shown(gone[0])}): rerun `python -m reproduce ladder` for their rows.")
     header = ["model", *BENCHMARKS, "Avg."]
     lines = [f"Paper rows [P] (OpenCompass, ICML version); tinylm rows: zero-shot lm-eval on "
              f"{'all' if limit is None else limit} item(s) per benchmark, mean over {seeds} seed(s) where the ladder "
