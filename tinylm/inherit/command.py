@@ -8,7 +8,7 @@ from pathlib import Path
 from tinylm.errors import TinyLMError
 from tinylm.inherit.importance import CRITERIA, calibration_blocks, importance
 from tinylm.inherit.layers import select_layers
-from tinylm.inherit.mask_learner import learned_importance, load_masks
+from tinylm.inherit.learned import learned_importance, load_masks
 from tinylm.inherit.materialize import save_inherited
 from tinylm.inherit.plan import resolve_target
 from tinylm.io import check_output_dir
