@@ -564,7 +564,7 @@ def pro(
                            lambda tmp, path=path: _evaluate(path, compact, shape, seed, heldout, seq_len,
                                                             list(tasks), eval_limit, eval_data_dir), overwrite)
         scores[name] = record["result"]
-    report = write_report(run, str(source), done, scores, arms, shape, list(tasks), tokens, recipe)
+    report = write_report(run, str(source), done, scores, arms, shape, list(tasks), tokens, recipe, eval_limit)
     print(f"tinylm pro: report -> {run / 'report.md'}", flush=True)
     return report
 
@@ -861,7 +861,8 @@ def _fmt(value: float | None, digits: int = 2) -> str:
 
 
 def write_report(run: Path, source: str, done: dict[str, dict[str, Any]], scores: dict[str, dict[str, Any]], arms: dict,
-                 shape: ModelConfig, tasks: list[str], tokens: int, recipe: dict[str, Any]) -> dict[str, Any]:
+                 shape: ModelConfig, tasks: list[str], tokens: int, recipe: dict[str, Any],
+                 eval_limit: int | None = None) -> dict[str, Any]:
     """``report.md``, ``report.json`` and ``loss_curves.png`` at the top of the run folder."""
     tok = done["tokenizer"]["result"]
     trained = {arm: done[arm]["result"] for arm in arms if done.get(arm)}
@@ -898,8 +899,9 @@ def write_report(run: Path, source: str, done: dict[str, dict[str, Any]], scores
         "",
         "## Scores",
         "Held-out bpb: bits per UTF-8 byte on held-out documents of --data (never trained on; lower is better), "
-        "comparable across tokenizers. Benchmarks: accuracy ×100 (acc_norm where lm-eval reports it); n/a when "
-        "the benchmark files are missing. One seed.",
+        "comparable across tokenizers. Benchmarks: accuracy ×100 (acc_norm where lm-eval reports it)"
+        + (f" on the first {eval_limit} items of each task (one item moves a score by {100 / eval_limit:.0f} points)"
+           if eval_limit else "") + "; n/a when the benchmark files are missing. One seed.",
         "", *lines, "",
         "## Findings", *[f"- {line}" for line in findings], "",
     ]
