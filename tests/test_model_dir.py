@@ -92,3 +92,20 @@ def test_a_failed_write_leaves_nothing_behind(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         save_model_dir(tmp_path / "m", model, None)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_extra_files_are_written_inside_the_atomic_write(tmp_path):
+    from tinylm.model_dir import write_model_dir
+
+    model = Transformer(ModelConfig.from_preset("debug", vocab_size=64))
+    seen = []
+    write_model_dir(tmp_path / "m", model.config, model.state_dict(), None,
+                    extra=lambda folder: (seen.append(folder), (folder / "masks.bin").write_text("x")))
+    assert (tmp_path / "m" / "masks.bin").read_text() == "x" and seen[0] != tmp_path / "m"
+
+    def fails(folder):
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        write_model_dir(tmp_path / "n", model.config, model.state_dict(), None, extra=fails)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]  # no model dir without its extra files

@@ -16,7 +16,7 @@ import datetime
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from safetensors import SafetensorError
@@ -57,10 +57,13 @@ def write_model_dir(
     tokenizer: Tokenizer | None,
     provenance: dict[str, Any] | None = None,
     overwrite: bool = False,
+    extra: Callable[[Path], None] | None = None,
 ) -> Path:
     """Write a config, a state dict with HF names, a tokenizer and provenance as a model dir, atomically.
 
     An existing non-empty ``directory`` is refused unless ``overwrite`` and tinylm wrote it (``tinylm.io``).
+    ``extra(folder)`` writes any further files into the folder before it is renamed into place, so they appear
+    together with the model or not at all.
     """
     directory = Path(directory)
     if tokenizer is not None and tokenizer.vocab_size > config.vocab_size:
@@ -81,6 +84,8 @@ def write_model_dir(
         if tokenizer is not None:
             record["tokenizer_sha256"] = tokenizer.sha256  # checked on load
         (tmp / PROVENANCE).write_text(json.dumps(record, indent=2, default=str) + "\n")
+        if extra is not None:
+            extra(tmp)
     return directory
 
 

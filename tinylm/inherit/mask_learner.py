@@ -181,7 +181,8 @@ class MaskLearner(LanguageModel):
         state = {name: tensor.detach().cpu() for name, tensor in self.net.state_dict().items()}
         provenance = {**self.provenance(), "parent": str(self.hparams.source), "criterion": "learned",
                       "masks": MASKS_FILE}
+        log_alphas = {n: g.log_alpha for n, g in self.masks.items()}
         path = save_inherited(self.output_dir(), state, self.source_config, plan, self.tokenizer, provenance,
-                              overwrite=self.overwrite)
-        save_masks(path / MASKS_FILE, {n: g.log_alpha for n, g in self.masks.items()}, self.hparams.temperature)
+                              overwrite=self.overwrite,
+                              extra=lambda folder: save_masks(folder / MASKS_FILE, log_alphas, self.hparams.temperature))
         print(f"tinylm: pruned model dir written to {path}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
@@ -89,14 +89,16 @@ def save_inherited(
     tokenizer: Tokenizer | None,
     provenance: dict[str, Any],
     overwrite: bool = False,
+    extra: Callable[[Path], None] | None = None,
 ) -> Path:
-    """Materialize and write the small model dir atomically; tinylm.json records the plan and ``provenance``."""
+    """Materialize and write the small model dir atomically; tinylm.json records the plan and ``provenance``;
+    ``extra(folder)`` adds files inside the same atomic write (``write_model_dir``)."""
     small, small_state = materialize_state(state, config, plan)
     record = {**provenance, "plan": plan.to_json(), "source_shape": {
         "hidden_size": config.hidden_size, "num_layers": config.num_layers, "num_heads": config.num_heads,
         "num_kv_heads": config.num_kv_heads, "intermediate_size": config.intermediate_size,
         "vocab_size": config.vocab_size}}
-    return write_model_dir(out, small, small_state, tokenizer, record, overwrite=overwrite)
+    return write_model_dir(out, small, small_state, tokenizer, record, overwrite=overwrite, extra=extra)
 
 
 def _rows(heads: list[int], head_dim: int) -> Tensor:
