@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from tinylm import pro as pro_module
 from tinylm.model import ModelConfig
 from tinylm.pro import (
+    command,
     digest,
     interleave,
     kv_heads_for,
@@ -93,14 +93,14 @@ def test_a_rerun_skips_every_finished_stage(finished, source, corpus_dir, capsys
 
 def test_a_killed_run_resumes_at_the_stage_it_had_not_finished(source, corpus_dir, tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
-    real_train = pro_module._train
+    real_train = command.train_arm
 
     def killed(tmp, arm, *args, **kwargs):
         if arm == "scratch":
             raise KeyboardInterrupt  # killed while training the scratch arm
         return real_train(tmp, arm, *args, **kwargs)
 
-    monkeypatch.setattr(pro_module, "_train", killed)
+    monkeypatch.setattr(command, "train_arm", killed)
     with pytest.raises(KeyboardInterrupt):
         small_run(source, corpus_dir, out, distill=0.0, tasks=[])
     assert (out / "4-train" / "pro" / "stage.json").is_file() and not (out / "4-train" / "scratch").exists()
@@ -109,7 +109,7 @@ def test_a_killed_run_resumes_at_the_stage_it_had_not_finished(source, corpus_di
     weights = (out / "4-train" / "pro" / "model" / "model.safetensors").stat().st_mtime_ns
     capsys.readouterr()
 
-    monkeypatch.setattr(pro_module, "_train", real_train)
+    monkeypatch.setattr(command, "train_arm", real_train)
     small_run(source, corpus_dir, out, distill=0.0, tasks=[])
     log = capsys.readouterr().out
     assert all(f"{Path(name).name}: skipped" in log for name in hashes)

@@ -1,0 +1,292 @@
+"""The ``tinylm pro`` command: the five stages in order, each a resumable folder under ``--out`` (see
+``tinylm.pro``)."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable
+
+from tinylm.errors import TinyLMError
+from tinylm.io import atomic_file
+from tinylm.model import ModelConfig
+from tinylm.pro.compaction import compact_tokenizer
+from tinylm.pro.data import read_jsonl, write_sample
+from tinylm.pro.inheritance import inherit_model
+from tinylm.pro.report import ARM_NAMES, evaluate, tokenizer_line, write_report
+from tinylm.pro.stages import RUN_FILE, digest, fingerprint_dir, prepare_out, run_stage, stage_record
+from tinylm.pro.target import describe, parse_budget, read_target, write_shape
+from tinylm.pro.training import train_arm
+
+STAGES = ("tokenizer", "architecture", "inherit", "train", "report")
+PAPER_COVERAGE = 0.9786  # the paper's 48k pieces cover 97.86% of its corpus [P]
+PAPER_TASKS = ["arc_easy", "hellaswag", "c3"]  # the paper's ablation trio
+
+
+def pro(
+    source: str,
+    target: str,
+    data: list[str] | str = "builtin",
+    out: str = "runs/pro",
+    stages: list[str] | str = "all",
+    coverage: float = PAPER_COVERAGE,
+    vocab_size: int | None = None,
+    layers: str = "both-ends",
+    criterion: str = "taylor",
+    calibration_size: int = 16,
+    mask_steps: int = 100,
+    tokens: int = 400_000,
+    rounds: int = 2,
+    rate: float = 0.5,
+    seq_len: int = 128,
+    batch_size: int = 8,
+    lr0: float = 1e-3,
+    bs0: int = 2048,
+    lr_r: float = 0.5,
+    min_lr_ratio: float = 0.1,
+    warmup: float = 0.05,
+    scratch: bool = True,
+    distill: float = 0.0,
+    tasks: list[str] = PAPER_TASKS,  # noqa: B006 — jsonargparse reads the default from the signature
+    eval_limit: int | None = 100,
+    eval_data_dir: str | None = None,
+    heldout_chars: int = 100_000,
+    val_every: int = 50,
+    text_field: str = "text",
+    seed: int = 1234,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """From a pretrained LLaMA checkpoint to a tiny Pro model: compact tokenizer, architecture, inheritance,
+    multi-round training, report. Each stage is a folder under --out and is skipped when already done.
+
+    Args:
+        source: the pretrained model: a model dir (tinylm's or a Hugging Face LLaMA folder), a .gguf file, or
+            builtin:smollm2-135m.
+        target: the tiny shape: a parameter budget (10M, 1.5B: shape by the paper's depth rule), a preset name
+            (tiny, small ...), or a YAML/JSON file or inline mapping of shape fields (hidden_size, num_layers,
+            num_heads, num_kv_heads, intermediate_size).
+        data: text sources for counting, calibration, training and the held-out set: builtin, files/dirs/globs
+            of .txt/.jsonl/.parquet, or hf:<name>.
+        out: the run folder; an existing `tinylm pro` run there is resumed.
+        stages: stages to run (tokenizer, architecture, inherit, train, report), or all; a later stage needs the
+            earlier ones done.
+        coverage: share of the counted tokens the kept pieces must cover (the paper's 0.9786).
+        vocab_size: keep exactly this many pieces instead (overrides coverage).
+        layers: source layers to keep: both-ends | first | last | uniform | learned | a list like 0,1,29.
+        criterion: width importance: taylor | l1 | l2 | learned (learned trains hard-concrete masks first).
+        calibration_size: calibration blocks for Taylor's gradients.
+        mask_steps: optimizer steps of the mask learner (criterion or layers learned only).
+        tokens: training tokens of each arm over all rounds (round 0 sees a sample of --data of
+            tokens / (1 + (rounds − 1) × rate) tokens once; later rounds re-train on its hardest share).
+        rounds: training rounds (1 = a single pass).
+        rate: sampling rate of each later round (the paper's 0.5).
+        seq_len: tokens per training block.
+        batch_size: blocks per optimizer step.
+        lr0: lr0 of the paper's rule lr = (bs / bs0)^r × lr0 (scaled to tiny models with bs0).
+        bs0: bs0 of the rule, in tokens per step (the paper's 1M belongs to 1B models).
+        lr_r: r of the rule (the paper recommends 0.5).
+        min_lr_ratio: the cosine schedule's floor as a fraction of the peak lr.
+        warmup: fraction of the steps spent in linear warmup.
+        scratch: also train the target shape from a random init on the same tokens (the baseline).
+        distill: weight of a logit-KL term from the compact source (0 = off); adds a distilled arm trained on
+            the same tokens as the Pro arm, so the report says whether it helps.
+        tasks: benchmark tasks for the report (the paper's ablation trio); [] for none.
+        eval_limit: documents per task (None: all).
+        eval_data_dir: benchmark files (default $TINYLM_EVAL_DATA); missing files are reported as n/a.
+        heldout_chars: characters of held-out text for bits per byte, spread over the sources.
+        val_every: every val_every-th document of each source is held out (never trained on).
+        text_field: the text column of jsonl/parquet sources.
+        seed: seeds sampling, calibration, initialization, data order and the rounds' draws.
+        overwrite: redo every stage of a previous run in --out.
+    """
+    wanted = _stages(stages)
+    _check_settings(coverage, vocab_size, tokens, rounds, rate, seq_len, batch_size, lr0, bs0, distill, val_every,
+                    heldout_chars, criterion)
+    specs = [data] if isinstance(data, str) else list(data)
+    if not specs:
+        raise TinyLMError("--data is empty; give at least one text source (e.g. builtin)")
+    run = prepare_out(out, overwrite)
+    settings = {k: v for k, v in locals().items() if k not in ("wanted", "specs", "run")}
+    with atomic_file(run / RUN_FILE) as handle:
+        json.dump({"command": "tinylm pro", "settings": settings}, handle, indent=2, default=str)
+    from tinylm.corpus import resolve
+
+    data_ids = [s.fingerprint for spec in specs for s in resolve(spec, text_field)]
+    source_dir = _source_dir(source, run, overwrite)
+    source_id = fingerprint_dir(source_dir)
+    from tinylm.model_dir import load_config
+
+    if parse_budget(target) is None:  # a bad shape is refused now, not after the tokenizer stage
+        read_target(target, load_config(source_dir), load_config(source_dir).vocab_size)
+    done: dict[str, dict[str, Any]] = {}
+
+    def need(name: str) -> bool:
+        return name in wanted
+
+    def stop_after(name: str) -> bool:  # nothing wanted beyond this stage
+        return all(STAGES.index(w) <= STAGES.index(name) for w in wanted)
+
+    def results() -> dict[str, Any]:
+        return {name: record["result"] for name, record in done.items() if record}
+
+    def upstream(name: str, folder: Path) -> dict[str, Any]:
+        record = stage_record(folder)
+        if record is None:
+            raise TinyLMError(f"stage {name} has not run in {run} yet; run it first (--stages {name} or all)")
+        return {**record, "folder": folder}
+
+    def stage(name: str, folder: Path, inputs: dict[str, Any], build: Callable[[Path], dict[str, Any]],
+              wanted_by: tuple[str, ...] | None = None) -> dict[str, Any]:
+        """Run (or skip) the stage when one of ``wanted_by`` (default: itself) is wanted, else read its folder."""
+        if any(need(n) for n in wanted_by or (name,)):
+            return run_stage(folder, inputs, build, overwrite)
+        return upstream(name, folder)
+
+    # 1. compact tokenizer --------------------------------------------------------------------------------
+    inputs = {"source": source_id, "data": data_ids, "coverage": coverage, "vocab_size": vocab_size,
+              "val_every": val_every, "text_field": text_field}
+    folder = run / "1-tokenizer"
+    done["tokenizer"] = stage("tokenizer", folder, inputs, lambda tmp: compact_tokenizer(
+        tmp, source_dir, specs, coverage, vocab_size, val_every, text_field))
+    compact = done["tokenizer"]["folder"] / "source"
+    print(f"tinylm pro: compact tokenizer: {tokenizer_line(done['tokenizer']['result'])}", flush=True)
+
+    if stop_after("tokenizer"):
+        return results()
+
+    # 2. architecture -------------------------------------------------------------------------------------
+    target_file = Path(target) if Path(str(target)).is_file() else None
+    inputs = {"after": done["tokenizer"]["hash"], "target": str(target),
+              "target_file": target_file.read_text() if target_file else None}
+    folder = run / "2-architecture"
+    done["architecture"] = stage("architecture", folder, inputs,
+                                 lambda tmp: write_shape(tmp, target, load_config(compact)))
+    shape = ModelConfig(**done["architecture"]["result"]["config"])
+    print(f"tinylm pro: target shape ({done['architecture']['result']['how']}): {describe(shape)}", flush=True)
+
+    if stop_after("architecture"):
+        return results()
+
+    # the training sample (also the calibration text) and the held-out documents -------------------------
+    per_pass = round(tokens / (1 + (rounds - 1) * rate))  # round 0 sees the sample once, later rounds a share
+    inputs = {"after": done["tokenizer"]["hash"], "data": data_ids, "train_tokens": per_pass,
+              "heldout_chars": heldout_chars, "val_every": val_every, "seed": seed}
+    folder = run / "data"
+    done["data"] = stage("inherit", folder, inputs, lambda tmp: write_sample(
+        tmp, specs, text_field, val_every, compact, per_pass, heldout_chars, seed), wanted_by=("inherit", "train"))
+
+    # 3. inherit ------------------------------------------------------------------------------------------
+    inputs = {"after": done["architecture"]["hash"], "layers": layers, "criterion": criterion,
+              "data": done["data"]["hash"],
+              "calibration_size": calibration_size, "seq_len": seq_len, "seed": seed,
+              "mask_steps": mask_steps if "learned" in (layers, criterion) else None}
+    folder = run / "3-inherit"
+    sample = done["data"]["folder"]
+    done["inherit"] = stage("inherit", folder, inputs, lambda tmp: inherit_model(
+        tmp, compact, shape, sample, layers, criterion, calibration_size, mask_steps, seq_len, batch_size, seed))
+    inherited = done["inherit"]["folder"] / "model"
+
+    if stop_after("inherit"):
+        return results()
+
+    # 4. train --------------------------------------------------------------------------------------------
+    train_dir = run / "4-train"
+    recipe = {"rounds": rounds, "rate": rate, "seq_len": seq_len, "batch_size": batch_size, "lr0": lr0, "bs0": bs0,
+              "lr_r": lr_r, "min_lr_ratio": min_lr_ratio, "warmup": warmup, "seed": seed}
+    arms = {"pro": inherited}
+    if scratch:
+        arms["scratch"] = None
+    if distill > 0:
+        arms["distill"] = inherited
+    for arm, init in arms.items():
+        folder = train_dir / arm
+        inputs = {"data": done["data"]["hash"], "init": done["inherit"]["hash"] if init else "random",
+                  "shape": asdict(shape), "recipe": recipe, "distill": distill if arm == "distill" else 0.0,
+                  "teacher": done["tokenizer"]["hash"] if arm == "distill" else None}
+        build = (lambda tmp, arm=arm, init=init: train_arm(tmp, arm, shape, init, done["data"]["folder"], compact,
+                                                           recipe, distill))
+        done[arm] = run_stage(folder, inputs, build, overwrite) if need("train") else stage_record(folder)
+        if done[arm] is not None:
+            done[arm]["folder"] = folder
+
+    if stop_after("train"):
+        return results()
+
+    # 5. report -------------------------------------------------------------------------------------------
+    heldout = read_jsonl(done["data"]["folder"] / "heldout.jsonl")
+    evaluation = {"tasks": list(tasks), "eval_limit": eval_limit, "eval_data_dir": eval_data_dir,
+                  "heldout": done["data"]["hash"], "seq_len": seq_len}
+    models = {"source": (source_dir, source_id), "compact source": (compact, done["tokenizer"]["hash"]),
+              "random init": (None, digest([asdict(shape), seed])), "inherited (step 0)": (inherited,
+                                                                                           done["inherit"]["hash"])}
+    for arm in arms:
+        if done.get(arm):
+            models[ARM_NAMES[arm]] = (done[arm]["folder"] / "model", done[arm]["hash"])
+    scores = {}
+    for name, (path, key) in models.items():
+        folder = run / "5-report" / re.sub(r"[^A-Za-z0-9]+", "-", name.split(" (")[0]).strip("-")
+        record = run_stage(folder, {"model": key, **evaluation},
+                           lambda tmp, path=path: evaluate(path, compact, shape, seed, heldout, seq_len,
+                                                           list(tasks), eval_limit, eval_data_dir), overwrite)
+        scores[name] = record["result"]
+    report = write_report(run, str(source), done, scores, arms, shape, list(tasks), tokens, recipe, eval_limit)
+    print(f"tinylm pro: report -> {run / 'report.md'}", flush=True)
+    return report
+
+
+def _stages(stages: list[str] | str) -> list[str]:
+    names = [s.strip() for s in (stages.split(",") if isinstance(stages, str) else stages) if s.strip()]
+    if names == ["all"]:
+        return list(STAGES)
+    unknown = [s for s in names if s not in STAGES]
+    if unknown or not names:
+        raise TinyLMError(f"--stages {','.join(names) or '(empty)'}: choose from {', '.join(STAGES)} or all")
+    return names
+
+
+def _check_settings(coverage: float, vocab_size: int | None, tokens: int, rounds: int, rate: float, seq_len: int,
+                    batch_size: int, lr0: float, bs0: int, distill: float, val_every: int, heldout_chars: int,
+                    criterion: str) -> None:
+    from tinylm.inherit.importance import CRITERIA
+
+    if not 0 < coverage <= 1:
+        raise TinyLMError(f"--coverage {coverage} must be a share in (0, 1], e.g. the paper's 0.9786")
+    if vocab_size is not None and vocab_size < 300:
+        raise TinyLMError(f"--vocab_size {vocab_size} is too small: the special and 256 byte pieces are always kept")
+    if tokens < 1 or rounds < 1 or not 0 < rate <= 1:
+        raise TinyLMError(f"--tokens {tokens}, --rounds {rounds}, --rate {rate}: need tokens ≥ 1, rounds ≥ 1 and a "
+                          "rate in (0, 1]")
+    if seq_len < 8 or batch_size < 1 or lr0 <= 0 or bs0 < 1:
+        raise TinyLMError(f"--seq_len {seq_len}, --batch_size {batch_size}, --lr0 {lr0}, --bs0 {bs0} must be "
+                          "positive (seq_len at least 8)")
+    if not 0 <= distill <= 1:
+        raise TinyLMError(f"--distill {distill} must be a weight in [0, 1] (0 = off)")
+    if val_every < 2 or heldout_chars < 1:
+        raise TinyLMError(f"--val_every {val_every} must be at least 2 and --heldout_chars positive")
+    if criterion not in (*CRITERIA, "learned"):
+        raise TinyLMError(f"--criterion {criterion!r}: choose one of {', '.join((*CRITERIA, 'learned'))}")
+
+
+def _source_dir(source: str, run: Path, overwrite: bool) -> Path:
+    """The source as a model dir: a built-in is converted once into the cache, a GGUF into ``0-source``."""
+    from tinylm.model_dir import resolve_model_dir
+
+    if str(source).lower().endswith(".gguf"):
+        path = Path(source).expanduser()
+        if not path.is_file():
+            raise TinyLMError(f"--source {path} does not exist; give a .gguf file, a model dir or "
+                              "builtin:smollm2-135m")
+        from tinylm.convert import convert_gguf
+
+        stat = path.stat()
+        record = run_stage(run / "0-source", {"gguf": [str(path.resolve()), stat.st_size, stat.st_mtime_ns]},
+                           lambda tmp: {"model": str(convert_gguf(path, tmp / "model").relative_to(tmp))},
+                           overwrite)
+        return record["folder"] / "model"
+    directory = resolve_model_dir(source)
+    if not (directory / "config.json").is_file():
+        raise TinyLMError(f"--source {source} is not a model dir (no config.json); give a model dir, a .gguf file "
+                          "or builtin:smollm2-135m")
+    return directory

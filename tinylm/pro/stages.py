@@ -1,0 +1,77 @@
+"""Resumable stages: each stage of ``tinylm pro`` is a folder under ``--out``, written atomically, whose
+``stage.json`` records a hash of everything it was built from; a rerun skips a folder holding the same hash."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from tinylm.errors import TinyLMError
+from tinylm.io import MARKER, atomic_dir, check_output_dir, is_tinylm_dir
+
+RUN_FILE = "pro.json"  # marks a folder as a tinylm pro run (resumable)
+STAGE_FILE = "stage.json"
+_VERSION = 1  # bump when a stage's output format changes, so old runs are redone
+
+
+def digest(inputs: Any) -> str:
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def stage_record(folder: Path) -> dict[str, Any] | None:
+    """The ``stage.json`` of a finished stage folder, or None."""
+    path = folder / STAGE_FILE
+    try:
+        return json.loads(path.read_text()) if path.is_file() else None
+    except json.JSONDecodeError:
+        return None
+
+
+def run_stage(folder: Path, inputs: dict[str, Any], build: Callable[[Path], dict[str, Any]],
+              force: bool = False) -> dict[str, Any]:
+    """Build ``folder`` (atomically) unless it already holds a stage built from the same ``inputs``.
+
+    ``build(tmp)`` writes into a temp folder and returns a JSON-able result (paths relative to the folder);
+    the returned record carries ``result``, ``hash`` and ``folder``.
+    """
+    key = digest({"v": _VERSION, **inputs})
+    record = stage_record(folder)
+    if record is not None and record.get("hash") == key and not force:
+        print(f"tinylm pro: {folder.name}: skipped (done; inputs unchanged, hash {key})", flush=True)
+        return {**record, "folder": folder}
+    print(f"tinylm pro: {folder.name}: running", flush=True)
+    start = time.perf_counter()
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_dir(folder, overwrite=True, what=f"stage folder {folder.name}") as tmp:
+        result = build(tmp)
+        record = {"stage": folder.name, "hash": key, "inputs": inputs, "result": result,
+                  "seconds": round(time.perf_counter() - start, 1)}
+        (tmp / STAGE_FILE).write_text(json.dumps(record, indent=2, default=str) + "\n")
+    print(f"tinylm pro: {folder.name}: done in {record['seconds']:.0f} s", flush=True)
+    return {**record, "folder": folder}
+
+
+def fingerprint_dir(folder: Path) -> str:
+    """A cheap identity of a model dir's content: names, sizes and modification times of its files."""
+    entries = sorted(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in folder.iterdir() if p.is_file())
+    return digest([str(folder.resolve()), entries])
+
+
+def prepare_out(out: str, overwrite: bool) -> Path:
+    """A new or empty folder becomes a run; a previous ``tinylm pro`` run is resumed; anything else is refused."""
+    path = Path(out).expanduser()
+    if (path / RUN_FILE).is_file() and is_tinylm_dir(path):
+        check_output_dir(path, overwrite=True)  # still refuses ., .., home and parents of the working dir
+        return path
+    if path.is_dir() and any(path.iterdir()):
+        what = "was not written by tinylm" if not is_tinylm_dir(path) else "holds tinylm output that is not a " \
+                                                                            "`tinylm pro` run"
+        raise TinyLMError(f"--out {path} exists, is not empty and {what}; name a new folder (a previous "
+                          "`tinylm pro` --out is resumed)")
+    check_output_dir(path)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / MARKER).write_text("written by tinylm; `--overwrite` may replace this folder\n")
+    return path
