@@ -76,6 +76,43 @@ def test_causality_future_tokens_do_not_change_the_past():
         torch.testing.assert_close(model(ids)[:, :15], model(changed)[:, :15])
 
 
+def _left_padded(prompts: list[torch.Tensor], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id)
+    for row, p in enumerate(prompts):
+        ids[row, width - len(p):] = p
+    return ids, torch.tensor([width - len(p) for p in prompts])
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_left_padded_batch_equals_each_prompt_alone(attention):
+    """At real positions a padded row's logits are the prompt's own, in the prompt pass and the cached steps
+    after it; pad ids and pad lengths change nothing."""
+    from tinylm.model import KVCache
+
+    model = make("tiny-gqa")
+    model.set_attention(attention)
+    prompts = [torch.randint(0, 211, (n,)) for n in (9, 2, 14, 1, 14)]
+    steps = torch.randint(0, 211, (len(prompts), 3))  # three decoding steps after the prompt
+    with torch.no_grad():
+        for pad_id in (0, 17):
+            ids, pad = _left_padded(prompts, pad_id)
+            cache = KVCache.empty(model.config, len(prompts), ids.shape[1] + steps.shape[1], None, torch.float32)
+            batched = torch.cat([model(ids, cache=cache, pad=pad)]
+                                + [model(steps[:, s:s + 1], cache=cache, pad=pad) for s in range(steps.shape[1])], 1)
+            assert torch.isfinite(batched).all()  # pad rows too: a NaN there would leak through later layers
+            for row, p in enumerate(prompts):
+                alone = model(torch.cat([p, steps[row]])[None])[0]
+                torch.testing.assert_close(batched[row, int(pad[row]):], alone, atol=1e-5, rtol=1e-5)
+
+
+def test_xformers_refuses_a_padded_batch_and_names_sdpa():
+    model = make("debug")
+    model.set_attention("xformers")
+    with pytest.raises(TinyLMError, match="padded.*attention='sdpa'"):
+        model(torch.randint(0, 211, (2, 8)), pad=torch.tensor([0, 3]))
+
+
 def test_layer_mask_zero_equals_skipping_the_layer():
     model = make()
     ids = torch.randint(0, 211, (2, 16))

@@ -12,7 +12,8 @@ a masked big model computes exactly what the sliced small model computes:
 * ``ffn``    (L, F)    — each FFN neuron, ``act(gate) * up``, before ``down_proj``.
 * ``layers`` (L,)      — the whole residual contribution of a layer (attention and MLP).
 
-``skip_layers`` drops layers outright (the layer-skip study).
+``skip_layers`` drops layers outright (the layer-skip study). ``pad`` describes a left-padded batch (prompts of
+different lengths decoded together): each row's positions start at its first real token and no query sees a pad.
 """
 
 from __future__ import annotations
@@ -235,7 +236,8 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
     def forward(self, positions: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-        freqs = torch.outer(positions.float(), self.inv_freq)
+        """cos and sin for positions of any shape: (t,), or (b, 1, t) for one row per sequence."""
+        freqs = positions.float()[..., None] * self.inv_freq
         emb = torch.cat((freqs, freqs), dim=-1)
         return emb.cos().to(dtype), emb.sin().to(dtype)
 
@@ -268,6 +270,7 @@ class Attention(nn.Module):
         head_mask: Tensor | None = None,
         cache: KVCache | None = None,
         layer: int = 0,
+        attn_mask: Tensor | None = None,
     ) -> Tensor:
         b, t, _ = x.shape
         q = self.q_proj(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
@@ -280,25 +283,32 @@ class Attention(nn.Module):
             cache.keys[layer][:b, :, past : past + t] = k
             cache.values[layer][:b, :, past : past + t] = v
             k, v = cache.keys[layer][:b, :, : past + t], cache.values[layer][:b, :, : past + t]
-        y = attend(q, k, v, past, self.backend)  # (b, h, t, hd)
+        y = attend(q, k, v, past, self.backend, attn_mask)  # (b, h, t, hd)
         if head_mask is not None:
             y = y * head_mask.view(1, -1, 1, 1).to(y.dtype)
         return self.o_proj(y.transpose(1, 2).reshape(b, t, -1))
 
 
-def attend(q: Tensor, k: Tensor, v: Tensor, past: int, backend: str) -> Tensor:
-    """Causal attention of t new queries over past + t keys. Shapes (b, heads, len, head_dim)."""
+def attend(q: Tensor, k: Tensor, v: Tensor, past: int, backend: str, mask: Tensor | None = None) -> Tensor:
+    """Causal attention of t new queries over past + t keys. Shapes (b, heads, len, head_dim).
+
+    ``mask`` (b, 1, t, past + t), True where a query may see a key, replaces the causal mask (a padded batch)."""
     t, groups = q.shape[2], q.shape[1] // k.shape[1]
     if backend == "sdpa":
+        if mask is not None:
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=groups > 1)
         if past == 0:
             return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=groups > 1)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=_causal_mask(t, past, q.device), enable_gqa=groups > 1)
     k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
     if backend == "eager":
         scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])
-        scores = scores.masked_fill(~_causal_mask(t, past, q.device), float("-inf"))
+        scores = scores.masked_fill(~(mask if mask is not None else _causal_mask(t, past, q.device)), float("-inf"))
         return torch.softmax(scores.float(), dim=-1).to(q.dtype) @ v
     if backend == "xformers":
+        if mask is not None:
+            raise TinyLMError("attention backend 'xformers' does not take padded batches; use attention='sdpa' "
+                              "for batched generation of prompts of different lengths")
         return _xformers_attention(q, k, v, past)
     raise TinyLMError(f"unknown attention backend {backend!r}; choose one of {', '.join(ATTENTION_BACKENDS)}")
 
@@ -306,6 +316,16 @@ def attend(q: Tensor, k: Tensor, v: Tensor, past: int, backend: str) -> Tensor:
 def _causal_mask(t: int, past: int, device) -> Tensor:
     """Boolean (t, past + t) mask, True where query i may attend key j."""
     return torch.ones(t, past + t, dtype=torch.bool, device=device).tril(diagonal=past)
+
+
+def _padded_causal_mask(t: int, past: int, pad: Tensor) -> Tensor:
+    """Boolean (b, 1, t, past + t) mask for a batch left-padded by ``pad`` (b,) tokens: causal, and no real query
+    sees a pad key. A pad query sees itself only, so its row stays finite (an all-masked row would be NaN, and a
+    NaN value times a zero weight still poisons later layers)."""
+    queries = torch.arange(past, past + t, device=pad.device)[:, None]
+    keys = torch.arange(past + t, device=pad.device)
+    first = torch.minimum(pad[:, None, None], queries)  # (b, t, 1): the first key each query may see
+    return ((keys >= first) & (keys <= queries))[:, None]
 
 
 def _xformers_attention(q: Tensor, k: Tensor, v: Tensor, past: int) -> Tensor:
@@ -343,11 +363,12 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.norm_eps)
         self.mlp = MLP(config)
 
-    def forward(self, x, cos, sin, masks: Masks, index: int, cache: KVCache | None) -> Tensor:
+    def forward(self, x, cos, sin, masks: Masks, index: int, cache: KVCache | None,
+                attn_mask: Tensor | None = None) -> Tensor:
         hidden = masks.hidden
         head_mask = masks.heads[index] if masks.heads is not None else None
         ffn_mask = masks.ffn[index] if masks.ffn is not None else None
-        attn = self.self_attn(self.input_layernorm(x, hidden), cos, sin, head_mask, cache, index)
+        attn = self.self_attn(self.input_layernorm(x, hidden), cos, sin, head_mask, cache, index, attn_mask)
         attn = _scale(attn, hidden, masks.layers, index)
         x = x + attn
         mlp = _scale(self.mlp(self.post_attention_layernorm(x, hidden), ffn_mask), hidden, masks.layers, index)
@@ -413,7 +434,9 @@ class Transformer(nn.Module):
         skip_layers: Iterable[int] = (),
         cache: KVCache | None = None,
         return_hidden: bool = False,
+        pad: Tensor | None = None,
     ) -> Tensor:
+        """``pad`` (b,): left pad tokens per row of a left-padded batch, the same for every call on one cache."""
         masks = masks or Masks()
         t = input_ids.shape[1]
         past = cache.length if cache is not None else 0
@@ -424,11 +447,17 @@ class Transformer(nn.Module):
         x = self.model.embed_tokens(input_ids)
         if masks.hidden is not None:
             x = x * masks.hidden.to(x.dtype)
-        cos, sin = self.rope(torch.arange(past, past + t, device=input_ids.device), x.dtype)
+        positions = torch.arange(past, past + t, device=input_ids.device)
+        attn_mask = None
+        if pad is not None:  # pads are never attended; positions count from each row's first real token as the
+            # prompt alone counts them (RoPE scores depend on distances only, so this is for rounding, not meaning)
+            positions = (positions - pad[:, None, None]).clamp(min=0)  # (b, 1, t): cos/sin broadcast over heads
+            attn_mask = _padded_causal_mask(t, past, pad)
+        cos, sin = self.rope(positions, x.dtype)
         skip = set(skip_layers)
         for index, layer in enumerate(self.model.layers):
             if index not in skip:
-                x = layer(x, cos, sin, masks, index, cache)
+                x = layer(x, cos, sin, masks, index, cache, attn_mask)
         if cache is not None:
             cache.length += t
         x = self.model.norm(x, masks.hidden)
