@@ -103,6 +103,33 @@ def test_generate_until_with_cache_equals_without(model_dir):
     assert all("\n" not in text for text in cached[:1])
 
 
+def test_generate_until_batched_equals_one_at_a_time(model_dir):
+    """Prompts of different lengths decode in left-padded batches to the very strings each gets alone, in
+    lm-eval's order, and the cache hook hears every request with its own string."""
+    contexts = ["In the beginning", "And God said, Let there be light: and there was light. " * 3, "中华人民共和国",
+                "The", "Question: what is the capital of France?\nAnswer:", "短文本", "x y z " * 9, "And God said"]
+    args = [(c, {"until": ["\n", "。"] if i % 2 else ["zzz"], "max_gen_toks": 12 if i < 6 else 7})
+            for i, c in enumerate(contexts)]
+
+    class Hook:
+        def __init__(self):
+            self.heard = []
+
+        def add_partial(self, kind, request, result):
+            self.heard.append((kind, request, result))
+
+    results = {}
+    for batch_size, use_cache in ((1, True), (3, True), (16, True), (16, False)):
+        lm = TinyLMEval(model_dir, batch_size=batch_size, use_cache=use_cache)
+        lm.set_cache_hook(hook := Hook())
+        results[batch_size, use_cache] = lm.generate_until(_requests("generate_until", args))
+        assert sorted(hook.heard) == sorted(("generate_until", a, text)
+                                            for a, text in zip(args, results[batch_size, use_cache]))
+    one = results[1, True]
+    assert all(texts == one for texts in results.values())
+    assert len(set(one)) > 4  # the prompts do lead to different strings
+
+
 def test_generate_until_refuses_sampling(model_dir):
     with pytest.raises(TinyLMError, match="greedily"):
         TinyLMEval(model_dir).generate_until(_requests("generate_until", [("a", {"do_sample": True})]))

@@ -35,7 +35,7 @@ from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tqdm import tqdm
 
 from tinylm.errors import TinyLMError
-from tinylm.generate import generate
+from tinylm.generate import generate_ragged
 from tinylm.model import KVCache, Transformer
 from tinylm.model_dir import load_model_dir
 from tinylm.tokenizer import Tokenizer, load_tokenizer
@@ -250,7 +250,11 @@ class TinyLMEval(TemplateLM):
     # ---- generation ------------------------------------------------------------------------------
     @torch.no_grad()
     def generate_until(self, requests: list, disable_tqdm: bool = False) -> list[str]:
-        """Greedy decoding; each row is cut at the first stop string (EOS text always stops)."""
+        """Greedy decoding; each row is cut at the first stop string (EOS text always stops).
+
+        Requests with the same token budget decode together in left-padded batches of similar prompt length;
+        stop strings cut the text afterwards, so the budget is the only setting that shapes a batch.
+        """
         out: list[str] = [""] * len(requests)
         prepared = []
         for index, (context, gen_kwargs) in enumerate(req.args for req in requests):
@@ -263,29 +267,27 @@ class TinyLMEval(TemplateLM):
             if new >= self.max_length:
                 raise TinyLMError(f"max_gen_toks={new} leaves no room for a context in max_length={self.max_length}")
             prompt = self.tok_encode(context)[-(self.max_length - new):]
-            prepared.append((len(prompt), new, index, prompt, until, context, gen_kwargs))
-        # equal-length prompts with equal budgets share a batch: left-aligned, no padding needed
-        prepared.sort(key=lambda p: (-p[0], p[1]))
+            prepared.append((new, index, prompt, until, context, gen_kwargs))
+        prepared.sort(key=lambda p: (p[0], -len(p[2])))  # one budget at a time, longest prompts first
         was_training = self.model.training
         self.model.eval()
+        bar = tqdm(total=len(prepared), disable=disable_tqdm or not prepared, desc="tinylm generate_until")
         try:
-            groups: dict[tuple[int, int], list] = {}
+            groups: dict[int, list] = {}
             for item in prepared:
-                groups.setdefault((item[0], item[1]), []).append(item)
-            bar = tqdm(total=len(prepared), disable=disable_tqdm or not prepared, desc="tinylm generate_until")
-            for (_, new), items in groups.items():
+                groups.setdefault(item[0], []).append(item)
+            for new, items in groups.items():
                 for start in range(0, len(items), self.batch_size):
                     chunk = items[start:start + self.batch_size]
-                    prompt = torch.tensor([p[3] for p in chunk], device=self.device)
-                    tokens = generate(self.model, prompt, new, use_cache=self.use_cache, eos_id=self.eot_token_id)
-                    for item, row in zip(chunk, tokens.tolist()):
-                        text = _cut(self.tok_decode(_before(row, self.eot_token_id)), item[4])
-                        out[item[2]] = text
-                        self.cache_hook.add_partial("generate_until", (item[5], item[6]), text)
+                    rows = generate_ragged(self.model, [p[2] for p in chunk], new, eos_id=self.eot_token_id,
+                                           batch_size=self.batch_size, use_cache=self.use_cache)
+                    for (_, index, _, until, context, gen_kwargs), row in zip(chunk, rows):
+                        out[index] = _cut(self.tok_decode(_before(row, self.eot_token_id)), until)
+                        self.cache_hook.add_partial("generate_until", (context, gen_kwargs), out[index])
                     bar.update(len(chunk))
-            bar.close()
         finally:
             self.model.train(was_training)
+            bar.close()
         return out
 
 
