@@ -1,25 +1,15 @@
 """Architecture tweak (PAPER.md §1): at a fixed parameter budget, which of depth, width and FFN expansion rate
-goes with a better model?
+goes with a better model? Shapes sampled inside the budget (``tinylm.architecture.sample``) train with one recipe
+for equal tokens and are scored by held-out bpb; the table gives Spearman's ρ(factor, −bpb) (the paper's
+orientation: it correlates with accuracy) beside ρ(factor, bpb), and three scatter plots.
 
-Configurations are sampled inside the budget (``tinylm.architecture.sample``), each is trained with the same
-recipe for the same number of tokens, and scored by held-out bits per byte (bpb). The Spearman coefficient
-between each factor and the score is reported with its p-value, and the three scatter plots are drawn.
-
-Sign: the paper correlates with benchmark accuracy (higher is better); bpb is lower-is-better, so the table
-reports ρ(factor, −bpb) — positive means "more of this factor, better model", the paper's orientation — next to
-the raw ρ(factor, bpb).
-
-    python -m reproduce architecture --scale smoke|small|paper [--seeds N] [--out results]
-
-Scales: ``smoke`` proves the pipeline (6 tiny shapes, 40 steps); ``small`` is where the finding is tested
-(8 shapes of 800k body parameters, 205k tokens each: ~10 minutes on 2 CPU cores); ``paper`` holds the
-paper's setting (a ~1B budget counting embeddings, 48k vocabulary, 5B tokens per configuration) — it needs a
-GPU cluster and a corpus of that size (``TINYLM_CORPUS``, comma-separated source specs; default ``builtin``).
+Scales: ``smoke`` (6 tiny shapes, 40 steps); ``small`` (8 shapes of 800k body parameters, 205k tokens each, ~10
+minutes on 2 CPU cores); ``paper`` (a ~1B budget counting embeddings, 48k vocabulary, 5B tokens per shape on
+``TINYLM_CORPUS``: a GPU cluster).
 """
 
 from __future__ import annotations
 
-import os
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +17,8 @@ from typing import Any, Sequence
 
 import torch
 
-from reproduce import experiment
-from reproduce.experiment import Experiment, Measured, Options, Trained, fmt, pyplot, save_figure, scratch
+from reproduce.experiment import (PAPER_CORPUS, Experiment, Measured, Options, Recipe, fmt, markdown,
+                                  mean_sd, pyplot, save_figure, scratch)
 from reproduce.verdict import Finding
 from tinylm.architecture import ShapeSpace, expansion_rate, sample, spearman
 from tinylm.model import ModelConfig
@@ -37,35 +27,15 @@ FACTORS = {"depth": "num_layers", "width": "hidden_size", "expansion": "expansio
 PAPER_RHO = {"depth": (0.528, "?"), "width": (None, ""), "expansion": (None, "")}
 
 
-@dataclass(frozen=True)
-class Scale:
-    """One scale of the study: the shape space, the shared training recipe, and the speed-table variants."""
+@dataclass(frozen=True, kw_only=True)
+class Scale(Recipe):
+    """The shape space, the shared training recipe, and the speed table's depth/width variants."""
 
     space: ShapeSpace
     configs: int  # sampled configurations
-    steps: int
-    batch_size: int
-    seq_len: int
-    lr: float
-    min_lr: float
-    warmup: float
-    val_batches: int
-    accumulate: int = 1  # micro-batches per optimizer step
-    precision: str = "32-true"
-    vocab_size: int = 8000
-    sources: tuple[str, ...] = ("builtin",)
-    speed_depths: tuple[int, ...] = ()  # depth/width variants: widths solved for the budget at speed_expansion
+    speed_depths: tuple[int, ...] = ()  # widths solved for the budget at speed_expansion
     speed_expansion: float = 8 / 3
     speed_new_tokens: int = 510  # the paper's protocol; shortened only where said
-
-    @property
-    def tokens(self) -> int:
-        """Training tokens per configuration (one device; multiply by the data-parallel size)."""
-        return self.steps * self.batch_size * self.accumulate * self.seq_len
-
-
-def _corpus() -> tuple[str, ...]:
-    return tuple(os.environ.get("TINYLM_CORPUS", "builtin").split(","))
 
 
 SCALES: dict[str, Scale] = {
@@ -88,7 +58,7 @@ SCALES: dict[str, Scale] = {
         # 4768 steps × (8 × 64) sequences × 2048 tokens ≈ 5.0B tokens (1M tokens a step, the paper's bs0); lr,
         # warmup and floor of the released PanGu-π config
         configs=20, steps=4768, batch_size=8, accumulate=64, seq_len=2048, lr=1e-4, min_lr=1e-5, warmup=0.03,
-        val_batches=200, precision="bf16-mixed", vocab_size=48000, sources=_corpus(),
+        val_batches=200, precision="bf16-mixed", vocab_size=48000, sources=PAPER_CORPUS,
         speed_depths=(8, 12, 16, 20, 24, 28, 32, 36),
     ),
 }
@@ -101,12 +71,12 @@ FINDINGS = (
 )
 
 
-def train(config: ModelConfig, scale: Scale, seed: int, root: Path) -> Trained:
-    """Train ``config`` with the scale's recipe and token budget; score it by held-out bpb."""
-    datamodule = experiment.data(scale.sources, scale.seq_len, scale.batch_size, seed, vocab_size=scale.vocab_size)
-    return experiment.train(config, datamodule, root, scale.steps, seed, scale.lr, scale.min_lr, scale.warmup,
-                            val_batches=scale.val_batches, accumulate_grad_batches=scale.accumulate,
-                            precision=scale.precision)
+def trained_shape(config: ModelConfig, scale: Scale, seeds: int, root: Path) -> tuple[dict[str, Any], Any]:
+    """A shape trained at every seed with the scale's recipe: its row (seed-mean bpb) and the first seed's net."""
+    trained = [scale.fit(scale.data(seed), root / f"seed{seed}", seed, config=config) for seed in range(seeds)]
+    scores = [t.bpb for t in trained]
+    return {**shape_row(config, scale.space), "total_params": trained[0].module.config.num_params(),
+            "tokens": trained[0].tokens, "bpb": statistics.fmean(scores), "bpb_per_seed": scores}, trained[0].module.net
 
 
 def shape_name(config: ModelConfig) -> str:
@@ -152,39 +122,24 @@ def scatter_plots(rows: Sequence[dict[str, Any]], stats: dict[str, dict[str, flo
 
 
 def table(rows: Sequence[dict[str, Any]], stats: dict[str, dict[str, float]], scale: Scale, seeds: int) -> str:
-    lines = [
+    paper = {f: f"{v} [{tag}]" if v is not None else "n/a" for f, (v, tag) in PAPER_RHO.items()}
+    return "\n".join([
         f"Budget: {budget_words(scale.space)}; {len(rows)} sampled shapes, each trained for {scale.tokens:,} tokens "
         f"(same recipe), {seeds} seed(s). Score: held-out bits per byte (lower is better). ρ(quality) = "
-        "ρ(factor, −bpb), the paper's orientation (it correlates with accuracy).",
-        "",
-        "| factor | ρ(quality) ours | p-value | ρ(factor, bpb) | paper ρ |",
-        "|---|---|---|---|---|",
-    ]
-    for factor in FACTORS:
-        s = stats[factor]
-        value, tag = PAPER_RHO[factor]
-        paper = f"{value} [{tag}]" if value is not None else "n/a"
-        lines.append(f"| {factor} | {fmt(s['rho_quality'], 3)} | {fmt(s['p'], 3)} | {fmt(s['rho_bpb'], 3)} | {paper} |")
-    lines += ["", "| shape | depth | width | heads | FFN | expansion | params (budget) | bpb | seed sd |",
-              "|---|---|---|---|---|---|---|---|---|"]
-    for row in sorted(rows, key=lambda r: (r["depth"], r["width"])):
-        seeds = row.get("bpb_per_seed", [])
-        sd = statistics.stdev(seeds) if len(seeds) > 1 else None
-        lines.append(f"| {row['name']} | {row['depth']} | {row['width']} | {row['heads']} | {row['ffn']} | "
-                     f"{row['expansion']:.2f} | {row['budget_params']:,} | {row['bpb']:.4f} | {fmt(sd, 4)} |")
-    return "\n".join(lines)
+        "ρ(factor, −bpb), the paper's orientation (it correlates with accuracy).", "",
+        *markdown(("factor", "ρ(quality) ours", "p-value", "ρ(factor, bpb)", "paper ρ"),
+                  ((f, fmt(s["rho_quality"], 3), fmt(s["p"], 3), fmt(s["rho_bpb"], 3), paper[f])
+                   for f, s in stats.items())), "",
+        *markdown(("shape", "depth", "width", "heads", "FFN", "expansion", "params (budget)", "bpb", "seed sd"),
+                  ((r["name"], r["depth"], r["width"], r["heads"], r["ffn"], f"{r['expansion']:.2f}",
+                    f"{r['budget_params']:,}", f"{r['bpb']:.4f}", fmt(mean_sd(r["bpb_per_seed"])[1], 4))
+                   for r in sorted(rows, key=lambda r: (r["depth"], r["width"]))))])
 
 
 def measure(scale: Scale, options: Options, folder: Path) -> Measured:
-    """Sample, train, score and correlate at ``scale``; figures go to ``folder``."""
-    configs = sample(scale.space, scale.configs, seed=0)  # the design points; seeds vary init and data order
-    rows = []
-    with scratch("architecture") as runs:
-        for index, config in enumerate(configs):
-            trained = [train(config, scale, seed, runs / f"{index}-{seed}") for seed in range(options.seeds)]
-            scores = [t.bpb for t in trained]
-            rows.append({**shape_row(config, scale.space), "total_params": trained[0].module.config.num_params(),
-                         "tokens": trained[0].tokens, "bpb": statistics.fmean(scores), "bpb_per_seed": scores})
+    with scratch("architecture") as runs:  # the design points; seeds vary init and data order
+        rows = [trained_shape(config, scale, options.seeds, runs / str(index))[0]
+                for index, config in enumerate(sample(scale.space, scale.configs, seed=0))]
     stats = correlations(rows)
     return Measured(
         table(rows, stats, scale, options.seeds), {"depth": {"x": [r["depth"] for r in rows],

@@ -1,28 +1,21 @@
 """Batch size and learning rate (PAPER.md §3): lr = (bs / bs0)^r × lr0, several batch sizes × r ∈ {0.5, 1.0}.
 
-Every run trains the same model for the same number of tokens; only the batch size (tokens per optimizer step)
-changes, and the peak learning rate follows the rule through ``LanguageModel(lr_scaling_r=r,
-lr_scaling_bs0=bs0, lr=lr0)``. The paper's bs0 = 1M tokens and lr0 = 1e-4 [P] belong to a 1B model and 1.6T
-tokens; at smaller scales bs0 and lr0 are scaled down (bs0 to a batch the scale's budget affords many steps of,
-lr0 to a learning rate that trains the scale's model well at bs0). The paper's findings are qualitative:
-batches below 4M tokens (4 × bs0) are better for tiny models [P], and a moderate r = 0.5 is recommended [?].
-
-Seeds vary init and data order. Arms of the first finding: the largest batch under 4 × bs0 and the smallest at
-or above it.
-
-    python -m reproduce batch_lr --scale smoke|small|paper [--seeds N] [--out results]
+Every run trains the same model for the same tokens; only the batch (tokens per optimizer step) changes, and the
+peak lr follows the rule (``LanguageModel(lr_scaling_r=r, lr_scaling_bs0=bs0)``). The paper's bs0 = 1M tokens and
+lr0 = 1e-4 [P] belong to a 1B model; smaller scales scale both down. Its findings are qualitative: batches under
+4M tokens (4 × bs0) are better for tiny models [P], and r = 0.5 is recommended [?]. Seeds vary init and data
+order; the first finding's arms are the largest batch under 4 × bs0 and the smallest at or above it.
 """
 
 from __future__ import annotations
 
-import os
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reproduce import experiment
-from reproduce.experiment import Experiment, Measured, Options, fmt, pyplot, save_figure, scratch
+from reproduce.experiment import (PAPER_CORPUS, Experiment, Measured, Options, Recipe, fmt, markdown, pyplot,
+                                  save_figure, scratch)
 from reproduce.verdict import Finding
 from tinylm.lm import LanguageModel
 from tinylm.model import ModelConfig
@@ -37,47 +30,40 @@ FINDINGS = (
 )
 
 
-@dataclass(frozen=True)
-class Scale:
-    model: ModelConfig | str
-    sources: tuple[str, ...]
-    vocab_size: int
-    seq_len: int
-    batch_sizes: tuple[int, ...]  # sequences per optimizer step
+@dataclass(frozen=True, kw_only=True)
+class Scale(Recipe):
+    """``lr`` is lr0; every run trains ``budget`` tokens at each of ``batch_sizes`` (sequences per step)."""
+
+    batch_sizes: tuple[int, ...]
     bs0_tokens: int
-    lr0: float
-    tokens: int  # training tokens per run
-    val_batches: int
+    budget: int
     micro_batch: int | None = None  # sequences per forward pass (gradient accumulation makes up the rest)
-    precision: str = "32-true"
 
 
 SCALES = {
-    "smoke": Scale(model="debug", sources=("builtin:lee",), vocab_size=2000, seq_len=64, batch_sizes=(4, 8, 16, 32),
-                   bs0_tokens=512, lr0=2e-3, tokens=98_304, val_batches=10),
+    "smoke": Scale(sources=("builtin:lee",), vocab_size=2000, batch_sizes=(4, 8, 16, 32), bs0_tokens=512, lr=2e-3,
+                   min_lr=0.0, budget=98_304, val_batches=10),
     # sized for 2 CPU cores: a 128 × 4 model, 131k tokens per run, bs0 = 8 sequences
-    "small": Scale(model=ModelConfig(hidden_size=128, num_layers=4, num_heads=4, intermediate_size=352),
+    "small": Scale(config=ModelConfig(hidden_size=128, num_layers=4, num_heads=4, intermediate_size=352),
                    sources=("builtin:wiki",), vocab_size=4000, seq_len=128, batch_sizes=(4, 8, 16, 32, 64),
-                   bs0_tokens=1024, lr0=2e-3, tokens=131_072, val_batches=40),
+                   bs0_tokens=1024, lr=2e-3, min_lr=0.0, budget=131_072, val_batches=40),
     # bs0 = 1M tokens, lr0 = 1e-4 [P]; 2M..16M-token batches, 20B tokens per run
-    "paper": Scale(model="pangu-pi-1b-pro", sources=tuple(os.environ.get("TINYLM_CORPUS", "builtin").split(",")),
-                   vocab_size=48000, seq_len=2048, batch_sizes=(256, 512, 1024, 2048, 4096, 8192),
-                   bs0_tokens=1_048_576, lr0=1e-4, tokens=20_000_000_000, val_batches=200, micro_batch=8,
-                   precision="bf16-mixed"),
+    "paper": Scale(config="pangu-pi-1b-pro", sources=PAPER_CORPUS, vocab_size=48000, seq_len=2048,
+                   batch_sizes=(256, 512, 1024, 2048, 4096, 8192), bs0_tokens=1_048_576, lr=1e-4, min_lr=0.0,
+                   budget=20_000_000_000, val_batches=200, micro_batch=8, precision="bf16-mixed"),
 }
 
 
 def train(scale: Scale, batch_size: int, r: float, seed: int, root: Path) -> dict[str, Any]:
     micro = min(batch_size, scale.micro_batch or batch_size)
     batch_tokens = batch_size * scale.seq_len
-    steps = max(1, scale.tokens // batch_tokens)
-    module = LanguageModel(scale.model, lr=scale.lr0, min_lr=0.0, warmup=0.05, lr_scaling_r=r,
+    steps = max(1, scale.budget // batch_tokens)
+    module = LanguageModel(scale.config, lr=scale.lr, min_lr=scale.min_lr, warmup=scale.warmup, lr_scaling_r=r,
                            lr_scaling_bs0=scale.bs0_tokens, model_dir=str(root / "model"))
-    datamodule = experiment.data(scale.sources, scale.seq_len, micro, seed, vocab_size=scale.vocab_size)
-    trained = experiment.train(None, datamodule, root, steps, seed, scale.lr0, val_batches=scale.val_batches,
-                               module=module, accumulate_grad_batches=batch_size // micro, precision=scale.precision)
+    trained = scale.fit(scale.data(seed, batch_size=micro), root, seed, steps=steps, module=module,
+                        accumulate_grad_batches=batch_size // micro)
     return {"batch_size": batch_size, "batch_tokens": batch_tokens, "r": r, "seed": seed, "steps": steps,
-            "lr": scaled_lr(batch_tokens, r, scale.lr0, scale.bs0_tokens), "tokens": trained.tokens,
+            "lr": scaled_lr(batch_tokens, r, scale.lr, scale.bs0_tokens), "tokens": trained.tokens,
             "bpb": trained.bpb, "curve": trained.curve}
 
 
@@ -94,18 +80,14 @@ def summarise(rows: list[dict[str, Any]], scale: Scale) -> list[dict[str, Any]]:
     return table
 
 
-def markdown(table: list[dict[str, Any]], scale_name: str, scale: Scale) -> str:
-    lines = ["| r | batch (tokens) | bs/bs0 | peak lr | steps | held-out bpb ↓ (ours) | sd | paper |",
-             "|---|---|---|---|---|---|---|---|"]
-    for t in table:
-        paper = "better [P]" if t["bs_over_bs0"] < 4 else "worse [P]"
-        lines.append(f"| {t['r']} | {t['batch_tokens']:,} | {t['bs_over_bs0']:g} | {t['lr']:.2e} | {t['steps']} | "
-                     f"{fmt(t['bpb'], 4)} | {fmt(t['bpb_sd'], 4)} | {paper} |")
-    lines.append("")
-    lines.append(f"Scale `{scale_name}`: bs0 = {scale.bs0_tokens:,} tokens, lr0 = {scale.lr0:g} (the paper: 1M tokens, "
-                 f"1e-4 [P]); {scale.tokens:,} training tokens per run. The paper column is its qualitative claim "
-                 "(batches under 4 × bs0 work better for tiny models [P]); it prints no numbers.")
-    return "\n".join(lines)
+def table_text(table: list[dict[str, Any]], scale_name: str, scale: Scale) -> str:
+    return "\n".join([*markdown(
+        ("r", "batch (tokens)", "bs/bs0", "peak lr", "steps", "held-out bpb ↓ (ours)", "sd", "paper"),
+        ((t["r"], f"{t['batch_tokens']:,}", f"{t['bs_over_bs0']:g}", f"{t['lr']:.2e}", t["steps"], fmt(t["bpb"], 4),
+          fmt(t["bpb_sd"], 4), "better [P]" if t["bs_over_bs0"] < 4 else "worse [P]") for t in table)), "",
+        f"Scale `{scale_name}`: bs0 = {scale.bs0_tokens:,} tokens, lr0 = {scale.lr:g} (the paper: 1M tokens, 1e-4 "
+        f"[P]); {scale.budget:,} training tokens per run. The paper column is its qualitative claim (batches under "
+        "4 × bs0 work better for tiny models [P]); it prints no numbers."])
 
 
 def findings(rows: list[dict[str, Any]], scale: Scale) -> dict[str, Any]:
@@ -158,7 +140,7 @@ def measure(setting: Scale, options: Options, folder: Path) -> Measured:
                 for batch_size in setting.batch_sizes:
                     rows.append(train(setting, batch_size, r, seed, tmp / f"s{seed}-r{r}-b{batch_size}"))
     table = summarise(rows, setting)
-    return Measured(markdown(table, options.scale, setting), findings(rows, setting), rows=rows,
+    return Measured(table_text(table, options.scale, setting), findings(rows, setting), rows=rows,
                     tokens={f"{t['batch_tokens']:,}-token batches": t["tokens"] for t in table},
                     figures=figure(rows, table, folder), extra={"summary": table})
 

@@ -1,13 +1,10 @@
 """The experiment contract and the one runner every experiment shares.
 
-An experiment module ``reproduce/<id>.py`` is declarative: its scales (plain data, or a recipe under
-``recipes/``), its findings (``reproduce.verdict.Finding``, declared before any run) and one ``measure`` function,
-bundled as ``EXPERIMENT = Experiment(...)``. ``measure(setting, options, folder)`` trains and scores at the
-scale's ``setting``, draws its figures into ``folder`` and returns a ``Measured``: the table, the rows, the
-tokens each arm saw, and one measurement per declared finding. This module does the rest: parses the command
-line into one frozen ``Options``, refuses a bad ``--out`` before any work, builds data modules and fits models
-(``data``, ``train``), times the run, judges every finding (``reproduce.verdict``) and writes
-``<out>/<id>/results.json`` and ``table.md`` atomically.
+An experiment module ``reproduce/<id>.py`` declares its scales (a ``Recipe``, extended with its own fields, or
+plain data), its findings (``reproduce.verdict.Finding``, declared before any run) and one ``measure(setting,
+options, folder) -> Measured``, bundled as ``EXPERIMENT = Experiment(...)``. This module does the rest: the
+command line as one frozen ``Options``, the output refused before any work, data modules and fits, timing, the
+judging of every finding and ``<out>/<id>/results.json`` and ``table.md``, written atomically.
 """
 
 from __future__ import annotations
@@ -15,13 +12,15 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import platform
+import statistics
 import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import torch
 import yaml
@@ -34,6 +33,7 @@ SCALES = ("smoke", "small", "paper")
 DEFAULT_SEEDS = {"smoke": 1, "small": 3, "paper": 3}
 RESULTS = Path("results")  # the committed small-scale results and REPORT.md
 REPO = Path(__file__).resolve().parents[1]
+PAPER_CORPUS = tuple(os.environ.get("TINYLM_CORPUS", "builtin").split(","))  # paper scales: comma-separated sources
 
 
 @dataclass(frozen=True)
@@ -128,28 +128,15 @@ def pyplot():
     return plt
 
 
-def recipe(path: str) -> dict[str, Any]:
-    """A LightningCLI recipe under ``recipes/`` as data, so a scale and a recipe never restate the same settings:
-    ``{"config", "lr", "min_lr", "warmup", "sources", "vocab_size", "seq_len", "batch_size", "val_batches"}``."""
-    spec = yaml.safe_load((REPO / "recipes" / path).read_text())
-    model, data, trainer = spec["model"]["init_args"], spec["data"], spec.get("trainer", {})
-    return {"config": model["config"], "lr": model["lr"], "min_lr": model["min_lr"], "warmup": model["warmup"],
-            "sources": tuple(data["sources"]), "vocab_size": data["vocab_size"], "seq_len": data["seq_len"],
-            "batch_size": data["batch_size"], "val_batches": trainer.get("limit_val_batches", 20)}
+def mean_sd(values: Sequence[float]) -> tuple[float, float | None]:
+    """The seed mean and sample SD (None for one seed)."""
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
 
 
-# ---- the building blocks experiments share ---------------------------------------------------------------
-def data(sources: str | tuple[str, ...] | list[str], seq_len: int, batch_size: int, seed: int,
-         tokenizer: str | Path | None = None, vocab_size: int = 8000, val_every: int = 50):
-    """A prepared ``TextDataModule``; ``seed`` sets the data order, so seeds differ in data as well as init."""
-    from tinylm.datamodule import TextDataModule
-
-    module = TextDataModule(sources=[sources] if isinstance(sources, str) else list(sources),
-                            tokenizer=None if tokenizer is None else str(tokenizer), vocab_size=vocab_size,
-                            seq_len=seq_len, batch_size=batch_size, seed=seed, val_every=val_every)
-    module.prepare_data()
-    module.setup()
-    return module
+def markdown(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
+    """A markdown table as lines: the header, its rule and one line per row of formatted cells."""
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+            *("| " + " | ".join(map(str, row)) + " |" for row in rows)]
 
 
 @dataclass
@@ -160,25 +147,80 @@ class Trained:
     curve: list[tuple[float, float]] = field(default_factory=list)  # (training tokens, training loss)
 
 
-def train(config, datamodule, root: Path, steps: int, seed: int, lr: float, min_lr: float | None = None,
-          warmup: float = 0.05, val_batches: int | float = 1.0, init_from: str | None = None, module=None,
-          callbacks: tuple = (), **trainer_kwargs: Any) -> Trained:
-    """Fit a ``LanguageModel`` (or the given ``module``) for ``steps`` and score it by held-out bits per byte."""
-    from tinylm.lm import LanguageModel
-    from tinylm.train import fit
+@dataclass(frozen=True, kw_only=True)
+class Recipe:
+    """A training recipe as data: what a ``tinylm fit`` YAML under ``recipes/`` says (``recipe`` reads one). An
+    experiment's scale extends it with its own fields only."""
 
-    if module is None:
-        module = LanguageModel(config, init_from=init_from, lr=lr, min_lr=lr / 10 if min_lr is None else min_lr,
-                               warmup=warmup, model_dir=str(root / "model"))
-    trainer = fit(module, datamodule, root, max_steps=steps, seed=seed, limit_val_batches=val_batches,
-                  callbacks=list(callbacks), **trainer_kwargs)
-    with open(root / "logs" / "version_0" / "metrics.csv", newline="") as handle:
-        curve = [(float(row["train/tokens"]), float(row["train/loss"]))
-                 for row in csv.DictReader(handle) if row.get("train/loss") and row.get("train/tokens")]
-    bpb = trainer.callback_metrics.get("val/bpb")
-    return Trained(float(bpb) if bpb is not None else float("nan"), module.tokens_seen, module, curve)
+    config: Any = "debug"  # a ModelConfig or a preset name
+    sources: tuple[str, ...] = ("builtin",)
+    vocab_size: int = 8000
+    seq_len: int = 64
+    batch_size: int = 8
+    steps: int = 0
+    lr: float = 3e-3
+    min_lr: float | None = None  # lr / 10
+    warmup: float = 0.05
+    val_batches: int | float = 1.0
+    val_every: int = 50  # every n-th document is held out
+    accumulate: int = 1  # micro-batches per optimizer step
+    precision: str = "32-true"
+
+    @property
+    def tokens(self) -> int:
+        """Training tokens per run (one device; multiply by the data-parallel size)."""
+        return self.steps * self.batch_size * self.accumulate * self.seq_len
+
+    @property
+    def corpus(self) -> str:
+        return ";".join(self.sources)
+
+    def data(self, seed: int, tokenizer: str | Path | None = None, batch_size: int | None = None):
+        """A prepared ``TextDataModule``; ``seed`` sets the data order, so seeds differ in data as well as init."""
+        from tinylm.datamodule import TextDataModule
+
+        module = TextDataModule(sources=list(self.sources), tokenizer=None if tokenizer is None else str(tokenizer),
+                                vocab_size=self.vocab_size, seq_len=self.seq_len,
+                                batch_size=batch_size or self.batch_size, seed=seed, val_every=self.val_every)
+        module.prepare_data()
+        module.setup()
+        return module
+
+    def fit(self, datamodule, root: Path, seed: int, config: Any = None, steps: int | None = None,
+            init_from: str | None = None, module=None, callbacks: tuple = (), **trainer_kwargs: Any) -> Trained:
+        """Fit a ``LanguageModel`` of ``config`` (default: the recipe's), or the given ``module``, for ``steps``
+        (default: the recipe's) and score it by held-out bits per byte."""
+        from tinylm.lm import LanguageModel
+        from tinylm.train import fit
+
+        if module is None:
+            module = LanguageModel(self.config if config is None else config, init_from=init_from, lr=self.lr,
+                                   min_lr=self.lr / 10 if self.min_lr is None else self.min_lr, warmup=self.warmup,
+                                   model_dir=str(root / "model"))
+        trainer_kwargs = {"accumulate_grad_batches": self.accumulate, "precision": self.precision, **trainer_kwargs}
+        trainer = fit(module, datamodule, root, max_steps=self.steps if steps is None else steps, seed=seed,
+                      limit_val_batches=self.val_batches, callbacks=list(callbacks), **trainer_kwargs)
+        with open(root / "logs" / "version_0" / "metrics.csv", newline="") as handle:
+            curve = [(float(row["train/tokens"]), float(row["train/loss"]))
+                     for row in csv.DictReader(handle) if row.get("train/loss") and row.get("train/tokens")]
+        bpb = trainer.callback_metrics.get("val/bpb")
+        return Trained(float(bpb) if bpb is not None else float("nan"), module.tokens_seen, module, curve)
 
 
+def recipe(path: str, **changes: Any) -> Recipe:
+    """A LightningCLI recipe under ``recipes/`` as a ``Recipe``, so a scale and a recipe never restate the same
+    settings."""
+    from tinylm.model import ModelConfig
+
+    spec = yaml.safe_load((REPO / "recipes" / path).read_text())
+    model, data, trainer = spec["model"]["init_args"], spec["data"], spec.get("trainer", {})
+    return Recipe(**{"config": ModelConfig(**model["config"]), "lr": model["lr"], "min_lr": model["min_lr"],
+                     "warmup": model["warmup"], "sources": tuple(data["sources"]), "vocab_size": data["vocab_size"],
+                     "seq_len": data["seq_len"], "batch_size": data["batch_size"],
+                     "val_batches": trainer.get("limit_val_batches", 20), **changes})
+
+
+# ---- the building blocks experiments share ---------------------------------------------------------------
 @contextmanager
 def scratch(name: str) -> Iterator[Path]:
     """A temp folder for training runs: they never land beside the results."""

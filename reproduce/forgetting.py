@@ -1,27 +1,16 @@
 """Forgetting (PAPER.md §3): do tiny models lose what they saw early in training?
 
-The training samples are split (seeded, at random) into K equal parts, trained one after another — part k is
-epoch k through the DataModule's round plan — and, at a few points inside every part, the model's mean loss on
-*every* part is measured on a fixed random probe of its samples (frozen: eval mode, no grad,
-``tinylm.rounds.score_blocks``). The paper's figure
-plots the loss of each part over training; its claim is qualitative [P]: the loss on data seen early rises
-again later.
-
-Two numbers per part j < K, at the end of training:
-* rise = loss_j(end) − loss_j(right after part j): > 0 is the paper's forgetting (loss going back up);
-* gap  = loss_j(end) − loss_K(end): > 0 means the early part is fitted worse than the part just trained.
-
-    python -m reproduce forgetting --scale smoke|small|paper [--seeds N] [--out results]
-
-Seeds vary init, the split into parts, the probes and the data order. The one finding declared before the first
-run is the rise of part 1; the "recency" reading (earlier parts end worse) was added after that run failed, so it
-is exploratory: reported, never judged.
+The training samples are split (seeded) into K equal parts trained one after another (part k is epoch k, through
+the DataModule's round plan); a few times inside every part, the frozen model's mean loss on *every* part is
+measured on a fixed random probe of its samples. The paper's claim is qualitative [P]: the loss on data seen early
+rises again later. Per part j < K at the end: rise = loss_j(end) − loss_j(right after part j), > 0 is the paper's
+forgetting; gap = loss_j(end) − loss_K(end). Seeds vary init, the split, the probes and the data order. The
+"recency" reading was added after the first run's rise finding failed, so it is exploratory: reported, never judged.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,8 +19,8 @@ from typing import Any
 import lightning as L
 import numpy as np
 
-from reproduce import experiment
-from reproduce.experiment import Experiment, Measured, Options, fmt, pyplot, save_figure, scratch
+from reproduce.experiment import (PAPER_CORPUS, Experiment, Measured, Options, Recipe, fmt, markdown, pyplot,
+                                  save_figure, scratch)
 from reproduce.verdict import Finding
 from tinylm.model import ModelConfig
 from tinylm.rounds import score_blocks
@@ -46,33 +35,24 @@ FINDINGS = (
 )
 
 
-@dataclass(frozen=True)
-class Scale:
-    model: ModelConfig | str
-    sources: tuple[str, ...]
-    vocab_size: int
-    seq_len: int
-    batch_size: int
+@dataclass(frozen=True, kw_only=True)
+class Scale(Recipe):
     parts: int
     measures_per_part: int
-    lr: float
-    min_lr: float
-    warmup: float
-    accumulate: int = 1
-    precision: str = "32-true"
     probe_batches: int = 4  # each part's loss is measured on this many batches of its samples
+    val_batches: int = 0
 
 
 SCALES = {
-    "smoke": Scale(model="debug", sources=("builtin:lee",), vocab_size=2000, seq_len=64, batch_size=16, parts=4,
-                   measures_per_part=2, lr=3e-3, min_lr=3e-4, warmup=0.05),
+    "smoke": Scale(sources=("builtin:lee",), vocab_size=2000, batch_size=16, parts=4, measures_per_part=2,
+                   lr=3e-3, min_lr=3e-4),
     # sized for 2 CPU cores: one pass of a 128 × 4 model over the built-in Wikipedia text (~700k tokens)
-    "small": Scale(model=ModelConfig(hidden_size=128, num_layers=4, num_heads=4, intermediate_size=352),
+    "small": Scale(config=ModelConfig(hidden_size=128, num_layers=4, num_heads=4, intermediate_size=352),
                    sources=("builtin:wiki",), vocab_size=4000, seq_len=128, batch_size=16, parts=8,
                    measures_per_part=4, lr=2e-3, min_lr=2e-4, warmup=0.03),
-    "paper": Scale(model="pangu-pi-1b", sources=tuple(os.environ.get("TINYLM_CORPUS", "builtin").split(",")),
-                   vocab_size=48000, seq_len=2048, batch_size=8, accumulate=64, parts=10, measures_per_part=4,
-                   lr=1e-4, min_lr=1e-5, warmup=0.03, precision="bf16-mixed"),
+    "paper": Scale(config="pangu-pi-1b", sources=PAPER_CORPUS, vocab_size=48000, seq_len=2048, batch_size=8,
+                   accumulate=64, parts=10, measures_per_part=4, lr=1e-4, min_lr=1e-5, warmup=0.03,
+                   precision="bf16-mixed"),
 }
 
 
@@ -110,7 +90,7 @@ class SequentialParts(L.Callback):
 
 
 def train(scale: Scale, seed: int, root: Path) -> dict[str, Any]:
-    data = experiment.data(scale.sources, scale.seq_len, scale.batch_size, seed, vocab_size=scale.vocab_size)
+    data = scale.data(seed)
     order = np.random.default_rng(seed).permutation(data.num_train_blocks)
     size = data.num_train_blocks // scale.parts
     parts = [np.sort(order[k * size : (k + 1) * size]) for k in range(scale.parts)]
@@ -119,9 +99,7 @@ def train(scale: Scale, seed: int, root: Path) -> dict[str, Any]:
     probes = [np.sort(order[k * size : k * size + probe]) for k in range(scale.parts)]
     callback = SequentialParts(parts, probes, batches_per_part, scale.measures_per_part, scale.batch_size)
     steps_per_part = math.ceil(batches_per_part / scale.accumulate)
-    trained = experiment.train(scale.model, data, root, steps_per_part * scale.parts, seed, scale.lr, scale.min_lr,
-                               scale.warmup, val_batches=0, callbacks=(callback,),
-                               accumulate_grad_batches=scale.accumulate, precision=scale.precision)
+    trained = scale.fit(data, root, seed, steps=steps_per_part * scale.parts, callbacks=(callback,))
     return {"curve": callback.curve, "steps_per_part": steps_per_part, "tokens": trained.tokens}
 
 
@@ -162,22 +140,16 @@ def measure(setting: Scale, options: Options, folder: Path) -> Measured:
     def mean(key: str, j: int) -> float:
         return statistics.mean(s[key][j] for s in summaries)
 
-    lines = ["| part | loss right after it (ours) | loss at the end (ours) | rise ↑ = forgetting | gap to last part | "
-             "paper |", "|---|---|---|---|---|---|"]
-    rows = []
-    for j in range(K):
-        row = {"part": j + 1, "after": mean("after", j), "end": mean("end", j), "rise": mean("rise", j),
-               "gap": mean("gap", j)}
-        rows.append(row)
-        paper = "rises again [P]" if j < K - 1 else "n/a"
-        lines.append(f"| {j + 1} | {fmt(row['after'], 4)} | {fmt(row['end'], 4)} | {row['rise']:+.4f} | "
-                     f"{row['gap']:+.4f} | {paper} |")
-    lines.append("")
-    lines.append(f"Scale `{options.scale}`, {K} random equal parts trained in sequence, {options.seeds} seed(s), "
-                 f"{runs[0]['tokens']:,} training tokens per seed; each part's loss is measured on a fixed random "
-                 f"probe of {setting.probe_batches * setting.batch_size} of its samples (fewer if the part is "
-                 "smaller). The paper gives a figure, no numbers: the loss of early parts rises again after later "
-                 "parts are trained [P].")
+    rows = [{"part": j + 1, **{key: mean(key, j) for key in ("after", "end", "rise", "gap")}} for j in range(K)]
+    lines = [*markdown(("part", "loss right after it (ours)", "loss at the end (ours)", "rise ↑ = forgetting",
+                        "gap to last part", "paper"),
+                       ((r["part"], fmt(r["after"], 4), fmt(r["end"], 4), f"{r['rise']:+.4f}", f"{r['gap']:+.4f}",
+                         "rises again [P]" if r["part"] < K else "n/a") for r in rows)), "",
+             f"Scale `{options.scale}`, {K} random equal parts trained in sequence, {options.seeds} seed(s), "
+             f"{runs[0]['tokens']:,} training tokens per seed; each part's loss is measured on a fixed random probe "
+             f"of {setting.probe_batches * setting.batch_size} of its samples (fewer if the part is smaller). The "
+             "paper gives a figure, no numbers: the loss of early parts rises again after later parts are trained "
+             "[P]."]
     measured = {"rise": {"part 1 right after it": [s["after"][0] for s in summaries],
                          "part 1 at the end": [s["end"][0] for s in summaries]},
                 "recency": {"x": [r["part"] for r in rows], "y": [r["end"] for r in rows]}}

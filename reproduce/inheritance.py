@@ -1,21 +1,13 @@
 """Parameter inheritance (PAPER.md §2) from a real pretrained model: Base (random init) vs L1, L2, Taylor, Learned.
 
-The paper's order: the pretrained source's tokenizer is compacted first (SmolLM2-135M's 49,152 byte-level BPE
-pieces → ``vocab_size`` by frequency on the built-in ``wiki`` training documents, embedding rows remapped), then a
-small child (``target``) is inherited from it. Every criterion keeps the same layers (both-ends, the paper's
-advice) and every arm sees the same training tokens: the Learned arm's mask-learning steps (which train the weights
-too) come out of its training steps; Taylor's calibration tokens are counted and shown. Seeds vary the data order,
-the calibration sample (Taylor), the mask-learning data (Learned) and the random init (Base); the source is one
-model for every seed, like the paper's PanGu-π-7B. Scored by held-out bits per byte on the fixed sample of
-``reproduce.pretrained`` (the same text for every arm and seed) at step 0 (right after inheritance: what each
-criterion kept; for Learned, after its mask-learning steps) and after the budget. The paper scores ARC-E /
-HellaSwag / C3 accuracy after 50k steps; a child trained for minutes on 2 CPU cores is at chance on those, so
-they are not run here. Smoke scale uses the tiny random-init stand-in of ``reproduce.pretrained``.
-
-Every (arm, seed) run is cached as it finishes (``runs/…`` under the tinylm cache), shared with
-``reproduce.layer_selection`` (its both-ends arm is this L1 arm), so a rerun resumes.
-
-    python -m reproduce inheritance --scale smoke
+As in the paper, the source's tokenizer is compacted first (SmolLM2-135M's 49,152 pieces → ``vocab_size`` by
+frequency on the ``wiki`` training documents, embedding rows remapped), then a small child is inherited. Every
+criterion keeps the both-ends layers and every arm sees the same training tokens (Learned's mask-learning steps,
+which train the weights too, come out of its budget; Taylor's calibration tokens are counted). Seeds vary data
+order, calibration sample, mask-learning data and Base's init; the source is one model, like the paper's 7B.
+Scored by held-out bpb on ``reproduce.pretrained``'s fixed sample at step 0 (what each criterion kept) and after
+the budget; the paper's ARC-E / HellaSwag / C3 are at chance for a child trained minutes on a CPU, so not run.
+Each (arm, seed) is cached as it finishes and shared with ``reproduce.layer_selection``, so a rerun resumes.
 """
 
 from __future__ import annotations
@@ -27,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from reproduce import experiment, pretrained
-from reproduce.experiment import Experiment, Measured, Options, fmt, pyplot, save_figure, scratch, tokens_line
+from reproduce.experiment import (Experiment, Measured, Options, Recipe, fmt, markdown, mean_sd, pyplot, save_figure,
+                                  scratch, tokens_line)
 from reproduce.verdict import Finding
 
 CORPUS = "builtin:wiki"  # English, like SmolLM2's pretraining; its every 50th document is the held-out sample
@@ -62,9 +55,10 @@ FINDINGS = (
 )
 
 
-def data_module(cfg: dict, tokenizer: str, seed: int):
-    """The built-in ``wiki`` training documents (``lee`` at smoke scale); ``seed`` sets the shuffle order."""
-    return experiment.data(cfg.get("corpus", CORPUS), cfg["seq_len"], cfg["batch_size"], seed, tokenizer=tokenizer)
+def training(cfg: dict) -> Recipe:
+    """The child's recipe: the built-in ``wiki`` training documents (``lee`` at smoke scale)."""
+    return Recipe(sources=(cfg.get("corpus", CORPUS),), seq_len=cfg["seq_len"], batch_size=cfg["batch_size"],
+                  lr=cfg["lr"], val_batches=1)
 
 
 def compact_source(scale: str, given: Path | None, vocab_size: int, corpus: str = CORPUS) -> tuple[Path, dict]:
@@ -119,14 +113,14 @@ def init_dir(arm: str, source: Path, shape, cfg: dict, root: Path, seed: int) ->
                                                  "num_layers")}
         learner = MaskLearner(source=str(root / "layers"), target=target, lr=cfg["lr"], mask_lr=0.1, lambda_lr=0.1,
                               target_warmup=0.5, model_dir=str(root / "init"))
-        trained = experiment.train(None, data_module(cfg, str(source), seed), root / "masks", cfg["mask_steps"],
-                                   seed, cfg["lr"], val_batches=1, module=learner)
+        recipe = training(cfg)
+        trained = recipe.fit(recipe.data(seed, source), root / "masks", seed, steps=cfg["mask_steps"], module=learner)
         return root / "init", trained.tokens
     criterion = arm if arm in ("l2", "taylor") else "l1"
     layers = select_layers("both-ends" if arm in ("l2", "taylor") else arm, n, shape.num_layers)
     blocks, seen = None, 0
     if criterion == "taylor":
-        blocks = calibration_blocks(data_module(cfg, str(source), seed), cfg["calibration"], cfg["seq_len"], seed)
+        blocks = calibration_blocks(training(cfg).data(seed, source), cfg["calibration"], cfg["seq_len"], seed)
         seen = blocks.numel()
     plan = importance(model, criterion, blocks).plan(shape, layers)
     return save_inherited(root / "init", model.state_dict(), model.config, plan, tokenizer,
@@ -158,8 +152,9 @@ def run_arm(arm: str, seed: int, source: Path, shape, cfg: dict, scale: str) -> 
             first, _ = load_model_dir(init, with_tokenizer=False)
         step0 = bits_per_byte(first.eval(), blocks, token_bytes)
         steps = cfg["steps"] - (cfg["mask_steps"] if arm == "learned" else 0)  # equal token budgets
-        trained = experiment.train(shape, data_module(cfg, str(source), seed), work / "train", steps, seed,
-                                   cfg["lr"], val_batches=1, init_from=init and str(init))
+        recipe = training(cfg)
+        trained = recipe.fit(recipe.data(seed, source), work / "train", seed, config=shape, steps=steps,
+                             init_from=init and str(init))
         final = bits_per_byte(trained.module.net.eval(), blocks, token_bytes)
     record = {"arm": arm, "seed": seed, "step0_bpb": step0, "bpb": final, "tokens": seen + trained.tokens,
               "calibration_tokens": seen, "curve": [(t + seen, loss) for t, loss in trained.curve],
@@ -191,21 +186,22 @@ def runs(arms, cfg: dict, options: Options) -> tuple[dict[str, list[dict]], Path
     return out, source, shape, record
 
 
+def measured(done: dict[str, list[dict]]) -> tuple[dict, dict, dict, dict, dict]:
+    """Per arm: trained and step-0 bpb per seed, tokens, the first seed's curve and the mean seconds per run."""
+    return ({a: [r["bpb"] for r in runs] for a, runs in done.items()},
+            {a: [r["step0_bpb"] for r in runs] for a, runs in done.items()},
+            {a: runs[0]["tokens"] for a, runs in done.items()}, {a: runs[0]["curve"] for a, runs in done.items()},
+            {a: f"{mean_sd([r['seconds'] for r in runs])[0]:.0f}" for a, runs in done.items()})
+
+
 def measure(cfg: dict, options: Options, folder: Path) -> Measured:
     done, source, shape, record = runs([ARM[v] for v in VARIANTS], cfg, options)
-    by = {v: done[ARM[v]] for v in VARIANTS}
-    final = {v: [r["bpb"] for r in by[v]] for v in VARIANTS}
-    step0 = {v: [r["step0_bpb"] for r in by[v]] for v in VARIANTS}
-    tokens = {v: by[v][0]["tokens"] for v in VARIANTS}
-    curves = {v: by[v][0]["curve"] for v in VARIANTS}
+    final, step0, tokens, curves, seconds = measured({v: done[ARM[v]] for v in VARIANTS})
     mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
-    lines = ["| Strategy | ours: step-0 bpb ↓ | ours: bpb after budget ↓ | tokens seen | wall s / run "
-             "| paper ARC-E [P] "
-             "| paper HellaSwag [P] | paper C3 [P] | paper Avg. [P] |", "|---|---|---|---|---|---|---|---|---|"]
-    for v in VARIANTS:
-        seconds = mean([r["seconds"] for r in by[v]])
-        lines.append(f"| {v} | {fmt(mean(step0[v]), 3)} | {fmt(mean(final[v]), 3)} | {tokens[v]:,} | {seconds:.0f} | "
-                     + " | ".join(fmt(x) for x in PAPER[v]) + " |")
+    lines = markdown(("Strategy", "ours: step-0 bpb ↓", "ours: bpb after budget ↓", "tokens seen", "wall s / run",
+                      "paper ARC-E [P]", "paper HellaSwag [P]", "paper C3 [P]", "paper Avg. [P]"),
+                     ((v, fmt(mean(step0[v]), 3), fmt(mean(final[v]), 3), f"{tokens[v]:,}", seconds[v],
+                       *(fmt(x) for x in PAPER[v])) for v in VARIANTS))
     table = "\n".join(lines) + (
         f"\n\nSeed means over {options.seeds} seed(s); held-out bpb on the fixed `{CORPUS}` sample "
         f"(≥ {cfg['heldout_bytes']:,} bytes, `reproduce.pretrained`), lower is better; the paper's columns are "

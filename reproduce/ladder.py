@@ -3,21 +3,16 @@
     base        random init, the big inherited tokenizer, a wide-shallow shape
     +tokenizer  the big tokenizer compacted to its most frequent pieces (the paper's 48k of 100,883), same body
     +arch       the parameters freed by the compact vocabulary re-spent on depth (same total as base)
-    +inherit    the +arch shape inherited from a larger, longer-trained model that uses the big tokenizer (Taylor
-                criterion, both-ends layers, embedding and head rows remapped to the compact vocabulary)
+    +inherit    +arch inherited from a larger, longer-trained model with the big tokenizer (Taylor, both-ends layers,
+                embedding and head rows remapped to the compact vocabulary)
     +rounds     as +inherit, trained in two rounds, the second on the hardest 50% of the batches
 
-The big tokenizer is one nobody trained on this corpus — mistral-common's 32,000 pieces, standing in for PanGu's
-100,883-piece multilingual one — so compacting it drops its long tail, as in the paper (a tokenizer trained on
-the corpus itself has little tail to drop; ``reproduce/coverage.py`` shows both). Smoke scale trains a small
-"big" tokenizer instead, to stay fast; the code path is the same.
-
-Every step trains for the steps of one full pass plus a half pass (what two rounds at 50% cost), so the multi-round
-step gets no extra compute. Scores: held-out bits per byte (comparable across tokenizers) and, when the benchmark
-files are there, the paper's ablation tasks (ARC-E, HellaSwag, C3) on a ``limit``.
-The model dirs are kept under ``$TINYLM_CACHE/ladder/<scale>/`` for ``reproduce/final.py``. Seeds vary init, data
-order, the rounds' draws and Taylor's calibration sample; the source model is shared (the given pretrained model).
-At small scale every fourth document is held out, so the held-out set is not a handful of documents.
+The big tokenizer is mistral-common's 32,000 pieces (trained on other text, standing in for PanGu's 100,883), so
+compacting drops a real long tail; smoke scale trains a small one instead. Every step trains one pass plus a half
+pass (what two rounds at 50% cost), so +rounds gets no extra compute. Scores: held-out bpb and, with the benchmark
+files, ARC-E / HellaSwag / C3 on a ``limit``. Model dirs stay under ``$TINYLM_CACHE/ladder/<scale>/`` for
+``reproduce/final.py``. Seeds vary init, data order, the rounds' draws and Taylor's calibration sample; the source
+model is shared. At small scale every fourth document is held out.
 """
 
 from __future__ import annotations
@@ -27,12 +22,12 @@ import itertools
 import json
 import shutil
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reproduce import experiment
-from reproduce.experiment import Experiment, Measured, Options, fmt, pyplot, save_figure, scratch, tokens_line
+from reproduce.experiment import (Experiment, Measured, Options, Recipe, fmt, markdown, mean_sd, pyplot, save_figure,
+                                  scratch, tokens_line)
 from reproduce.verdict import Finding
 from tinylm.datamodule import TextDataModule, default_cache_dir
 from tinylm.model import ModelConfig
@@ -51,46 +46,35 @@ FINDINGS = (
 )
 
 
-@dataclass(frozen=True)
-class Scale:
-    sources: str
+@dataclass(frozen=True, kw_only=True)
+class Scale(Recipe):
     big_vocab: int | None  # None: mistral-common's inherited 32k tokenizer; a size: train one (smoke only)
-    base: dict = field(default_factory=dict)  # wide-shallow
-    deep: dict = field(default_factory=dict)  # the freed parameters spent on depth
-    source: dict = field(default_factory=dict)  # the larger model to inherit from (big tokenizer)
+    base: dict  # wide-shallow
+    deep: dict  # the freed parameters spent on depth
+    source: dict  # the larger model to inherit from (big tokenizer)
     source_steps: int = 100
-    seq_len: int = 64
-    batch_size: int = 8
-    lr: float = 3e-3
     eval_limit: int | None = 20
-    val_every: int = 50  # every n-th document is held out
 
 
 SCALES = {
-    "smoke": Scale("builtin:lee", 2000,
+    "smoke": Scale(sources=("builtin:lee",), big_vocab=2000,
                    base=dict(hidden_size=64, num_layers=2, num_heads=2, intermediate_size=176),
                    deep=dict(hidden_size=64, num_layers=4, num_heads=2, intermediate_size=176),
                    source=dict(hidden_size=96, num_layers=6, num_heads=3, head_dim=32, intermediate_size=256),
-                   source_steps=60, seq_len=64, batch_size=16, eval_limit=10),
+                   source_steps=60, batch_size=16, eval_limit=10),
     # sized for 2 CPU cores: the built-in Lee corpus (~80k tokens a pass), mistral's 32k → 15,226 pieces;
     # base 14.1M parameters (87% of them embedding + head), +arch re-spends the 6.4M freed on 14 more layers
-    "small": Scale("builtin:lee", None,
+    "small": Scale(sources=("builtin:lee",), big_vocab=None,
                    base=dict(hidden_size=192, num_layers=4, num_heads=6, intermediate_size=512),
                    deep=dict(hidden_size=192, num_layers=18, num_heads=6, intermediate_size=512),
                    source=dict(hidden_size=224, num_layers=24, num_heads=7, intermediate_size=608),
-                   source_steps=200, seq_len=128, batch_size=8, lr=2e-3, eval_limit=100, val_every=4),
+                   source_steps=200, seq_len=128, lr=2e-3, eval_limit=100, val_every=4),
     # PanGu-π-1B (2048 × 12, 100k vocab) → 1B Pro (1792 × 21, 48k), inherited from the 7B shape; configured only
-    "paper": Scale("builtin", 100883,
-                   base=dict(hidden_size=2048, num_layers=12, num_heads=16),
+    "paper": Scale(big_vocab=100883, base=dict(hidden_size=2048, num_layers=12, num_heads=16),
                    deep=dict(hidden_size=1792, num_layers=21, num_heads=14),
                    source=dict(hidden_size=4096, num_layers=29, num_heads=32),
-                   source_steps=0, seq_len=2048, batch_size=8, lr=1e-4, eval_limit=None),
+                   source_steps=0, seq_len=2048, lr=1e-4, eval_limit=None),
 }
-
-
-def _data(scale: Scale, tokenizer: Path, seed: int) -> TextDataModule:
-    return experiment.data(scale.sources.split(";"), scale.seq_len, scale.batch_size, seed, tokenizer=tokenizer,
-                           val_every=scale.val_every)
 
 
 def big_tokenizer(scale: Scale) -> Tokenizer:
@@ -99,7 +83,7 @@ def big_tokenizer(scale: Scale) -> Tokenizer:
 
     if scale.big_vocab is None:
         return mistral_tokenizer()
-    return TextDataModule(scale.sources.split(";"), vocab_size=scale.big_vocab).resolve_tokenizer()
+    return TextDataModule(list(scale.sources), vocab_size=scale.big_vocab).resolve_tokenizer()
 
 
 def compact_size(big: Tokenizer) -> int:
@@ -108,15 +92,15 @@ def compact_size(big: Tokenizer) -> int:
 
 def train(config: ModelConfig | str, data: TextDataModule, scale: Scale, steps: int, seed: int, root: Path,
           init_from: str | None = None, callbacks: tuple = ()) -> tuple[float, Path]:
-    trained = experiment.train(config, data, root, steps, seed, scale.lr, init_from=init_from, callbacks=callbacks,
-                               reload_dataloaders_every_n_epochs=1)
+    trained = scale.fit(data, root, seed, config=config, steps=steps, init_from=init_from, callbacks=callbacks,
+                        reload_dataloaders_every_n_epochs=1)
     return trained.bpb, root / "model"
 
 
 def source_model(scale: Scale, big: TextDataModule, cache: Path, runs: Path) -> Path:
     """The larger model to inherit from, trained with the big tokenizer (once per scale: it is the given
     pretrained model, like the paper's PanGu-π-7B, not part of any step's budget)."""
-    settings = [big.tokenizer.sha256, scale.sources, scale.source, scale.source_steps, scale.seq_len,
+    settings = [big.tokenizer.sha256, scale.corpus, scale.source, scale.source_steps, scale.seq_len,
                 scale.batch_size, scale.lr, scale.val_every]
     folder = cache / f"source-{hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]}"
     if not (folder / "model.safetensors").is_file():
@@ -152,8 +136,7 @@ def run_seed(scale: Scale, seed: int, big_path: Path, compact_dir: Path, cache: 
     from tinylm.inherit.command import inherit
     from tinylm.rounds import MultiRoundTraining
 
-    big = _data(scale, big_path, seed)
-    small = _data(scale, compact_dir / "tokenizer.model", seed)
+    big, small = scale.data(seed, big_path), scale.data(seed, compact_dir / "tokenizer.model")
     rounds = MultiRoundTraining(rounds=2, rate=0.5, seed=seed, out_dir=str(runs / f"rounds-{seed}"))
     budget = sum(rounds.round_steps(small.num_train_blocks, scale.batch_size))  # one pass + a half pass
     base, deep = ModelConfig(**scale.base), ModelConfig(**scale.deep)
@@ -178,7 +161,7 @@ def run_seed(scale: Scale, seed: int, big_path: Path, compact_dir: Path, cache: 
     source_dir = source_model(scale, big, cache, runs)
     inherited = runs / f"inherited-{seed}"
     inherit(source=str(source_dir), target=str(cache / f"seed{seed}" / "arch"), out=str(inherited),
-            layers="both-ends", criterion="taylor", calibration=scale.sources.split(";")[0],
+            layers="both-ends", criterion="taylor", calibration=scale.sources[0],
             seq_len=scale.seq_len, keep_ids=str(compact_dir / "compact.json"),
             tokenizer=str(compact_dir / "tokenizer.model"), seed=seed)
     bpb, path = train(deep, small, scale, budget, seed, runs / f"inherit-{seed}", init_from=str(inherited))
@@ -200,7 +183,7 @@ def measure(settings: Scale, options: Options, folder: Path) -> Measured:
                          "`tinylm fit --config recipes/pretrain/pangu-pi-1b-pro.yaml` and `tinylm inherit` instead")
     cache = Path(default_cache_dir()) / "ladder" / scale
     big = big_tokenizer(settings)
-    compact_dir, compacted = cut(big, settings.sources, compact_size(big))
+    compact_dir, compacted = cut(big, settings.corpus, compact_size(big))
     tokenizers = {"big": big.vocab_size, "compact": compacted["vocab_size"],
                   "coverage": compacted["counted_coverage"], "inflation": compacted["verify"]["inflation"]}
     with scratch("ladder") as runs:
@@ -211,26 +194,25 @@ def measure(settings: Scale, options: Options, folder: Path) -> Measured:
         tasks = [ablation_scores(Path(s[step]["model_dir"]), settings.eval_limit) for s in per_seed]
         averages = [t["avg"] for t in tasks if t is not None]
         first = per_seed[0][step]
+        mean, sd = mean_sd(bpbs)
         rows.append({"step": step, "shape": first["shape"], "vocab": first["vocab"], "params": first["params"],
-                     "embedding_share": first["embedding_share"], "tokens": first["tokens"],
-                     "bpb": statistics.fmean(bpbs), "bpb_seeds": bpbs,
-                     "bpb_sd": statistics.stdev(bpbs) if len(bpbs) > 1 else None,
-                     "ablation_avg": statistics.fmean(averages) if averages else None, "ablation_seeds": averages,
-                     "tasks": tasks, "model_dirs": [s[step]["model_dir"] for s in per_seed], "paper": PAPER[step]})
+                     "embedding_share": first["embedding_share"], "tokens": first["tokens"], "bpb": mean,
+                     "bpb_seeds": bpbs, "bpb_sd": sd, "ablation_avg": mean_sd(averages)[0] if averages else None,
+                     "ablation_seeds": averages, "tasks": tasks, "model_dirs": [s[step]["model_dir"] for s in per_seed],
+                     "paper": PAPER[step]})
     figure = plot(rows, folder)
     big = "mistral-common's inherited" if settings.big_vocab is None else "a corpus-trained (smoke)"
-    lines = [f"Corpus `{settings.sources}`; {big} {tokenizers['big']:,}-piece tokenizer → compact "
+    lines = [f"Corpus `{settings.corpus}`; {big} {tokenizers['big']:,}-piece tokenizer → compact "
              f"{tokenizers['compact']:,} pieces (the paper's 48k-of-100,883 share), covering "
              f"{100 * tokenizers['coverage']:.2f}% of the counted tokens, sequences {tokenizers['inflation']:.3f}× "
              f"as long; every step {rows[0]['tokens']:,} training tokens; {seeds} seed(s). bpb: held-out bits per "
              f"byte (lower is better). Tasks: ARC-E / HellaSwag / C3 average accuracy on {settings.eval_limit} "
              "items each (near chance for models this small). Paper: the ten-benchmark average of Figure 1 [R].",
-             "", "| step | shape | vocab | params | emb+head share | bpb (ours) | seed sd | ablation avg (ours) "
-             "| paper avg [R] |", "|---|---|---|---|---|---|---|---|---|"]
-    for row in rows:
-        lines.append(f"| {row['step']} | {row['shape']} | {row['vocab']:,} | {row['params'] / 1e6:.2f}M | "
-                     f"{100 * row['embedding_share']:.1f}% | {row['bpb']:.4f} | {fmt(row['bpb_sd'], 4)} | "
-                     f"{fmt(row['ablation_avg'])} | {row['paper']:.2f} |")
+             "", *markdown(("step", "shape", "vocab", "params", "emb+head share", "bpb (ours)", "seed sd",
+                            "ablation avg (ours)", "paper avg [R]"),
+                           ((r["step"], r["shape"], f"{r['vocab']:,}", f"{r['params'] / 1e6:.2f}M",
+                             f"{100 * r['embedding_share']:.1f}%", f"{r['bpb']:.4f}", fmt(r["bpb_sd"], 4),
+                             fmt(r["ablation_avg"]), f"{r['paper']:.2f}") for r in rows))]
     lines += ["", tokens_line({r["step"]: r["tokens"] for r in rows})]
     arms = {r["step"]: r["bpb_seeds"] for r in rows}
     return Measured("\n".join(lines), {f.key: arms for f in FINDINGS}, rows=rows,

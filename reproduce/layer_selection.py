@@ -1,13 +1,7 @@
 """Layer selection (PAPER.md §2): which layers of a pretrained model to inherit — first, last, both ends, uniform
-stride — vs scratch.
-
-The child of ``reproduce.inheritance`` (SmolLM2-135M with its tokenizer compacted, at small scale) keeps its
-layers by each strategy and its widths by L1 magnitude, then trains for the same token budget; seeds vary the data
-order (and scratch's init). Scored by held-out bpb at step 0 (what the kept layers carry before any training) and
-after the budget; the paper compares training-loss curves (inheriting beats scratch; keeping the ends is advised).
-Runs are shared with ``reproduce.inheritance`` (both-ends here is its L1 arm).
-
-    python -m reproduce layer_selection --scale smoke
+stride — vs scratch. The child of ``reproduce.inheritance`` keeps its layers by each strategy and its widths by L1,
+trains for equal tokens and is scored by held-out bpb at step 0 and after the budget (runs shared with
+``reproduce.inheritance``: both-ends is its L1 arm). Seeds vary the data order and scratch's init.
 """
 
 from __future__ import annotations
@@ -15,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from reproduce import inheritance
-from reproduce.experiment import Experiment, Measured, Options, fmt, tokens_line
+from reproduce.experiment import Experiment, Measured, Options, fmt, markdown, tokens_line
 from reproduce.verdict import Finding
 
 STRATEGIES = ("first", "last", "both-ends", "uniform")
@@ -35,18 +29,13 @@ def measure(cfg: dict, options: Options, folder: Path) -> Measured:
 
     arms = ("scratch", *STRATEGIES)
     done, source, shape, record = inheritance.runs(arms, cfg, options)
-    final = {a: [r["bpb"] for r in done[a]] for a in arms}
-    step0 = {a: [r["step0_bpb"] for r in done[a]] for a in arms}
-    tokens = {a: done[a][0]["tokens"] for a in arms}
-    curves = {a: done[a][0]["curve"] for a in arms}
+    final, step0, tokens, curves, seconds = inheritance.measured(done)
     n = load_config(source).num_layers
     mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
-    lines = ["| Layers kept | which | step-0 bpb ↓ | bpb after budget ↓ | wall s / run | paper |",
-             "|---|---|---|---|---|---|"]
-    for a in arms:
-        which = "random init" if a == "scratch" else str(select_layers(a, n, shape.num_layers))
-        lines.append(f"| {a} | {which} | {fmt(mean(step0[a]), 3)} | {fmt(mean(final[a]), 3)} | "
-                     f"{mean([r['seconds'] for r in done[a]]):.0f} | n/a (figure only) |")
+    lines = markdown(("Layers kept", "which", "step-0 bpb ↓", "bpb after budget ↓", "wall s / run", "paper"),
+                     ((a, "random init" if a == "scratch" else select_layers(a, n, shape.num_layers),
+                       fmt(mean(step0[a]), 3), fmt(mean(final[a]), 3), seconds[a], "n/a (figure only)")
+                      for a in arms))
     table = "\n".join(lines) + (
         f"\n\nSeed means over {options.seeds} seed(s); source {n} layers "
         f"({record['vocab_size']:,}-piece compact tokenizer), child {shape.num_layers} layers × {shape.hidden_size} "

@@ -1,37 +1,26 @@
 """Multiple-round training (PAPER.md §3): 1, 2 and 3 rounds and sampling rates, against uniform resampling.
 
-Every condition trains the same model from the same seed; round 0 is one pass over all data, and each later
-round re-trains on rate × N batches drawn by ``tinylm.rounds.MultiRoundTraining``. ``sampling=uniform`` draws
-the same number of batches uniformly at random: it has the same token budget as the loss-sampled run, so the
-difference between the two is the effect of choosing *hard* batches, not of training more steps. Every
-condition's token budget is reported (more rounds = more tokens, as in the paper).
-
-Scored by held-out bits per byte (lower is better). The paper's numbers are benchmark averages (higher is
-better) reported by third parties only [?]; they sit beside ours for direction, not for value. Benchmark
-accuracy is not measured here: models this small score at chance.
-
-    python -m reproduce multi_round --scale smoke|small|paper [--seeds N] [--out results]
-
-``smoke`` proves the pipeline (a 2-layer model on one built-in text, ~1 minute); ``small`` is the recipe
-``recipes/optimization/multi_round.yaml`` (a 128 × 4 model on the Lee corpus), scored on every fourth document
-held out (the recipe's every-50th leaves a handful); ``paper`` holds the paper's shape (PanGu-π-1B Pro, 1M-token
-batches) on ``TINYLM_CORPUS`` and needs a GPU cluster. Seeds vary init, data order and the rounds' draws.
+Every condition trains the same model from the same seed: round 0 is one pass over all data, each later round
+re-trains on rate × N batches drawn by ``tinylm.rounds.MultiRoundTraining``; ``sampling=uniform`` draws as many
+batches at random (same tokens), so the difference is the effect of choosing *hard* batches. Every condition's
+tokens are reported (more rounds = more tokens, as in the paper). Scored by held-out bpb; the paper's benchmark
+averages [?] sit beside ours for direction only. Scales: ``smoke`` (a 2-layer model on one built-in text);
+``small`` is ``recipes/optimization/multi_round.yaml`` scored on every fourth document held out; ``paper`` the
+1B Pro shape with 1M-token batches on ``TINYLM_CORPUS``. Seeds vary init, data order and the rounds' draws.
 """
 
 from __future__ import annotations
 
-import os
 import statistics
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from reproduce import experiment
-from reproduce.experiment import Experiment, Measured, Options, fmt, pyplot, recipe, save_figure, scratch, tokens_line
+from reproduce.experiment import (PAPER_CORPUS, Experiment, Measured, Options, Recipe, fmt, markdown, pyplot, recipe,
+                                  save_figure, scratch, tokens_line)
 from reproduce.verdict import Finding
 from tinylm.io import atomic_file
-from tinylm.model import ModelConfig
 from tinylm.rounds import MultiRoundTraining
 
 # (rounds, sampling rate of the later rounds, sampling)
@@ -41,15 +30,12 @@ CONDITIONS = [(1, None, "loss"), (2, 0.25, "loss"), (2, 0.5, "loss"), (2, 0.75, 
 PAPER = {(1, None, "loss"): 51.61, (2, 0.5, "loss"): 54.46, (3, 0.5, "loss"): 54.44}
 
 
-_SMALL = recipe("optimization/multi_round.yaml")
 SCALES = {
-    "smoke": {"config": "debug", "sources": ("builtin:lee",), "vocab_size": 2000, "seq_len": 64, "batch_size": 16,
-              "lr": 3e-3, "min_lr": 3e-4, "warmup": 0.05, "val_batches": 10, "val_every": 50},
-    "small": {**_SMALL, "config": ModelConfig(**_SMALL["config"]), "val_every": 4, "val_batches": 1.0},
+    "smoke": Recipe(sources=("builtin:lee",), vocab_size=2000, batch_size=16, min_lr=3e-4, val_batches=10),
+    "small": recipe("optimization/multi_round.yaml", val_every=4, val_batches=1.0),
     # 8 × 64 sequences × 2048 tokens = 1M tokens a step (the paper's bs0); released PanGu-π optimiser settings
-    "paper": {"config": "pangu-pi-1b-pro", "sources": tuple(os.environ.get("TINYLM_CORPUS", "builtin").split(",")),
-              "vocab_size": 48000, "seq_len": 2048, "batch_size": 8, "accumulate": 64, "lr": 1e-4, "min_lr": 1e-5,
-              "warmup": 0.03, "val_batches": 200, "val_every": 50, "precision": "bf16-mixed"},
+    "paper": Recipe(config="pangu-pi-1b-pro", sources=PAPER_CORPUS, vocab_size=48000, seq_len=2048, batch_size=8,
+                    accumulate=64, lr=1e-4, min_lr=1e-5, warmup=0.03, val_batches=200, precision="bf16-mixed"),
 }
 FINDINGS = (
     Finding("two_beats_one", "a second round at 50% sampling beats one round (54.46 vs 51.61 avg.)", "?",
@@ -70,16 +56,12 @@ def name(rounds: int, rate: float | None, sampling: str) -> str:
     return f"{rounds} rounds @ {rate:.0%}" + (" (uniform)" if sampling == "uniform" else "")
 
 
-def train(setting: dict, rounds: int, rate: float | None, sampling: str, seed: int, root: Path) -> dict[str, Any]:
-    data = experiment.data(setting["sources"], setting["seq_len"], setting["batch_size"], seed,
-                           vocab_size=setting["vocab_size"], val_every=setting["val_every"])
+def train(setting: Recipe, rounds: int, rate: float | None, sampling: str, seed: int, root: Path) -> dict[str, Any]:
+    data = setting.data(seed)
     callback = MultiRoundTraining(rounds=rounds, rate=rate or 1.0, sampling=sampling, seed=seed,
                                   out_dir=str(root / "rounds"))
-    accumulate = setting.get("accumulate", 1)
-    steps = callback.round_steps(data.num_train_blocks, setting["batch_size"], accumulate=accumulate)
-    trained = experiment.train(setting["config"], data, root, sum(steps), seed, setting["lr"], setting["min_lr"],
-                               setting["warmup"], val_batches=setting["val_batches"], callbacks=(callback,),
-                               accumulate_grad_batches=accumulate, precision=setting.get("precision", "32-true"))
+    steps = callback.round_steps(data.num_train_blocks, setting.batch_size, accumulate=setting.accumulate)
+    trained = setting.fit(data, root, seed, steps=sum(steps), callbacks=(callback,))
     row = {"condition": name(rounds, rate, sampling), "rounds": rounds, "rate": rate, "sampling": sampling,
            "seed": seed, "tokens": trained.tokens, "bpb": trained.bpb}
     if rounds > 1:  # how much harder the drawn batches were than the average batch, round 1
@@ -106,18 +88,15 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return table
 
 
-def markdown(table: list[dict[str, Any]], scale: str) -> str:
-    lines = ["| condition | tokens | held-out bpb ↓ (ours) | sd | paper avg. ↑ [?] "
-             "| drawn − mean batch loss, round 1 |", "|---|---|---|---|---|---|"]
-    for t in table:
-        gap = t.get("drawn_minus_mean_loss")
-        lines.append(f"| {t['condition']} | {t['tokens']:,} | {fmt(t['bpb'], 4)} | {fmt(t['bpb_sd'], 4)} | "
-                     f"{fmt(t['paper_avg'])} | {fmt(gap, 4) if gap is not None else 'n/a'} |")
-    lines.append("")
-    lines.append(f"Scale `{scale}`. bpb is held-out bits per byte (lower is better); the paper column is a "
-                 "benchmark average (higher is better), reported by third-party notes only [?]; the paper does "
-                 "not give the 3-round sampling rate. Uniform rows draw as many batches at random (same tokens).")
-    return "\n".join(lines)
+def table_text(table: list[dict[str, Any]], scale: str) -> str:
+    return "\n".join([*markdown(
+        ("condition", "tokens", "held-out bpb ↓ (ours)", "sd", "paper avg. ↑ [?]",
+         "drawn − mean batch loss, round 1"),
+        ((t["condition"], f"{t['tokens']:,}", fmt(t["bpb"], 4), fmt(t["bpb_sd"], 4), fmt(t["paper_avg"]),
+          fmt(t.get("drawn_minus_mean_loss"), 4)) for t in table)), "",
+        f"Scale `{scale}`. bpb is held-out bits per byte (lower is better); the paper column is a benchmark average "
+        "(higher is better), reported by third-party notes only [?]; the paper does not give the 3-round sampling "
+        "rate. Uniform rows draw as many batches at random (same tokens)."])
 
 
 def findings(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -157,7 +136,7 @@ def figure(table: list[dict[str, Any]], record: Path | None, out: Path) -> list[
     return [save_figure(fig, out, "multi_round.png")]
 
 
-def measure(setting: dict, options: Options, folder: Path) -> Measured:
+def measure(setting: Recipe, options: Options, folder: Path) -> Measured:
     rows = []
     record = None
     with scratch("multi-round") as tmp:
@@ -171,7 +150,7 @@ def measure(setting: dict, options: Options, folder: Path) -> Measured:
                         handle.write((root / "rounds" / "round_1.npz").read_bytes())
     table = summarise(rows)
     spread = statistics.mean(t["drawn_minus_mean_loss"] for t in table if t["sampling"] == "loss" and t["rounds"] > 1)
-    text = (markdown(table, options.scale) + f"\n\nsoftmax(loss) at T=1 picks batches {spread:+.4f} nats harder "
+    text = (table_text(table, options.scale) + f"\n\nsoftmax(loss) at T=1 picks batches {spread:+.4f} nats harder "
             "than average here (batch losses close together make p close to uniform). " +
             tokens_line({t["condition"]: t["tokens"] for t in table}))
     return Measured(text, findings(rows), rows=rows, tokens={t["condition"]: t["tokens"] for t in table},

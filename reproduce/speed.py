@@ -1,17 +1,12 @@
 """Inference speed of the depth/width variants (PAPER.md §1): deeper models are slower to generate from.
 
-The variants share the parameter budget of the architecture study: a fixed list of depths, each with the width
-solved for the budget at the LLaMA expansion rate 8/3 (``tinylm.architecture.grid``). Each is trained with the
-architecture study's recipe (so the table also carries its held-out score) and then timed generating with the KV
-cache under the protocol reported for the paper — batch 20, 2-token prefix, 510 new tokens — on this machine's
-CPU in fp32, and also on a GPU in fp16 when one is present. Speed and quality in one table.
-
-    python -m reproduce speed --scale smoke|small|paper [--seeds N] [--out results]
-
-The finding compares the shallowest and the deepest variant over ``REPEATS`` timed runs, interleaved (every
-variant once per round, so a slow moment of the machine hits them all), paired by round. Said openly: this test
-replaced the first one declared (a rank correlation over the depths, which four depths can never bring below
-p = 1/12) after that first run; the ordering is the one kept.
+The architecture study's budget and recipe, at a fixed list of depths (width solved at expansion 8/3,
+``tinylm.architecture.grid``); each variant is trained (so the table carries its held-out bpb), then timed
+generating with the KV cache under the protocol reported for the paper (batch 20, 2-token prefix, 510 new tokens)
+on this CPU in fp32, and on a GPU in fp16 when there is one. The finding pairs the shallowest and deepest variant
+over ``REPEATS`` interleaved timed rounds (every variant once per round). Said openly: this test replaced the first
+one declared (a rank correlation over the depths, which four depths can never bring below p = 1/12) after that
+first run.
 """
 
 from __future__ import annotations
@@ -23,8 +18,8 @@ from typing import Any
 
 import torch
 
-from reproduce.architecture import SCALES, Scale, budget_words, shape_row, train
-from reproduce.experiment import Experiment, Measured, Options, fmt, pyplot, save_figure, scratch
+from reproduce.architecture import SCALES, Scale, budget_words, trained_shape
+from reproduce.experiment import Experiment, Measured, Options, fmt, markdown, pyplot, save_figure, scratch
 from reproduce.verdict import Finding
 from tinylm.architecture import decode_speeds, grid
 
@@ -65,13 +60,9 @@ def speed_plot(rows: list[dict[str, Any]], folder: Path) -> str:
 
 def measure(scale: Scale, options: Options, folder: Path) -> Measured:
     variants = grid(scale.space, scale.speed_depths, [scale.speed_expansion])
-    rows, nets = [], []
     with scratch("speed") as runs:
-        for index, config in enumerate(variants):
-            trained = [train(config, scale, seed, runs / f"{index}-{seed}") for seed in range(options.seeds)]
-            nets.append(trained[0].module.net)
-            rows.append({**shape_row(config, scale.space), "total_params": trained[0].module.config.num_params(),
-                         "tokens": trained[0].tokens, "bpb": statistics.fmean(t.bpb for t in trained)})
+        rows, nets = zip(*(trained_shape(config, scale, options.seeds, runs / str(index))
+                           for index, config in enumerate(variants)))
     cpu = timings(nets, scale.speed_new_tokens, "cpu")
     gpu = timings(nets, scale.speed_new_tokens, "cuda") if torch.cuda.is_available() else [None] * len(nets)
     for row, cpu_runs, gpu_runs in zip(rows, cpu, gpu):
@@ -85,14 +76,10 @@ def measure(scale: Scale, options: Options, folder: Path) -> Measured:
         + (f" (shortened from the paper's {PROTOCOL['new_tokens']} at this scale)" if shortened else " (as the paper)")
         + f", greedy with the KV cache, median of {REPEATS} interleaved timed rounds; CPU fp32 on "
         f"{torch.get_num_threads()} thread(s). The paper's protocol is fp16 on one V100 [?]; it prints no tokens/s.",
-        "",
-        "| variant | depth | width | heads | FFN | params (budget) | tokens/s CPU fp32 | tokens/s GPU fp16 | bpb "
-        "| paper tokens/s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        lines.append(f"| {r['name']} | {r['depth']} | {r['width']} | {r['heads']} | {r['ffn']} | "
-                     f"{r['budget_params']:,} | {r['cpu_fp32']:.0f} | {fmt(r['gpu_fp16'], 0)} | {r['bpb']:.4f} | n/a |")
+        "", *markdown(("variant", "depth", "width", "heads", "FFN", "params (budget)", "tokens/s CPU fp32",
+                       "tokens/s GPU fp16", "bpb", "paper tokens/s"),
+                      ((r["name"], r["depth"], r["width"], r["heads"], r["ffn"], f"{r['budget_params']:,}",
+                        f"{r['cpu_fp32']:.0f}", fmt(r["gpu_fp16"], 0), f"{r['bpb']:.4f}", "n/a") for r in rows))]
     by_depth = sorted(rows, key=lambda r: r["depth"])
     arms = {"shallowest": by_depth[0]["cpu_fp32_runs"], "deepest": by_depth[-1]["cpu_fp32_runs"]}
     return Measured(

@@ -1,33 +1,28 @@
 """Vocabulary size at a fixed parameter budget (PAPER.md §1): tokenizers of 8k…100k pieces cut from one big
 tokenizer, 48k best [?]; embedding + head take 38.19% of the 1B model at 100k vs 18.07% at 48k [?].
 
-One big tokenizer (mistral-common's 32,000 pieces, trained elsewhere — the paper's inherited tokenizer) is
-counted on the corpus and cut to several sizes with ``tinylm.compact``. For each size a model is trained at the
-same TOTAL parameter budget (the depth is fixed; the width is chosen with the FFN size solved for the budget, so every size has the same parameter
-count to within a fraction of a percent), trained for the same number of tokens, and scored by held-out bits per byte — per-token loss is not comparable across vocabularies. The table
-also gives the embedding + head share and how much longer the token sequences get (inflation vs the uncut
-tokenizer, on sample text of the same corpus).
-
-    python -m reproduce tokenizer --scale smoke|small|paper [--seeds N] [--out results]
-
-Seeds vary init and data order. Arms: the paper's 47.6% cut of the largest size tried ("paper cut"), the largest
-and the smallest size tried.
+mistral-common's 32,000-piece tokenizer (trained elsewhere: the paper's inherited tokenizer) is counted on the
+corpus and cut to several sizes (``tinylm.compact``). Each size trains a model of the same total parameters (depth
+fixed, width chosen and FFN solved for the budget) for equal tokens, scored by held-out bpb (per-token loss is not
+comparable across vocabularies); the table adds the embedding + head share and the sequence inflation against the
+uncut tokenizer. Seeds vary init and data order. Arms: the paper's 47.6% cut of the largest size ("paper cut"),
+the largest and the smallest size.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from reproduce.coverage import counted, mistral_tokenizer
-from reproduce.experiment import Experiment, Measured, Options, data, fmt, save_figure, scratch, tokens_line, train
+from reproduce.experiment import (Experiment, Measured, Options, Recipe, fmt, markdown, mean_sd, pyplot, save_figure,
+                                  scratch, tokens_line)
 from reproduce.verdict import Finding
 from tinylm.compact import compact_tokenizer, sample_documents
-from tinylm.datamodule import TextDataModule, default_cache_dir
+from tinylm.datamodule import default_cache_dir
 from tinylm.model import ModelConfig
 from tinylm.tokenizer import Tokenizer
 
@@ -35,26 +30,25 @@ PAPER_SHARE = {100_883: 0.3819, 48_000: 0.1807}  # embedding + head share of the
 PAPER_SIZES = (8000, 16000, 32000, 48000, 72000, 100000)  # compared in the paper [?]; 48k best [?]
 
 
-@dataclass(frozen=True)
-class Scale:
-    sources: str
+@dataclass(frozen=True, kw_only=True)
+class Scale(Recipe):
     sizes: tuple[int, ...]  # vocabularies cut from the 32k tokenizer
     budget: int  # total parameters, embeddings and head included
     depth: int
     head_dim: int
-    seq_len: int
-    batch_size: int
-    steps: int
-    lr: float
+    warmup: float = 0.1
 
 
 SCALES = {
-    "smoke": Scale("builtin:lee", (1000, 2000, 4000), 300_000, 2, 16, 64, 8, 30, 3e-3),
+    "smoke": Scale(sources=("builtin:lee",), sizes=(1000, 2000, 4000), budget=300_000, depth=2, head_dim=16,
+                   steps=30),
     # ~10 min on 2 CPU cores with 2 seeds: 300 steps × 8 × 128 tokens per size
-    "small": Scale("builtin", (2000, 4000, 8000, 16000), 2_000_000, 4, 32, 128, 8, 300, 2e-3),
+    "small": Scale(sizes=(2000, 4000, 8000, 16000), budget=2_000_000, depth=4, head_dim=32, seq_len=128, steps=300,
+                   lr=2e-3),
     # the paper's 1B budget and depth; its 100,883-piece PanGu tokenizer and 1.6T-token corpus are not available,
     # so this configures the 32k cuts only (not run here)
-    "paper": Scale("builtin", (8000, 16000, 32000), 1_000_000_000, 20, 128, 2048, 32, 5000, 1e-4),
+    "paper": Scale(sizes=(8000, 16000, 32000), budget=1_000_000_000, depth=20, head_dim=128, seq_len=2048,
+                   batch_size=32, steps=5000, lr=1e-4),
 }
 
 
@@ -96,12 +90,7 @@ def cut(big: Tokenizer, sources: str, size: int) -> tuple[Path, dict[str, Any]]:
 
 
 def plot(rows: list[dict[str, Any]], folder: Path) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, left = plt.subplots(figsize=(5.5, 3.8))
+    fig, left = pyplot().subplots(figsize=(5.5, 3.8))
     sizes = [r["vocab"] for r in rows]
     left.plot(sizes, [r["bpb"] for r in rows], "o-", color="tab:blue", label="held-out bits/byte")
     left.set_xscale("log")
@@ -119,42 +108,37 @@ def measure(config: Scale, options: Options, folder: Path) -> Measured:
     rows = []
     with scratch("vocab") as runs:
         for size in config.sizes:
-            tokenizer, record = cut(big, config.sources, size)
+            tokenizer, record = cut(big, config.corpus, size)
             shape = shape_for(size, config)
-            trained = [train(shape, data(config.sources, config.seq_len, config.batch_size, seed,
-                                         tokenizer=tokenizer / "tokenizer.model"),
-                             runs / f"{size}-{seed}", config.steps, seed, config.lr, warmup=0.1)
-                       for seed in range(options.seeds)]
+            trained = [config.fit(config.data(seed, tokenizer / "tokenizer.model"), runs / f"{size}-{seed}", seed,
+                                  config=shape) for seed in range(options.seeds)]
             bpbs = [t.bpb for t in trained]
+            mean, sd = mean_sd(bpbs)
             rows.append({"vocab": size, "width": shape.hidden_size, "ffn": shape.intermediate_size,
                          "depth": shape.num_layers, "params": shape.num_params(), "share": shape.embedding_share(),
                          "inflation": record["verify"]["inflation"], "coverage_of_counted": record["counted_coverage"],
-                         "tokens": trained[0].tokens, "bpb": statistics.fmean(bpbs), "bpb_seeds": bpbs,
-                         "bpb_sd": statistics.stdev(bpbs) if len(bpbs) > 1 else None})
+                         "tokens": trained[0].tokens, "bpb": mean, "bpb_seeds": bpbs, "bpb_sd": sd})
     sizes = [r["vocab"] for r in rows]
     middle = min(sizes, key=lambda k: abs(k - 48000 / 100883 * max(sizes)))
     by = {r["vocab"]: r["bpb_seeds"] for r in rows}
     arms = {"paper cut": by[middle], "largest": by[max(sizes)], "smallest": by[min(sizes)]}
     lines = [
-        f"Corpus {config.sources}; budget {config.budget:,} parameters (depth {config.depth}, width and FFN solved), "
+        f"Corpus {config.corpus}; budget {config.budget:,} parameters (depth {config.depth}, width and FFN solved), "
         f"{config.steps} steps of {config.batch_size}×{config.seq_len} tokens, {options.seeds} seed(s). Arms: paper "
         f"cut = {middle:,}, largest = {max(sizes):,}, smallest = {min(sizes):,} pieces. Inflation: tokens of the cut "
         "tokenizer / tokens of the uncut 32k on ~1M characters of the corpus (equal tokens cover less text at "
         "smaller vocabularies).",
-        "",
-        "| vocab | width | FFN | params | emb+head share | inflation | training tokens | held-out bits/byte | seed sd "
-        "| paper |", "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        lines.append(f"| {r['vocab']:,} | {r['width']} | {r['ffn']} | {r['params']:,} | {100 * r['share']:.2f}% | "
-                     f"{r['inflation']:.4f} | {r['tokens']:,} | {r['bpb']:.4f} | {fmt(r['bpb_sd'], 4)} | n/a |")
+        "", *markdown(("vocab", "width", "FFN", "params", "emb+head share", "inflation", "training tokens",
+                       "held-out bits/byte", "seed sd", "paper"),
+                      ((f"{r['vocab']:,}", r["width"], r["ffn"], f"{r['params']:,}", f"{100 * r['share']:.2f}%",
+                        f"{r['inflation']:.4f}", f"{r['tokens']:,}", f"{r['bpb']:.4f}", fmt(r["bpb_sd"], 4), "n/a")
+                       for r in rows)),
+        "", "The paper's 1B shapes (shares computed from the configs in tinylm.model):", ""]
     paper_shapes = {"pangu-pi-1b": 100_883, "pangu-pi-1b-pro-released": 48_000}
-    lines += ["", "The paper's 1B shapes (shares computed from the configs in tinylm.model):", "",
-              "| model | vocab | emb+head share (config) | paper |", "|---|---|---|---|"]
-    shares = {}
-    for preset, vocab in paper_shapes.items():
-        shares[preset] = ModelConfig.from_preset(preset).embedding_share()
-        lines.append(f"| {preset} | {vocab:,} | {100 * shares[preset]:.2f}% | {100 * PAPER_SHARE[vocab]:.2f}% [?] |")
+    shares = {preset: ModelConfig.from_preset(preset).embedding_share() for preset in paper_shapes}
+    lines += markdown(("model", "vocab", "emb+head share (config)", "paper"),
+                      ((preset, f"{vocab:,}", f"{100 * shares[preset]:.2f}%", f"{100 * PAPER_SHARE[vocab]:.2f}% [?]")
+                       for preset, vocab in paper_shapes.items()))
     lines += ["", tokens_line({f"{r['vocab']:,}": r["tokens"] for r in rows}),
               f"The 1B Pro config gives {100 * shares['pangu-pi-1b-pro-released']:.2f}% (paper 18.07% [?]); "
               f"pangu-pi-1b's {100 * shares['pangu-pi-1b']:.2f}% (paper 38.19% [?]; its FFN size was not recovered)."]
