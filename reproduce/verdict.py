@@ -1,22 +1,10 @@
 """The one judge: every finding of every experiment gets its verdict here, and nowhere else.
 
-A finding is declared in its experiment module before anything runs (``Finding``: the claim, the paper's tag,
-the metric, the arms in the paper's order, the direction). The experiment measures; ``judge`` rules:
-
-* **paired** — arms measured once per seed, the seeds varying everything they can. For each neighbouring pair the
-  paper ranks (a above b) the per-seed differences are signed so that positive agrees with the paper; their mean,
-  95% t interval and two-sided one-sample t-test p-value (``scipy.stats``) decide: p < 0.05 with a positive mean is
-  **reproduced**, p < 0.05 with a negative mean **not reproduced**, anything else **inconclusive**. An ordering of
-  more than two arms is reproduced when every pair is, not reproduced when any pair is reversed at p < 0.05 / pairs.
-* **correlation** — Spearman's rho over points (e.g. sampled shapes, each scored by its seed mean), p-value from
-  ``tinylm.architecture.spearman`` (scipy; exact permutation p for small samples); same p < 0.05 rule on the sign.
-  Points of a deterministic experiment (one model, one fixed sample) need no seeds.
-* **threshold** — a deterministic measurement (no seed changes it): at least the paper's value is reproduced, else
-  not reproduced. Said as such in the verdict.
-
-Seeded findings need at least ``MIN_SEEDS`` seeds to be judged at all; smoke scale proves the pipeline and is
-always inconclusive; a finding declared ``exploratory`` (a reading chosen after seeing results) is reported with
-its numbers and never judged.
+A finding is declared in its experiment module before anything runs (``Finding``); the experiment measures and
+``judge`` rules as ``RULE`` says: paired per-seed differences (95% t interval, two-sided one-sample t-test,
+``scipy.stats``), Spearman's rho for correlations (``tinylm.architecture.spearman``), thresholds for deterministic
+measurements. Smoke scale and fewer than ``MIN_SEEDS`` seeds are inconclusive; exploratory readings are reported
+with their numbers and never judged.
 """
 
 from __future__ import annotations
