@@ -1,11 +1,8 @@
 """Architecture tweak (PAPER.md §1): at a fixed parameter budget, which of depth, width and FFN expansion rate
 goes with a better model? Shapes sampled inside the budget (``tinylm.architecture.sample``) train with one recipe
 for equal tokens and are scored by held-out bpb; the table gives Spearman's ρ(factor, −bpb) (the paper's
-orientation: it correlates with accuracy) beside ρ(factor, bpb), and three scatter plots.
-
-Scales: ``smoke`` (6 tiny shapes, 40 steps); ``small`` (8 shapes of 800k body parameters, 205k tokens each, ~10
-minutes on 2 CPU cores); ``paper`` (a ~1B budget counting embeddings, 48k vocabulary, 5B tokens per shape on
-``TINYLM_CORPUS``: a GPU cluster).
+orientation: it correlates with accuracy) beside ρ(factor, bpb), and three scatter plots. The small and paper
+scales train with the ``recipes/architecture/`` recipes (those files are the variants of the speed table).
 """
 
 from __future__ import annotations
@@ -18,7 +15,7 @@ from typing import Any, Sequence
 import torch
 
 from reproduce.experiment import (PAPER_CORPUS, Experiment, Measured, Options, Recipe, fmt, markdown,
-                                  mean_sd, pyplot, save_figure, scratch)
+                                  mean_sd, recipe, save_figure, scratch, subplots)
 from reproduce.verdict import Finding
 from tinylm.architecture import ShapeSpace, expansion_rate, sample, spearman
 from tinylm.model import ModelConfig
@@ -45,22 +42,17 @@ SCALES: dict[str, Scale] = {
         configs=6, steps=40, batch_size=8, seq_len=64, lr=2e-3, min_lr=2e-4, warmup=0.1, val_batches=8,
         speed_depths=(1, 2, 4, 8), speed_new_tokens=126,
     ),
-    "small": Scale(
-        # sized for 2 CPU cores (~10 min per experiment with 2 seeds): 800k body parameters, 200 k tokens each
-        space=ShapeSpace(budget=800_000, tolerance=0.12, depth=(2, 16), width=(64, 256), expansion=(1.0, 4.0),
-                         head_dim=16, ffn_multiple=16, max_seq_len=512),
-        configs=8, steps=200, batch_size=8, seq_len=128, lr=2e-3, min_lr=2e-4, warmup=0.05, val_batches=40,
-        vocab_size=4000, speed_depths=(2, 4, 8, 16),
-    ),
-    "paper": Scale(
-        space=ShapeSpace(budget=1_000_000_000, tolerance=0.1, embeddings=True, vocab_size=48000, depth=(6, 40),
-                         width=(1024, 3072), expansion=(1.5, 4.0), head_dim=128, ffn_multiple=256),
-        # 4768 steps × (8 × 64) sequences × 2048 tokens ≈ 5.0B tokens (1M tokens a step, the paper's bs0); lr,
-        # warmup and floor of the released PanGu-π config
-        configs=20, steps=4768, batch_size=8, accumulate=64, seq_len=2048, lr=1e-4, min_lr=1e-5, warmup=0.03,
-        val_batches=200, precision="bf16-mixed", vocab_size=48000, sources=PAPER_CORPUS,
-        speed_depths=(8, 12, 16, 20, 24, 28, 32, 36),
-    ),
+    # sized for 2 CPU cores (~10 min per experiment with 2 seeds): 800k body parameters, 200 k tokens each
+    "small": recipe("architecture/small-L4-d128.yaml", scale=Scale, configs=8, speed_depths=(2, 4, 8, 16),
+                    space=ShapeSpace(budget=800_000, tolerance=0.12, depth=(2, 16), width=(64, 256),
+                                     expansion=(1.0, 4.0), head_dim=16, ffn_multiple=16, max_seq_len=512)),
+    # 4768 steps × (8 × 64) sequences × 2048 tokens ≈ 5.0B tokens (1M tokens a step, the paper's bs0) on
+    # TINYLM_CORPUS; lr, warmup and floor of the released PanGu-π config
+    "paper": recipe("architecture/paper-L20-d1792.yaml", scale=Scale, sources=PAPER_CORPUS, configs=20,
+                    speed_depths=(8, 12, 16, 20, 24, 28, 32, 36),
+                    space=ShapeSpace(budget=1_000_000_000, tolerance=0.1, embeddings=True, vocab_size=48000,
+                                     depth=(6, 40), width=(1024, 3072), expansion=(1.5, 4.0), head_dim=128,
+                                     ffn_multiple=256)),
 }
 
 
@@ -75,18 +67,11 @@ def trained_shape(config: ModelConfig, scale: Scale, seeds: int, root: Path) -> 
     """A shape trained at every seed with the scale's recipe: its row (seed-mean bpb) and the first seed's net."""
     trained = [scale.fit(scale.data(seed), root / f"seed{seed}", seed, config=config) for seed in range(seeds)]
     scores = [t.bpb for t in trained]
-    return {**shape_row(config, scale.space), "total_params": trained[0].module.config.num_params(),
+    return {"name": f"L{config.num_layers}-d{config.hidden_size}-f{config.intermediate_size}",
+            "depth": config.num_layers, "width": config.hidden_size, "heads": config.num_heads,
+            "ffn": config.intermediate_size, "expansion": round(expansion_rate(config), 4),
+            "budget_params": scale.space.params(config), "total_params": trained[0].module.config.num_params(),
             "tokens": trained[0].tokens, "bpb": statistics.fmean(scores), "bpb_per_seed": scores}, trained[0].module.net
-
-
-def shape_name(config: ModelConfig) -> str:
-    return f"L{config.num_layers}-d{config.hidden_size}-f{config.intermediate_size}"
-
-
-def shape_row(config: ModelConfig, space: ShapeSpace) -> dict[str, Any]:
-    return {"name": shape_name(config), "depth": config.num_layers, "width": config.hidden_size,
-            "heads": config.num_heads, "ffn": config.intermediate_size,
-            "expansion": round(expansion_rate(config), 4), "budget_params": space.params(config)}
 
 
 def budget_words(space: ShapeSpace) -> str:
@@ -96,27 +81,20 @@ def budget_words(space: ShapeSpace) -> str:
 
 def correlations(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
     """ρ and p between each factor and bpb, plus ρ against quality (−bpb, the paper's sign)."""
-    scores = [row["bpb"] for row in rows]
-    result = {}
-    for factor in FACTORS:
-        rho, p = spearman([row[factor] for row in rows], scores)
-        result[factor] = {"rho_bpb": rho, "rho_quality": -rho, "p": p}
-    return result
+    rhos = {factor: spearman([row[factor] for row in rows], [row["bpb"] for row in rows]) for factor in FACTORS}
+    return {factor: {"rho_bpb": rho, "rho_quality": -rho, "p": p} for factor, (rho, p) in rhos.items()}
 
 
 def scatter_plots(rows: Sequence[dict[str, Any]], stats: dict[str, dict[str, float]], folder: Path) -> list[str]:
     """The paper's three plots: score against depth, width and expansion rate, one file each."""
-    plt = pyplot()
     names = []
     labels = {"depth": "depth (layers)", "width": "width (hidden size)", "expansion": "FFN expansion rate"}
     for factor, label in labels.items():
-        figure, axis = plt.subplots(figsize=(4.2, 3.4))
+        figure, axis = subplots(figsize=(4.2, 3.4))
         axis.scatter([row[factor] for row in rows], [row["bpb"] for row in rows], color="tab:blue")
-        axis.set_xlabel(label)
-        axis.set_ylabel("held-out bits per byte (lower is better)")
+        axis.set(xlabel=label, ylabel="held-out bits per byte (lower is better)")
         s = stats[factor]
         axis.set_title(f"ρ(quality) = {fmt(s['rho_quality'], 3)}, p = {fmt(s['p'], 3)}", fontsize=10)
-        figure.tight_layout()
         names.append(save_figure(figure, folder, f"score_vs_{factor}.png"))
     return names
 

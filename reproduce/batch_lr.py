@@ -9,13 +9,12 @@ order; the first finding's arms are the largest batch under 4 × bs0 and the sma
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reproduce.experiment import (PAPER_CORPUS, Experiment, Measured, Options, Recipe, fmt, markdown, pyplot,
-                                  save_figure, scratch)
+from reproduce.experiment import (PAPER_CORPUS, Experiment, Measured, Options, Recipe, fmt, markdown, matching,
+                                  save_figure, scratch, seed_summary, subplots)
 from reproduce.verdict import Finding
 from tinylm.lm import LanguageModel
 from tinylm.model import ModelConfig
@@ -68,16 +67,10 @@ def train(scale: Scale, batch_size: int, r: float, seed: int, root: Path) -> dic
 
 
 def summarise(rows: list[dict[str, Any]], scale: Scale) -> list[dict[str, Any]]:
-    table = []
-    for r in RATES:
-        for batch_size in scale.batch_sizes:
-            runs = [row for row in rows if row["r"] == r and row["batch_size"] == batch_size]
-            bpbs = [row["bpb"] for row in runs]
-            table.append({"r": r, "batch_size": batch_size, "batch_tokens": runs[0]["batch_tokens"],
-                          "bs_over_bs0": runs[0]["batch_tokens"] / scale.bs0_tokens, "lr": runs[0]["lr"],
-                          "steps": runs[0]["steps"], "tokens": runs[0]["tokens"], "bpb": statistics.mean(bpbs),
-                          "bpb_sd": statistics.stdev(bpbs) if len(bpbs) > 1 else None})
-    return table
+    return [{"r": r, "batch_size": b, "batch_tokens": (first := matching(rows, r=r, batch_size=b)[0])["batch_tokens"],
+             "bs_over_bs0": first["batch_tokens"] / scale.bs0_tokens, "lr": first["lr"], "steps": first["steps"],
+             "tokens": first["tokens"], **seed_summary(matching(rows, r=r, batch_size=b))}
+            for r in RATES for b in scale.batch_sizes]
 
 
 def table_text(table: list[dict[str, Any]], scale_name: str, scale: Scale) -> str:
@@ -97,26 +90,22 @@ def findings(rows: list[dict[str, Any]], scale: Scale) -> dict[str, Any]:
     seeds = sorted({row["seed"] for row in rows})
 
     def bpb(r: float, b: int) -> list[float]:
-        return [row["bpb"] for seed in seeds for row in rows if (row["r"], row["batch_size"], row["seed"]) == (r, b, seed)]
+        return [row["bpb"] for seed in seeds for row in matching(rows, r=r, batch_size=b, seed=seed)]
 
     said = {f"small_batch_r{r}": {"under 4 × bs0": bpb(r, below[-1]) if below else [],
                                   "at ≥ 4 × bs0": bpb(r, above[0]) if above else []} for r in RATES}
-    said["r_half"] = {f"r = {r}": [statistics.mean(row["bpb"] for row in rows if row["r"] == r and row["seed"] == s)
-                                   for s in seeds] for r in RATES}
+    said["r_half"] = {f"r = {r}": [seed_summary(matching(rows, r=r, seed=s))["bpb"] for s in seeds] for r in RATES}
     return said
 
 
 def figure(rows: list[dict[str, Any]], table: list[dict[str, Any]], out: Path) -> list[str]:
-    plt = pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4))
+    fig, axes = subplots(1, 3, figsize=(16, 4))
     for ax, r in zip(axes[:2], RATES):
         for row in rows:
             if row["r"] == r and row["seed"] == rows[0]["seed"]:
                 tokens, losses = zip(*row["curve"])
                 ax.plot(tokens, losses, lw=1, label=f"{row['batch_tokens']:,} tok (lr {row['lr']:.1e})")
-        ax.set_xlabel("training tokens")
-        ax.set_ylabel("training loss")
-        ax.set_title(f"r = {r}")
+        ax.set(xlabel="training tokens", ylabel="training loss", title=f"r = {r}")
         ax.legend(fontsize=7)
     ax = axes[2]
     for r in RATES:
@@ -124,11 +113,8 @@ def figure(rows: list[dict[str, Any]], table: list[dict[str, Any]], out: Path) -
         ax.errorbar([t["batch_tokens"] for t in runs], [t["bpb"] for t in runs],
                     yerr=[t["bpb_sd"] or 0 for t in runs], marker="o", label=f"r = {r}")
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("batch size (tokens per step)")
-    ax.set_ylabel("held-out bits per byte")
-    ax.set_title("final bpb at equal tokens")
+    ax.set(xlabel="batch size (tokens per step)", ylabel="held-out bits per byte", title="final bpb at equal tokens")
     ax.legend()
-    fig.tight_layout()
     return [save_figure(fig, out, "batch_lr.png")]
 
 

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from reproduce.experiment import Experiment, Measured, Options, fmt
+from reproduce.experiment import Experiment, Measured, Options, fmt, markdown
 from reproduce.verdict import Finding
 from tinylm.compact import coverage_curve, count_frequencies, pieces_for_coverage, plot_coverage, read_frequencies
 from tinylm.corpus import resolve
@@ -66,35 +66,25 @@ def measure(setting: dict[str, Any], options: Options, folder: Path) -> Measured
                   own_tokenizer(sources, setting["own_vocab"])}
     freqs = {name: counted(tok, sources) for name, tok in tokenizers.items()}
     curves = {name: coverage_curve(f["counts"]) for name, f in freqs.items()}
-    paper_fraction = PAPER_K / PAPER_VOCAB
-
-    names = list(curves)
+    paper_fraction, names = PAPER_K / PAPER_VOCAB, list(curves)
     tokens = ", ".join(f"{n}: {freqs[n]['tokens']:,} tokens" for n in names)
-    lines = [f"Corpus: {sources} training documents ({tokens}, {freqs[names[0]]['bytes'] / 1e6:.1f} MB).",
-             "", "| k | " + " | ".join(names) + " | paper (100,883-piece tokenizer) |",
-             "|---|" + "---|" * (len(names) + 1)]
-    rows = []
-    for k in KS:
-        cells = {n: float(c[k - 1]) if k <= len(c) else None for n, c in curves.items()}
-        rows.append({"k": k, **cells})
-        lines.append(f"| {k:,} | " + " | ".join(fmt(None if v is None else 100 * v) + ("%" if v else "") for v in
-                                                 cells.values()) + " | n/a |")
+    rows = [{"k": k, **{n: float(c[k - 1]) if k <= len(c) else None for n, c in curves.items()}} for k in KS]
     at_fraction = {n: float(c[max(1, round(paper_fraction * len(c))) - 1]) for n, c in curves.items()}
-    rows.append({"k": "paper fraction", **at_fraction})
-    lines.append(f"| {100 * paper_fraction:.1f}% of the vocabulary | " +
-                 " | ".join(f"{100 * v:.2f}% (k={round(paper_fraction * len(curves[n])):,})"
-                            for n, v in at_fraction.items()) + f" | {100 * PAPER_COVERAGE:.2f}% (k=48,000) [P] |")
     needed = {n: pieces_for_coverage(freqs[n]["counts"], PAPER_COVERAGE) for n in names}
-    lines.append(f"| pieces for {100 * PAPER_COVERAGE:.2f}% | " +
-                 " | ".join(f"{k:,} ({100 * k / len(curves[n]):.1f}%)" for n, k in needed.items()) +
-                 " | 48,000 (47.6%) [P] |")
+    lines = [f"Corpus: {sources} training documents ({tokens}, {freqs[names[0]]['bytes'] / 1e6:.1f} MB).", "",
+             *markdown(("k", *names, "paper (100,883-piece tokenizer)"), [
+                 *((f"{r['k']:,}", *(fmt(None if r[n] is None else 100 * r[n]) + ("%" if r[n] else "") for n in names),
+                    "n/a") for r in rows),
+                 (f"{100 * paper_fraction:.1f}% of the vocabulary",
+                  *(f"{100 * v:.2f}% (k={round(paper_fraction * len(curves[n])):,})" for n, v in at_fraction.items()),
+                  f"{100 * PAPER_COVERAGE:.2f}% (k=48,000) [P]"),
+                 (f"pieces for {100 * PAPER_COVERAGE:.2f}%",
+                  *(f"{k:,} ({100 * k / len(curves[n]):.1f}%)" for n, k in needed.items()), "48,000 (47.6%) [P]")])]
+    rows.append({"k": "paper fraction", **at_fraction})
     unused = {n: int((f["counts"] == 0).sum()) for n, f in freqs.items()}
-    notes = [
-        f"{n}: {100 * at_fraction[n]:.2f}% of the corpus at the paper's fraction of the vocabulary (paper "
-        f"{100 * PAPER_COVERAGE:.2f}% [P]); {unused[n]:,} of {len(curves[n]):,} pieces never occur"
-        for n in names
-    ]
-    notes.append("a tokenizer trained on this very corpus has a much thinner tail than an inherited one")
+    notes = [*(f"{n}: {100 * at_fraction[n]:.2f}% of the corpus at the paper's fraction of the vocabulary (paper "
+               f"{100 * PAPER_COVERAGE:.2f}% [P]); {unused[n]:,} of {len(curves[n]):,} pieces never occur"
+               for n in names), "a tokenizer trained on this very corpus has a much thinner tail than an inherited one"]
     figure = "coverage.png"
     plot_coverage({n: freqs[n]["counts"] for n in names}, folder / figure, relative=True,
                   paper_point=(paper_fraction, 100 * PAPER_COVERAGE))

@@ -109,28 +109,54 @@ def fmt(value: float | None, digits: int = 2) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
-def save_figure(figure, folder: Path, name: str, dpi: int = 120) -> str:
-    """Write a matplotlib figure atomically as ``folder/name`` (PNG), close it, and return ``name``."""
+def subplots(*args: Any, **kwargs: Any):
+    """``plt.subplots`` on the file-only Agg backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt.subplots(*args, **kwargs)
+
+
+def save_figure(figure, folder: Path, name: str, dpi: int = 120) -> str:
+    """Lay out and write a matplotlib figure atomically as ``folder/name`` (PNG), close it, and return ``name``."""
+    import matplotlib.pyplot as plt
+
+    figure.tight_layout()
     with atomic_file(Path(folder) / name, "wb") as handle:
         figure.savefig(handle, format="png", dpi=dpi)
     plt.close(figure)
     return name
 
 
-def pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+def read_json(path: Path, missing: Any = None) -> Any:
+    """A cached JSON record, or ``missing`` when there is none yet."""
+    return json.loads(Path(path).read_text()) if Path(path).is_file() else missing
 
 
-def mean_sd(values: Sequence[float]) -> tuple[float, float | None]:
-    """The seed mean and sample SD (None for one seed)."""
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
+def write_json(path: Path, record: Any) -> None:
+    """Cache ``record`` as JSON at ``path``, atomically (a cut-short run never leaves half a record)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(path) as handle:
+        handle.write(json.dumps(record))
+
+
+def mean_sd(values: Sequence[float], exact: bool = False) -> tuple[float, float | None]:
+    """The seed mean (``exact``: correctly rounded, ``statistics.mean``; else ``fmean``) and sample SD (None for
+    one seed)."""
+    mean = statistics.mean if exact else statistics.fmean
+    return mean(values), statistics.stdev(values) if len(values) > 1 else None
+
+
+def matching(rows: Iterable[Mapping[str, Any]], **fields: Any) -> list[Mapping[str, Any]]:
+    """The rows whose ``fields`` have the given values."""
+    return [row for row in rows if all(row[key] == value for key, value in fields.items())]
+
+
+def seed_summary(runs: Sequence[Mapping[str, Any]], metric: str = "bpb") -> dict[str, float | None]:
+    """``{metric: exact seed mean, metric_sd: sample SD}`` of the runs' ``metric``."""
+    return dict(zip((metric, f"{metric}_sd"), mean_sd([run[metric] for run in runs], exact=True)))
 
 
 def markdown(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
@@ -207,20 +233,21 @@ class Recipe:
         return Trained(float(bpb) if bpb is not None else float("nan"), module.tokens_seen, module, curve)
 
 
-def recipe(path: str, **changes: Any) -> Recipe:
-    """A LightningCLI recipe under ``recipes/`` as a ``Recipe``, so a scale and a recipe never restate the same
-    settings."""
+def recipe(path: str, scale: type[Recipe] = Recipe, **changes: Any) -> Recipe:
+    """A LightningCLI recipe under ``recipes/`` as a ``Recipe`` (or the experiment's ``scale`` extending it, its own
+    fields in ``changes``), so a scale and a recipe never restate the same settings."""
     from tinylm.model import ModelConfig
 
     spec = yaml.safe_load((REPO / "recipes" / path).read_text())
     model, data, trainer = spec["model"]["init_args"], spec["data"], spec.get("trainer", {})
-    return Recipe(**{"config": ModelConfig(**model["config"]), "lr": model["lr"], "min_lr": model["min_lr"],
-                     "warmup": model["warmup"], "sources": tuple(data["sources"]), "vocab_size": data["vocab_size"],
-                     "seq_len": data["seq_len"], "batch_size": data["batch_size"],
-                     "val_batches": trainer.get("limit_val_batches", 20), **changes})
+    return scale(**{"config": ModelConfig(**model["config"]), "lr": model["lr"], "min_lr": model["min_lr"],
+                    "warmup": model["warmup"], "sources": tuple(data["sources"]), "vocab_size": data["vocab_size"],
+                    "seq_len": data["seq_len"], "batch_size": data["batch_size"],
+                    "val_batches": trainer.get("limit_val_batches", 20), "steps": trainer.get("max_steps", 0),
+                    "accumulate": trainer.get("accumulate_grad_batches", 1),
+                    "precision": trainer.get("precision", "32-true"), **changes})
 
 
-# ---- the building blocks experiments share ---------------------------------------------------------------
 @contextmanager
 def scratch(name: str) -> Iterator[Path]:
     """A temp folder for training runs: they never land beside the results."""
@@ -228,7 +255,6 @@ def scratch(name: str) -> Iterator[Path]:
         yield Path(folder)
 
 
-# ---- the runner --------------------------------------------------------------------------------------------
 def check_out(experiment: Experiment, options: Options) -> Path:
     """Refuse ``<out>/<id>`` before any work: an existing result is replaced only with --overwrite, and only when
     tinylm wrote it."""

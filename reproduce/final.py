@@ -9,10 +9,9 @@ from __future__ import annotations
 import json
 import statistics
 from pathlib import Path
-from typing import Any
 
 from reproduce import experiment
-from reproduce.experiment import Experiment, Measured, Options, fmt
+from reproduce.experiment import Experiment, Measured, Options, fmt, markdown, read_json, write_json
 from reproduce.verdict import Finding
 
 BENCHMARKS = ("C-Eval", "CMMLU", "MMLU", "AGI-Eval", "BoolQ", "AX-b", "PIQA", "EPRSTMT", "XSum", "C3")
@@ -60,81 +59,61 @@ def cached_scores(model_dir: str, limit: int | None) -> dict[str, float | None]:
     import hashlib
 
     from tinylm.datamodule import default_cache_dir
-    from tinylm.io import atomic_file
 
     weights = [p.stat() for p in sorted(Path(model_dir).glob("*.safetensors"))]
     key = hashlib.sha256(json.dumps([str(model_dir), (Path(model_dir) / "config.json").read_text(),
                                      [(w.st_size, w.st_mtime) for w in weights], limit]).encode()).hexdigest()[:16]
     path = Path(default_cache_dir()) / "reproduce" / "final-scores" / f"{key}.json"
-    if path.is_file():
-        return json.loads(path.read_text())
-    row = scores(model_dir, limit)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_file(path) as handle:
-        handle.write(json.dumps(row))
+    if (row := read_json(path)) is None:
+        write_json(path, row := scores(model_dir, limit))
     return row
 
 
 def measure(cfg: dict, options: Options, folder: Path) -> Measured:
     from reproduce import pretrained
+    from tinylm.errors import TinyLMError
 
     limit, reference_limit = cfg["limit"], cfg["reference_limit"]
-    seeds = options.seeds
     reference = {"SmolLM2-135M-Instruct (reference)" if options.scale != "smoke" else "tiny random-init (reference)":
                  str(pretrained.source(options.scale))}
     ours: dict[str, list[str]] = {f"tinylm {Path(m).name}": [m] for m in options.models}
-    ladder = Path(options.out) / "ladder" / "results.json"
+    ladder = read_json(Path(options.out) / "ladder" / "results.json", {"rows": []})["rows"]
+    ladder = {row["step"]: row for row in ladder}
     gone: list[str] = []
-    if ladder.is_file():
-        rows = {row["step"]: row for row in json.loads(ladder.read_text())["rows"]}
-        for step in ("base", "+rounds"):
-            if step in rows:
-                dirs = [str(Path(d).expanduser()) for d in rows[step]["model_dirs"]]
-                gone += [d for d in dirs if not (Path(d) / "config.json").is_file()]
-                dirs = [d for d in dirs if (Path(d) / "config.json").is_file()]
-                if dirs:
-                    ours[f"tinylm ladder {step}"] = dirs
-    from tinylm.errors import TinyLMError
-
+    for step in ("base", "+rounds"):
+        dirs = [str(Path(d).expanduser()) for d in ladder.get(step, {}).get("model_dirs", [])]
+        gone += [d for d in dirs if not (Path(d) / "config.json").is_file()]
+        if dirs := [d for d in dirs if (Path(d) / "config.json").is_file()]:
+            ours[f"tinylm ladder {step}"] = dirs
+    columns, note = (*BENCHMARKS, "Avg."), ""
     try:
         measured = {name: [cached_scores(d, reference_limit)] for name, d in reference.items()}
         measured.update({name: [cached_scores(d, limit) for d in dirs] for name, dirs in ours.items()})
     except TinyLMError as err:  # the benchmark files live outside the package (see eval/README.md)
         print(f"final: benchmarks unavailable ({err})")
-        missing = {c: None for c in (*BENCHMARKS, "Avg.")}
-        measured = {name: [dict(missing)] for name in reference}
-        measured.update({name: [dict(missing) for _ in dirs] for name, dirs in ours.items()})
+        measured = {name: [dict.fromkeys(columns)] for name in reference}
+        measured.update({name: [dict.fromkeys(columns) for _ in dirs] for name, dirs in ours.items()})
         note = f"Benchmark files not found, so tinylm rows are n/a: {err}"
-    else:
-        note = ""
     if gone:
         note += (f" The ladder's model dirs are no longer on this machine ({len(gone)} missing, e.g. "
                  f"{experiment.shown(gone[0])}): rerun `python -m reproduce ladder` for their rows.")
-    header = ["model", *BENCHMARKS, "Avg."]
+    table_rows = [{"model": name, **{c: statistics.fmean(v) if (v := [r[c] for r in runs if r[c] is not None]) else None
+                                     for c in columns}, "per_seed_avg": [r["Avg."] for r in runs]}
+                  for name, runs in measured.items()]
     lines = [f"Paper rows [P] (OpenCompass, ICML version); tinylm rows: zero-shot lm-eval on "
-             f"{'all' if limit is None else limit} item(s) per benchmark, mean over {seeds} seed(s) where the ladder "
-             f"has them; the reference row on the first {'all' if reference_limit is None else reference_limit} "
+             f"{'all' if limit is None else limit} item(s) per benchmark, mean over {options.seeds} seed(s) where the "
+             f"ladder has them; the reference row on the first {'all' if reference_limit is None else reference_limit} "
              "item(s) per benchmark (what fits on 2 shared cores; ± about 10 points at 20 items). XSum is ROUGE-1 "
              "F1 ×100 (the paper's ROUGE variant is not stated). Chance: 25 (C-Eval, CMMLU, MMLU, AGI-Eval's "
              "4-way items, C3 mostly), 50 (BoolQ, AX-b, PIQA, EPRSTMT). SmolLM2 is English-only, so the Chinese "
              "benchmarks (C-Eval, CMMLU, AGI-Eval's Chinese part, EPRSTMT, C3) sit near chance for it.", "",
-             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for name, values in PAPER_ROWS.items():
-        lines.append(f"| {name} [P] | " + " | ".join(f"{v:.2f}" for v in values) + " |")
-    table_rows = []
-    for name, runs in measured.items():
-        mean = {}
-        for column in (*BENCHMARKS, "Avg."):
-            values = [r[column] for r in runs if r[column] is not None]
-            mean[column] = statistics.fmean(values) if values else None
-        table_rows.append({"model": name, **mean, "per_seed_avg": [r["Avg."] for r in runs]})
-        lines.append(f"| **{name}** | " + " | ".join(fmt(mean[c]) for c in (*BENCHMARKS, "Avg.")) + " |")
+             *markdown(("model", *columns), [*((f"{name} [P]", *(f"{v:.2f}" for v in values))
+                                              for name, values in PAPER_ROWS.items()),
+                                            *((f"**{r['model']}**", *(fmt(r[c]) for c in columns))
+                                              for r in table_rows)]), *(["", note] if note else [])]
     arms = {row["model"]: [v for v in row["per_seed_avg"] if v is not None] for row in table_rows}
-    found = {"recipe_beats_base": {arm: arms.get(arm, []) for arm in FINDINGS[0].arms}}
-    if note:
-        lines += ["", note]
-    return Measured("\n".join(lines), found, rows=table_rows,
-                    extra={"limit": limit, "reference_limit": reference_limit, "reference": reference})
+    return Measured("\n".join(lines), {"recipe_beats_base": {arm: arms.get(arm, []) for arm in FINDINGS[0].arms}},
+                    rows=table_rows, extra={"limit": limit, "reference_limit": reference_limit, "reference": reference})
 
 
 EXPERIMENT = Experiment("final", "Final comparison table (§5)", LIMITS, FINDINGS, measure,

@@ -19,8 +19,8 @@ from typing import Any
 import lightning as L
 import numpy as np
 
-from reproduce.experiment import (PAPER_CORPUS, Experiment, Measured, Options, Recipe, fmt, markdown, pyplot,
-                                  save_figure, scratch)
+from reproduce.experiment import (PAPER_CORPUS, Experiment, Measured, Options, Recipe, fmt, markdown, save_figure,
+                                  scratch, subplots)
 from reproduce.verdict import Finding
 from tinylm.model import ModelConfig
 from tinylm.rounds import score_blocks
@@ -105,42 +105,32 @@ def train(scale: Scale, seed: int, root: Path) -> dict[str, Any]:
 
 def ends(curve: list[dict[str, Any]], parts: int) -> dict[str, list[float]]:
     """Loss of each part right after it was trained, and at the end."""
-    after = []
-    for k in range(parts):
-        last = [c for c in curve if c["part_trained"] == k][-1]
-        after.append(last["loss"][k])
+    after = [[c for c in curve if c["part_trained"] == k][-1]["loss"][k] for k in range(parts)]
     end = curve[-1]["loss"]
     return {"after": after, "end": end, "rise": [end[j] - after[j] for j in range(parts)],
             "gap": [end[j] - end[-1] for j in range(parts)]}
 
 
 def figure(curve: list[dict[str, Any]], parts: int, steps_per_part: int, out: Path) -> list[str]:
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = subplots(figsize=(7, 4))
     steps = [c["step"] for c in curve]
     for j in range(parts):
         ax.plot(steps, [c["loss"][j] for c in curve], marker="o", ms=3, label=f"part {j + 1}")
     for k in range(1, parts):
         ax.axvline(k * steps_per_part, color="gray", lw=0.5, ls=":")
-    ax.set_xlabel("training step (parts trained in sequence; dotted: part boundaries)")
-    ax.set_ylabel("mean loss on the part (nats/token)")
-    ax.set_title("loss of each data part during sequential training")
+    ax.set(xlabel="training step (parts trained in sequence; dotted: part boundaries)",
+           ylabel="mean loss on the part (nats/token)", title="loss of each data part during sequential training")
     ax.legend(ncol=2, fontsize=8)
-    fig.tight_layout()
     return [save_figure(fig, out, "forgetting.png")]
 
 
 def measure(setting: Scale, options: Options, folder: Path) -> Measured:
     with scratch("forgetting") as tmp:
         runs = [train(setting, seed, tmp / f"s{seed}") for seed in range(options.seeds)]
-    curves = [r["curve"] for r in runs]
-    K = setting.parts
+    curves, K = [r["curve"] for r in runs], setting.parts
     summaries = [ends(c, K) for c in curves]
-
-    def mean(key: str, j: int) -> float:
-        return statistics.mean(s[key][j] for s in summaries)
-
-    rows = [{"part": j + 1, **{key: mean(key, j) for key in ("after", "end", "rise", "gap")}} for j in range(K)]
+    rows = [{"part": j + 1, **{key: statistics.mean(s[key][j] for s in summaries) for key in ("after", "end", "rise",
+                                                                                           "gap")}} for j in range(K)]
     lines = [*markdown(("part", "loss right after it (ours)", "loss at the end (ours)", "rise ↑ = forgetting",
                         "gap to last part", "paper"),
                        ((r["part"], fmt(r["after"], 4), fmt(r["end"], 4), f"{r['rise']:+.4f}", f"{r['gap']:+.4f}",

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from reproduce import experiment, pretrained
-from reproduce.experiment import (Experiment, Measured, Options, Recipe, fmt, markdown, mean_sd, pyplot, save_figure,
+from reproduce.experiment import (Experiment, Measured, Options, Recipe, fmt, markdown, mean_sd, save_figure, subplots,
                                   scratch, tokens_line)
 from reproduce.verdict import Finding
 
@@ -82,17 +82,6 @@ def compact_source(scale: str, given: Path | None, vocab_size: int, corpus: str 
     return folder / "source", {"parent": str(source), **record}
 
 
-def heldout(source: Path, cfg: dict):
-    """The fixed held-out blocks under the compact tokenizer, and its bytes per token."""
-    import torch
-
-    from tinylm.tokenizer import load_tokenizer
-
-    tokenizer = load_tokenizer(source / "tokenizer.json")
-    return pretrained.heldout_blocks(tokenizer, cfg["heldout_bytes"], cfg["seq_len"]), \
-        torch.from_numpy(tokenizer.token_bytes)
-
-
 def init_dir(arm: str, source: Path, shape, cfg: dict, root: Path, seed: int) -> tuple[Path | None, int]:
     """The child's initial model dir for one arm (None: random init) and the data tokens spent building it.
     Layer arms (first, last, both-ends, uniform) keep widths by L1; l2, taylor and learned keep both-ends."""
@@ -118,10 +107,9 @@ def init_dir(arm: str, source: Path, shape, cfg: dict, root: Path, seed: int) ->
         return root / "init", trained.tokens
     criterion = arm if arm in ("l2", "taylor") else "l1"
     layers = select_layers("both-ends" if arm in ("l2", "taylor") else arm, n, shape.num_layers)
-    blocks, seen = None, 0
-    if criterion == "taylor":
-        blocks = calibration_blocks(training(cfg).data(seed, source), cfg["calibration"], cfg["seq_len"], seed)
-        seen = blocks.numel()
+    blocks = calibration_blocks(training(cfg).data(seed, source), cfg["calibration"], cfg["seq_len"], seed) \
+        if criterion == "taylor" else None
+    seen = 0 if blocks is None else blocks.numel()
     plan = importance(model, criterion, blocks).plan(shape, layers)
     return save_inherited(root / "init", model.state_dict(), model.config, plan, tokenizer,
                           {"parent": str(source), "criterion": criterion, "layers": layers}), seen
@@ -135,21 +123,22 @@ def run_arm(arm: str, seed: int, source: Path, shape, cfg: dict, scale: str) -> 
     from tinylm.inherit.layers import bits_per_byte
     from tinylm.model import Transformer
     from tinylm.model_dir import load_model_dir
+    from tinylm.tokenizer import load_tokenizer
 
     key = hashlib.sha256(json.dumps([str(source), str(shape), cfg, scale],
                                     default=str).encode()).hexdigest()[:12]
     cached = Path(default_cache_dir()) / "reproduce" / f"inherit-runs-{key}" / f"{arm}-seed{seed}.json"
-    if cached.is_file():
-        return json.loads(cached.read_text())
+    if (record := experiment.read_json(cached)) is not None:
+        return record
     start = time.perf_counter()
-    blocks, token_bytes = heldout(source, cfg)
+    tokenizer = load_tokenizer(source / "tokenizer.json")  # the compact one: held-out blocks and bytes per token
+    blocks = pretrained.heldout_blocks(tokenizer, cfg["heldout_bytes"], cfg["seq_len"])
+    token_bytes = torch.from_numpy(tokenizer.token_bytes)
     with scratch(f"inherit-{arm}") as work:
         init, seen = init_dir(arm, source, shape, cfg, work, seed)
         if init is None:
             torch.manual_seed(seed)
-            first = Transformer(shape)
-        else:
-            first, _ = load_model_dir(init, with_tokenizer=False)
+        first = Transformer(shape) if init is None else load_model_dir(init, with_tokenizer=False)[0]
         step0 = bits_per_byte(first.eval(), blocks, token_bytes)
         steps = cfg["steps"] - (cfg["mask_steps"] if arm == "learned" else 0)  # equal token budgets
         recipe = training(cfg)
@@ -159,26 +148,18 @@ def run_arm(arm: str, seed: int, source: Path, shape, cfg: dict, scale: str) -> 
     record = {"arm": arm, "seed": seed, "step0_bpb": step0, "bpb": final, "tokens": seen + trained.tokens,
               "calibration_tokens": seen, "curve": [(t + seen, loss) for t, loss in trained.curve],
               "seconds": time.perf_counter() - start}
-    from tinylm.io import atomic_file
-
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_file(cached) as handle:
-        handle.write(json.dumps(record))
+    experiment.write_json(cached, record)
     return record
 
 
-def child(cfg: dict, options: Options) -> tuple[Path, Any, dict]:
-    """The compact source, the child's shape and the compaction record, for this scale."""
+def runs(arms, cfg: dict, options: Options) -> tuple[dict[str, list[dict]], Path, Any, dict]:
+    """Every arm at every seed (seed-major, so a cut-short run has whole seeds), the compact source, the child's
+    shape and the compaction record."""
     from tinylm.inherit import resolve_target
     from tinylm.model_dir import load_config
 
     source, record = compact_source(options.scale, options.source, cfg["vocab_size"], cfg.get("corpus", CORPUS))
-    return source, resolve_target(cfg["target"], load_config(source)), record
-
-
-def runs(arms, cfg: dict, options: Options) -> tuple[dict[str, list[dict]], Path, Any, dict]:
-    """Every arm at every seed (seed-major, so a cut-short run has whole seeds)."""
-    source, shape, record = child(cfg, options)
+    shape = resolve_target(cfg["target"], load_config(source))
     out: dict[str, list[dict]] = {arm: [] for arm in arms}
     for seed in range(options.seeds):
         for arm in arms:
@@ -222,14 +203,11 @@ def measure(cfg: dict, options: Options, folder: Path) -> Measured:
 
 
 def plot(curves: dict[str, list[tuple[float, float]]], folder: Path) -> str:
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = subplots(figsize=(6, 4))
     for name, curve in curves.items():
         ax.plot([s for s, _ in curve], [x for _, x in curve], label=name)
-    ax.set_xlabel("training tokens")
-    ax.set_ylabel("training loss")
+    ax.set(xlabel="training tokens", ylabel="training loss")
     ax.legend()
-    fig.tight_layout()
     return save_figure(fig, folder, "loss_curves.png")
 
 

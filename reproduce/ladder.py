@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reproduce.experiment import (Experiment, Measured, Options, Recipe, fmt, markdown, mean_sd, pyplot, save_figure,
+from reproduce.experiment import (Experiment, Measured, Options, Recipe, fmt, markdown, mean_sd, save_figure, subplots,
                                   scratch, tokens_line)
 from reproduce.verdict import Finding
 from tinylm.datamodule import TextDataModule, default_cache_dir
@@ -86,17 +86,6 @@ def big_tokenizer(scale: Scale) -> Tokenizer:
     return TextDataModule(list(scale.sources), vocab_size=scale.big_vocab).resolve_tokenizer()
 
 
-def compact_size(big: Tokenizer) -> int:
-    return round(big.vocab_size * PAPER_FRACTION)
-
-
-def train(config: ModelConfig | str, data: TextDataModule, scale: Scale, steps: int, seed: int, root: Path,
-          init_from: str | None = None, callbacks: tuple = ()) -> tuple[float, Path]:
-    trained = scale.fit(data, root, seed, config=config, steps=steps, init_from=init_from, callbacks=callbacks,
-                        reload_dataloaders_every_n_epochs=1)
-    return trained.bpb, root / "model"
-
-
 def source_model(scale: Scale, big: TextDataModule, cache: Path, runs: Path) -> Path:
     """The larger model to inherit from, trained with the big tokenizer (once per scale: it is the given
     pretrained model, like the paper's PanGu-π-7B, not part of any step's budget)."""
@@ -104,8 +93,9 @@ def source_model(scale: Scale, big: TextDataModule, cache: Path, runs: Path) -> 
                 scale.batch_size, scale.lr, scale.val_every]
     folder = cache / f"source-{hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]}"
     if not (folder / "model.safetensors").is_file():
-        _, path = train(ModelConfig(**scale.source), big, scale, scale.source_steps, 0, runs / "source")
-        shutil.move(path, folder)
+        scale.fit(big, runs / "source", 0, config=ModelConfig(**scale.source), steps=scale.source_steps,
+                  reload_dataloaders_every_n_epochs=1)
+        shutil.move(runs / "source" / "model", folder)
     return folder
 
 
@@ -122,10 +112,7 @@ def ablation_scores(model_dir: Path, limit: int | None) -> dict[str, float] | No
     except TinyLMError as err:
         print(f"ladder: ablation tasks skipped ({err})")
         return None
-    scores = {}
-    for task in ABLATION_TASKS:
-        metrics = results[task]
-        scores[task] = 100 * metrics.get("acc_norm,none", metrics.get("acc,none"))
+    scores = {task: 100 * results[task].get("acc_norm,none", results[task].get("acc,none")) for task in ABLATION_TASKS}
     scores["avg"] = statistics.fmean(scores[t] for t in ABLATION_TASKS)
     return scores
 
@@ -142,35 +129,30 @@ def run_seed(scale: Scale, seed: int, big_path: Path, compact_dir: Path, cache: 
     base, deep = ModelConfig(**scale.base), ModelConfig(**scale.deep)
     out: dict[str, dict[str, Any]] = {}
 
-    def record(step: str, bpb: float, model_dir: Path, config: ModelConfig) -> None:
-        kept = cache / f"seed{seed}" / step.strip("+")
+    def step(name: str, config: ModelConfig, data: TextDataModule, init_from: str | None = None,
+             callbacks: tuple = ()) -> None:
+        root = runs / f"step-{name.strip('+')}-{seed}"
+        trained = scale.fit(data, root, seed, config=config, steps=budget,
+                            init_from=init_from, callbacks=callbacks, reload_dataloaders_every_n_epochs=1)
+        kept = cache / f"seed{seed}" / name.strip("+")
         kept.parent.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(kept, ignore_errors=True)
-        shutil.move(model_dir, kept)
-        out[step] = {"bpb": bpb, "params": config.num_params(), "embedding_share": config.embedding_share(),
+        shutil.move(root / "model", kept)
+        config = config.with_vocab(data.tokenizer.vocab_size)
+        out[name] = {"bpb": trained.bpb, "params": config.num_params(), "embedding_share": config.embedding_share(),
                      "vocab": config.vocab_size, "shape": f"L{config.num_layers}-d{config.hidden_size}",
-                     "model_dir": str(kept)}
+                     "model_dir": str(kept), "tokens": budget * scale.batch_size * scale.seq_len}
 
-    bpb, path = train(base, big, scale, budget, seed, runs / f"base-{seed}")
-    record("base", bpb, path, base.with_vocab(big.tokenizer.vocab_size))
-    bpb, path = train(base, small, scale, budget, seed, runs / f"tok-{seed}")
-    record("+tokenizer", bpb, path, base.with_vocab(small.tokenizer.vocab_size))
-    bpb, path = train(deep, small, scale, budget, seed, runs / f"arch-{seed}")
-    record("+arch", bpb, path, deep.with_vocab(small.tokenizer.vocab_size))
-
-    source_dir = source_model(scale, big, cache, runs)
+    step("base", base, big)
+    step("+tokenizer", base, small)
+    step("+arch", deep, small)
     inherited = runs / f"inherited-{seed}"
-    inherit(source=str(source_dir), target=str(cache / f"seed{seed}" / "arch"), out=str(inherited),
-            layers="both-ends", criterion="taylor", calibration=scale.sources[0],
+    inherit(source=str(source_model(scale, big, cache, runs)), target=str(cache / f"seed{seed}" / "arch"),
+            out=str(inherited), layers="both-ends", criterion="taylor", calibration=scale.sources[0],
             seq_len=scale.seq_len, keep_ids=str(compact_dir / "compact.json"),
             tokenizer=str(compact_dir / "tokenizer.model"), seed=seed)
-    bpb, path = train(deep, small, scale, budget, seed, runs / f"inherit-{seed}", init_from=str(inherited))
-    record("+inherit", bpb, path, deep.with_vocab(small.tokenizer.vocab_size))
-    bpb, path = train(deep, small, scale, budget, seed, runs / f"rounds-{seed}-run", init_from=str(inherited),
-                      callbacks=(rounds,))
-    record("+rounds", bpb, path, deep.with_vocab(small.tokenizer.vocab_size))
-    for step in STEPS:
-        out[step]["tokens"] = budget * scale.batch_size * scale.seq_len
+    step("+inherit", deep, small, init_from=str(inherited))
+    step("+rounds", deep, small, init_from=str(inherited), callbacks=(rounds,))
     return out
 
 
@@ -183,7 +165,7 @@ def measure(settings: Scale, options: Options, folder: Path) -> Measured:
                          "`tinylm fit --config recipes/pretrain/pangu-pi-1b-pro.yaml` and `tinylm inherit` instead")
     cache = Path(default_cache_dir()) / "ladder" / scale
     big = big_tokenizer(settings)
-    compact_dir, compacted = cut(big, settings.corpus, compact_size(big))
+    compact_dir, compacted = cut(big, settings.corpus, round(big.vocab_size * PAPER_FRACTION))
     tokenizers = {"big": big.vocab_size, "compact": compacted["vocab_size"],
                   "coverage": compacted["counted_coverage"], "inflation": compacted["verify"]["inflation"]}
     with scratch("ladder") as runs:
@@ -193,14 +175,11 @@ def measure(settings: Scale, options: Options, folder: Path) -> Measured:
         bpbs = [s[step]["bpb"] for s in per_seed]
         tasks = [ablation_scores(Path(s[step]["model_dir"]), settings.eval_limit) for s in per_seed]
         averages = [t["avg"] for t in tasks if t is not None]
-        first = per_seed[0][step]
-        mean, sd = mean_sd(bpbs)
-        rows.append({"step": step, "shape": first["shape"], "vocab": first["vocab"], "params": first["params"],
-                     "embedding_share": first["embedding_share"], "tokens": first["tokens"], "bpb": mean,
-                     "bpb_seeds": bpbs, "bpb_sd": sd, "ablation_avg": mean_sd(averages)[0] if averages else None,
-                     "ablation_seeds": averages, "tasks": tasks, "model_dirs": [s[step]["model_dir"] for s in per_seed],
-                     "paper": PAPER[step]})
-    figure = plot(rows, folder)
+        rows.append({"step": step, **{key: per_seed[0][step][key] for key in ("shape", "vocab", "params",
+                                                                               "embedding_share", "tokens")},
+                     **dict(zip(("bpb", "bpb_sd"), mean_sd(bpbs))), "bpb_seeds": bpbs,
+                     "ablation_avg": mean_sd(averages)[0] if averages else None, "ablation_seeds": averages,
+                     "tasks": tasks, "model_dirs": [s[step]["model_dir"] for s in per_seed], "paper": PAPER[step]})
     big = "mistral-common's inherited" if settings.big_vocab is None else "a corpus-trained (smoke)"
     lines = [f"Corpus `{settings.corpus}`; {big} {tokenizers['big']:,}-piece tokenizer → compact "
              f"{tokenizers['compact']:,} pieces (the paper's 48k-of-100,883 share), covering "
@@ -212,16 +191,16 @@ def measure(settings: Scale, options: Options, folder: Path) -> Measured:
                             "ablation avg (ours)", "paper avg [R]"),
                            ((r["step"], r["shape"], f"{r['vocab']:,}", f"{r['params'] / 1e6:.2f}M",
                              f"{100 * r['embedding_share']:.1f}%", f"{r['bpb']:.4f}", fmt(r["bpb_sd"], 4),
-                             fmt(r["ablation_avg"]), f"{r['paper']:.2f}") for r in rows))]
-    lines += ["", tokens_line({r["step"]: r["tokens"] for r in rows})]
+                             fmt(r["ablation_avg"]), f"{r['paper']:.2f}") for r in rows)),
+             "", tokens_line({r["step"]: r["tokens"] for r in rows})]
     arms = {r["step"]: r["bpb_seeds"] for r in rows}
     return Measured("\n".join(lines), {f.key: arms for f in FINDINGS}, rows=rows,
-                    tokens={r["step"]: r["tokens"] for r in rows}, figures=[figure], extra={"tokenizers": tokenizers})
+                    tokens={r["step"]: r["tokens"] for r in rows}, figures=[plot(rows, folder)],
+                    extra={"tokenizers": tokenizers})
 
 
 def plot(rows: list[dict[str, Any]], folder: Path) -> str:
-    plt = pyplot()
-    figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
+    figure, (left, right) = subplots(1, 2, figsize=(9, 3.4))
     names = [r["step"] for r in rows]
     left.bar(names, [r["bpb"] for r in rows], color="tab:blue",
              yerr=[r["bpb_sd"] or 0 for r in rows], capsize=3)
@@ -233,7 +212,6 @@ def plot(rows: list[dict[str, Any]], folder: Path) -> str:
     right.set_ylim(40, 52)
     for axis in (left, right):
         axis.tick_params(axis="x", rotation=30)
-    figure.tight_layout()
     return save_figure(figure, folder, "ladder.png")
 
 

@@ -12,8 +12,6 @@ judged by Spearman's rho against the measured skip cost. Deterministic: one mode
 
 Every (x, start) reuses the hidden states of the layers before ``start`` (one full pass per block, then only the
 layers after the span), and the accumulated scores are cached after every block and item, so a rerun resumes.
-
-    python -m reproduce layer_skip --scale smoke
 """
 
 from __future__ import annotations
@@ -28,7 +26,8 @@ from typing import Any
 import torch
 
 from reproduce import pretrained
-from reproduce.experiment import Experiment, Measured, Options, fmt, pyplot, save_figure
+from reproduce.experiment import (Experiment, Measured, Options, fmt, markdown, read_json, save_figure, subplots,
+                                  write_json)
 from reproduce.verdict import Finding
 
 SCALES: dict[str, dict[str, Any]] = {
@@ -81,22 +80,11 @@ def configs(n: int, spans) -> list[tuple[int, int]]:
     return [(0, 0)] + [(x, s) for x in spans for s in range(n - x + 1)]
 
 
-def _load(path: Path, fresh: dict) -> dict:
-    return json.loads(path.read_text()) if path.is_file() else fresh
-
-
-def _save(path: Path, state: dict) -> None:
-    from tinylm.io import atomic_file
-
-    with atomic_file(path) as handle:
-        handle.write(json.dumps(state))
-
-
 def sweep_bpb(model, blocks, token_bytes, spans, cache: Path) -> dict:
     """Summed nll per (x, start), bytes, and the cosine / angle sums between h_s and h_(s+x) over ``blocks``.
     Each block's sums are cached as they finish; any prefix of the same stream reuses them."""
     n = model.config.num_layers
-    done = _load(cache, {"blocks": []})
+    done = read_json(cache, {"blocks": []})
     for index in range(len(done["blocks"]), len(blocks)):
         start = time.perf_counter()
         block = blocks[index]
@@ -114,7 +102,7 @@ def sweep_bpb(model, blocks, token_bytes, spans, cache: Path) -> dict:
                 state["cos"][key] = cos.sum().item()
                 state["angle"][key] = (torch.arccos(cos) / math.pi).sum().item()
         done["blocks"].append({**state, "seconds": time.perf_counter() - start})
-        _save(cache, done)
+        write_json(cache, done)
     return _summed(done["blocks"][: len(blocks)])
 
 
@@ -124,12 +112,9 @@ def _summed(parts: list[dict]) -> dict:
     total: dict = {"seconds": 0.0, "untimed": sum("seconds" not in part for part in parts)}
     for part in parts:
         for name, value in part.items():
-            if isinstance(value, dict):
-                into = total.setdefault(name, {})
-                for key, v in value.items():
-                    into[key] = into.get(key, 0) + v
-            else:
-                total[name] = total.get(name, 0) + value
+            into = total.setdefault(name, {}) if isinstance(value, dict) else total
+            for key, v in (value.items() if isinstance(value, dict) else [(name, value)]):
+                into[key] = into.get(key, 0) + v
     return total
 
 
@@ -155,7 +140,7 @@ def arc_items(limit: int | None) -> list[dict]:
 def sweep_arc(model, tokenizer, items, cache: Path) -> dict:
     """Correct answers per start for x = 1 (and the full model) over ``items``, cached item by item."""
     n = model.config.num_layers
-    done = _load(cache, {"items": []})
+    done = read_json(cache, {"items": []})
     for index in range(len(done["items"]), len(items)):
         start = time.perf_counter()
         item = items[index]
@@ -171,7 +156,7 @@ def sweep_arc(model, tokenizer, items, cache: Path) -> dict:
                       for row, seq in enumerate(seqs)]
             correct[f"{x},{s}"] = int(max(range(len(scores)), key=scores.__getitem__) == item["answer"])
         done["items"].append({"correct": correct, "seconds": time.perf_counter() - start})
-        _save(cache, done)
+        write_json(cache, done)
     return _summed(done["items"][: len(items)])
 
 
@@ -202,33 +187,26 @@ def measure(cfg: dict, options: Options, folder: Path) -> Measured:
     accuracy = {s: arc["correct"][f"1,{s}"] / len(items) for s in range(n)}
     full_acc = arc["correct"]["0,0"] / len(items)
     long = [x for x in spans if len(scores[x]) > 2]  # spans with a middle position to compare with
-    measured: dict[str, Any] = {f"{end}_costs_most": {"value": min((scores[x][pos] - min(scores[x][1:-1])
-                                                                    for x in long), default=float("nan"))}
-                                for end, pos in (("first", 0), ("last", -1))}
-    measured["block_influence_predicts_skip"] = {"x": influence[1], "y": cost[1]}
-    for x in (1, 2, 4):
-        measured[f"angular_predicts_skip{x}"] = {"x": angular.get(x, []), "y": cost.get(x, [])}
-    figure = heatmap(cost, spans, n, folder)
-    lines = ["| start s | " + " | ".join(f"Δbpb x={x}" for x in spans) + " | BI (x=1) | angular (x=1) | "
-             "ARC-E acc x=1 |", "|---|" + "---|" * (len(spans) + 3)]
-    for s in range(n):
-        cells = [fmt(cost[x][s], 3) if s < len(cost[x]) else "" for x in spans]
-        lines.append(f"| {s} | " + " | ".join(cells) + f" | {fmt(influence[1][s], 3)} | {fmt(angular[1][s], 3)} | "
-                     f"{fmt(100 * accuracy[s], 1)} |")
+    measured: dict[str, Any] = {
+        **{f"{end}_costs_most": {"value": min((scores[x][pos] - min(scores[x][1:-1]) for x in long),
+                                              default=float("nan"))} for end, pos in (("first", 0), ("last", -1))},
+        "block_influence_predicts_skip": {"x": influence[1], "y": cost[1]},
+        **{f"angular_predicts_skip{x}": {"x": angular.get(x, []), "y": cost.get(x, [])} for x in (1, 2, 4)}}
+    lines = markdown(("start s", *(f"Δbpb x={x}" for x in spans), "BI (x=1)", "angular (x=1)", "ARC-E acc x=1"),
+                     ((s, *(fmt(cost[x][s], 3) if s < len(cost[x]) else "" for x in spans), fmt(influence[1][s], 3),
+                       fmt(angular[1][s], 3), fmt(100 * accuracy[s], 1)) for s in range(n)))
     size = int(text["bytes"])
     table = (f"Source: {pretrained.BUILTIN if options.scale != 'smoke' and options.source is None else source} "
              f"({n} layers). Full model: {full:.4f} bpb on {tokens:,} held-out tokens ({len(blocks)} blocks of "
              f"{cfg['seq_len']} tokens scoring {size:,} bytes: the start of the held-out `{pretrained.SAMPLE_CORPUS}` "
              f"documents, every {pretrained.SAMPLE_EVERY}th, joined by EOS), ARC-Easy {100 * full_acc:.1f}% on the "
-             f"first {len(items)} test "
-             f"items (chance 25%, standard error ≈ {100 * math.sqrt(0.25 / len(items)):.0f} points). Paper: "
-             "qualitative only [P] — the first and last layers matter most. Sweep compute (cached, summed over "
-             f"resumed runs): held-out {_timed(text, len(blocks), 'blocks')}, ARC-Easy "
-             f"{_timed(arc, len(items), 'items')}."
-             "\n\n"
-             + "\n".join(lines) + "\n")
+             f"first {len(items)} test items (chance 25%, standard error ≈ {100 * math.sqrt(0.25 / len(items)):.0f} "
+             "points). Paper: qualitative only [P] — the first and last layers matter most. Sweep compute (cached, "
+             f"summed over resumed runs): held-out {_timed(text, len(blocks), 'blocks')}, ARC-Easy "
+             f"{_timed(arc, len(items), 'items')}.\n\n" + "\n".join(lines) + "\n")
     return Measured(table, measured, rows=[{"x": x, "bpb": scores[x], "block_influence": influence[x],
-                                            "angular": angular[x]} for x in spans], figures=[figure],
+                                            "angular": angular[x]} for x in spans],
+                    figures=[heatmap(cost, spans, n, folder)],
                     extra={"full_bpb": full, "source": str(source), "heldout_tokens": tokens, "heldout_bytes": size,
                            "arc_items": len(items), "arc_full": full_acc, "arc_x1": accuracy,
                            "seconds": {"heldout": text["seconds"], "arc": arc["seconds"],
@@ -245,18 +223,15 @@ def _timed(sums: dict, count: int, what: str) -> str:
 def heatmap(cost: dict[int, list[float]], spans: list[int], n: int, folder: Path) -> str:
     import numpy as np
 
-    plt = pyplot()
     grid = np.full((len(spans), n), np.nan)
     for row, x in enumerate(spans):
         grid[row, : len(cost[x])] = np.array(cost[x])
-    fig, ax = plt.subplots(figsize=(2 + 0.3 * n, 1.2 + 0.5 * len(spans)))
+    fig, ax = subplots(figsize=(2 + 0.3 * n, 1.2 + 0.5 * len(spans)))
     image = ax.imshow(np.log10(np.clip(grid, 1e-3, None)), cmap="Reds", aspect="auto")
     ax.set_xticks(range(n))
     ax.set_yticks(range(len(spans)), [str(x) for x in spans])
-    ax.set_xlabel("first skipped layer")
-    ax.set_ylabel("adjacent layers skipped")
+    ax.set(xlabel="first skipped layer", ylabel="adjacent layers skipped")
     fig.colorbar(image, label="log10 Δ bpb vs full model")
-    fig.tight_layout()
     return save_figure(fig, folder, "layer_skip.png")
 
 

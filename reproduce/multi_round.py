@@ -4,9 +4,7 @@ Every condition trains the same model from the same seed: round 0 is one pass ov
 re-trains on rate × N batches drawn by ``tinylm.rounds.MultiRoundTraining``; ``sampling=uniform`` draws as many
 batches at random (same tokens), so the difference is the effect of choosing *hard* batches. Every condition's
 tokens are reported (more rounds = more tokens, as in the paper). Scored by held-out bpb; the paper's benchmark
-averages [?] sit beside ours for direction only. Scales: ``smoke`` (a 2-layer model on one built-in text);
-``small`` is ``recipes/optimization/multi_round.yaml`` scored on every fourth document held out; ``paper`` the
-1B Pro shape with 1M-token batches on ``TINYLM_CORPUS``. Seeds vary init, data order and the rounds' draws.
+averages [?] sit beside ours for direction only. Seeds vary init, data order and the rounds' draws.
 """
 
 from __future__ import annotations
@@ -17,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from reproduce.experiment import (PAPER_CORPUS, Experiment, Measured, Options, Recipe, fmt, markdown, pyplot, recipe,
-                                  save_figure, scratch, tokens_line)
+from reproduce.experiment import (PAPER_CORPUS, Experiment, Measured, Options, Recipe, fmt, markdown, matching,
+                                  recipe, save_figure, scratch, seed_summary, subplots, tokens_line)
 from reproduce.verdict import Finding
 from tinylm.io import atomic_file
 from tinylm.rounds import MultiRoundTraining
@@ -66,25 +64,21 @@ def train(setting: Recipe, rounds: int, rate: float | None, sampling: str, seed:
            "seed": seed, "tokens": trained.tokens, "bpb": trained.bpb}
     if rounds > 1:  # how much harder the drawn batches were than the average batch, round 1
         record = np.load(root / "rounds" / "round_1.npz")
-        row["round1_mean_loss"] = float(record["loss"].mean())
-        row["round1_drawn_loss"] = float(record["drawn_loss"].mean())
-        row["round1_loss_std"] = float(record["loss"].std())
+        row.update(round1_mean_loss=float(record["loss"].mean()), round1_drawn_loss=float(record["drawn_loss"].mean()),
+                   round1_loss_std=float(record["loss"].std()))
     return row
 
 
 def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     table = []
     for rounds, rate, sampling in CONDITIONS:
-        runs = [r for r in rows if (r["rounds"], r["rate"], r["sampling"]) == (rounds, rate, sampling)]
-        bpbs = [r["bpb"] for r in runs]
-        entry = {"condition": name(rounds, rate, sampling), "rounds": rounds, "rate": rate, "sampling": sampling,
-                 "tokens": runs[0]["tokens"], "bpb": statistics.mean(bpbs),
-                 "bpb_sd": statistics.stdev(bpbs) if len(bpbs) > 1 else None,
-                 "paper_avg": PAPER.get((rounds, rate, sampling))}
+        runs = matching(rows, rounds=rounds, rate=rate, sampling=sampling)
+        table.append({"condition": name(rounds, rate, sampling), "rounds": rounds, "rate": rate, "sampling": sampling,
+                      "tokens": runs[0]["tokens"], **seed_summary(runs),
+                      "paper_avg": PAPER.get((rounds, rate, sampling))})
         if rounds > 1:
-            entry["drawn_minus_mean_loss"] = statistics.mean(r["round1_drawn_loss"] - r["round1_mean_loss"]
-                                                             for r in runs)
-        table.append(entry)
+            table[-1]["drawn_minus_mean_loss"] = statistics.mean(r["round1_drawn_loss"] - r["round1_mean_loss"]
+                                                                 for r in runs)
     return table
 
 
@@ -101,44 +95,37 @@ def table_text(table: list[dict[str, Any]], scale: str) -> str:
 
 def findings(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Per-seed held-out bpb of every condition, for every declared finding."""
-    arms = {name(*c): [r["bpb"] for r in sorted(rows, key=lambda r: r["seed"]) if (r["rounds"], r["rate"],
-                                                                                  r["sampling"]) == c]
-            for c in CONDITIONS}
+    arms = {name(*c): [r["bpb"] for r in matching(sorted(rows, key=lambda r: r["seed"]), rounds=c[0], rate=c[1],
+                                                   sampling=c[2])] for c in CONDITIONS}
     return {f.key: arms for f in FINDINGS}
 
 
 def figure(table: list[dict[str, Any]], record: Path | None, out: Path) -> list[str]:
-    plt = pyplot()
     panels = 2 if record is not None else 1
-    fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 4), squeeze=False)
+    fig, axes = subplots(1, panels, figsize=(6 * panels, 4), squeeze=False)
     ax = axes[0][0]
     colors = ["tab:gray" if t["rounds"] == 1 else "tab:orange" if t["sampling"] == "uniform" else "tab:blue"
               for t in table]
     ax.barh([t["condition"] for t in table], [t["bpb"] for t in table],
             xerr=[t["bpb_sd"] or 0 for t in table], color=colors)
     ax.set_xlabel("held-out bits per byte (lower is better)")
-    low = min(t["bpb"] for t in table)
-    high = max(t["bpb"] for t in table)
+    low, high = min(t["bpb"] for t in table), max(t["bpb"] for t in table)
     ax.set_xlim(low - 0.2 * (high - low + 1e-3), high + 0.2 * (high - low + 1e-3))
     ax.invert_yaxis()
     ax.set_title("multiple-round training")
     if record is not None:
-        data = np.load(record)
-        ax = axes[0][1]
+        data, ax = np.load(record), axes[0][1]
         bins = np.linspace(data["loss"].min(), data["loss"].max(), 30)
         ax.hist(data["loss"], bins=bins, alpha=0.6, label="all batches")
         ax.hist(data["drawn_loss"], bins=bins, alpha=0.6, label="drawn for round 1")
-        ax.set_xlabel("batch loss after round 0 (nats/token)")
-        ax.set_ylabel("batches")
+        ax.set(xlabel="batch loss after round 0 (nats/token)", ylabel="batches")
         ax.legend()
         ax.set_title("which batches the softmax draw picks (2 rounds @ 50%)")
-    fig.tight_layout()
     return [save_figure(fig, out, "multi_round.png")]
 
 
 def measure(setting: Recipe, options: Options, folder: Path) -> Measured:
-    rows = []
-    record = None
+    rows, record = [], None
     with scratch("multi-round") as tmp:
         for seed in range(options.seeds):
             for index, (rounds, rate, sampling) in enumerate(CONDITIONS):

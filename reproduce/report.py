@@ -30,8 +30,8 @@ def read_records(out: Path) -> dict[str, dict]:
     return records
 
 
-def verdicts(record: dict) -> list[str]:
-    return [f.get("verdict", OLD_RULE) for f in record.get("findings", [])]
+def verdicts(record: dict) -> str:
+    return ", ".join(f.get("verdict", OLD_RULE) for f in record.get("findings", [])) or "no finding to judge"
 
 
 def _seeds(record: dict) -> str:
@@ -40,17 +40,10 @@ def _seeds(record: dict) -> str:
 
 def summary(out: Path) -> str:
     """One line per experiment for the terminal: scale, seeds, wall time and its verdicts."""
-    records = read_records(out)
-    width = max(map(len, EXPERIMENTS))
-    lines = []
-    for name in EXPERIMENTS:
-        record = records.get(name)
-        if record is None:
-            lines.append(f"{name:<{width}}  not run")
-            continue
-        said = ", ".join(verdicts(record)) or "no finding to judge"
-        lines.append(f"{name:<{width}}  {record['scale']:<5}  {_seeds(record)}  {record['wall_seconds']:>6.0f} s  {said}")
-    return "\n".join(lines)
+    records, width = read_records(out), max(map(len, EXPERIMENTS))
+    return "\n".join(f"{name:<{width}}  not run" if (r := records.get(name)) is None else
+                     f"{name:<{width}}  {r['scale']:<5}  {_seeds(r)}  {r['wall_seconds']:>6.0f} s  {verdicts(r)}"
+                     for name in EXPERIMENTS)
 
 
 def write_report(out: Path) -> Path:
@@ -64,15 +57,10 @@ def write_report(out: Path) -> Path:
              "[R] official repository, [D] derived, [?] third-party notes only; [X] a claim of other published work "
              "(named in the claim), tested beside the paper's.", "",
              f"**Verdict rule.** {RULE}", "",
-             "| experiment | scale | seeds | wall time | hardware | verdicts |", "|---|---|---|---|---|---|"]
-    for name in EXPERIMENTS:
-        record = records.get(name)
-        if record is None:
-            lines.append(f"| [{name}](#{name}) | not run | | | | |")
-            continue
-        said = ", ".join(verdicts(record)) or "no finding to judge"
-        lines.append(f"| [{name}](#{name}) | {record['scale']} | {_seeds(record)} | {record['wall_seconds']:.0f} s "
-                     f"| {record['hardware']} | {said} |")
+             "| experiment | scale | seeds | wall time | hardware | verdicts |", "|---|---|---|---|---|---|",
+             *(f"| [{name}](#{name}) | not run | | | | |" if (r := records.get(name)) is None else
+               f"| [{name}](#{name}) | {r['scale']} | {_seeds(r)} | {r['wall_seconds']:.0f} s | {r['hardware']} | "
+               f"{verdicts(r)} |" for name in EXPERIMENTS)]
     for name in EXPERIMENTS:
         record = records.get(name)
         title = record.get("title", name) if record else name

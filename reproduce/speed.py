@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from reproduce.architecture import SCALES, Scale, budget_words, trained_shape
-from reproduce.experiment import Experiment, Measured, Options, fmt, markdown, pyplot, save_figure, scratch
+from reproduce.experiment import Experiment, Measured, Options, fmt, markdown, save_figure, scratch, subplots
 from reproduce.verdict import Finding
 from tinylm.architecture import decode_speeds, grid
 
@@ -47,14 +47,11 @@ def timings(nets: list, new_tokens: int, device: str) -> list[list[float]]:
 
 
 def speed_plot(rows: list[dict[str, Any]], folder: Path) -> str:
-    plt = pyplot()
-    figure, axis = plt.subplots(figsize=(4.6, 3.6))
+    figure, axis = subplots(figsize=(4.6, 3.6))
     axis.scatter([r["cpu_fp32"] for r in rows], [r["bpb"] for r in rows], color="tab:orange")
     for row in rows:
         axis.annotate(f"L{row['depth']}", (row["cpu_fp32"], row["bpb"]), textcoords="offset points", xytext=(4, 4))
-    axis.set_xlabel("generated tokens/s (CPU fp32, median)")
-    axis.set_ylabel("held-out bits per byte (lower is better)")
-    figure.tight_layout()
+    axis.set(xlabel="generated tokens/s (CPU fp32, median)", ylabel="held-out bits per byte (lower is better)")
     return save_figure(figure, folder, "speed_vs_score.png")
 
 

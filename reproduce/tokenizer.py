@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from reproduce.coverage import counted, mistral_tokenizer
-from reproduce.experiment import (Experiment, Measured, Options, Recipe, fmt, markdown, mean_sd, pyplot, save_figure,
+from reproduce.experiment import (Experiment, Measured, Options, Recipe, fmt, markdown, mean_sd, save_figure, subplots,
                                   scratch, tokens_line)
 from reproduce.verdict import Finding
 from tinylm.compact import compact_tokenizer, sample_documents
@@ -90,16 +90,14 @@ def cut(big: Tokenizer, sources: str, size: int) -> tuple[Path, dict[str, Any]]:
 
 
 def plot(rows: list[dict[str, Any]], folder: Path) -> str:
-    fig, left = pyplot().subplots(figsize=(5.5, 3.8))
+    fig, left = subplots(figsize=(5.5, 3.8))
     sizes = [r["vocab"] for r in rows]
     left.plot(sizes, [r["bpb"] for r in rows], "o-", color="tab:blue", label="held-out bits/byte")
-    left.set_xscale("log")
-    left.set_xlabel("vocabulary (pieces, cut from mistral-32k)")
+    left.set(xscale="log", xlabel="vocabulary (pieces, cut from mistral-32k)")
     left.set_ylabel("held-out bits per byte", color="tab:blue")
     right = left.twinx()
     right.plot(sizes, [100 * r["share"] for r in rows], "s--", color="tab:red", label="embedding + head share")
     right.set_ylabel("embedding + head share (%)", color="tab:red")
-    fig.tight_layout()
     return save_figure(fig, folder, "vocab_size.png")
 
 
@@ -112,16 +110,17 @@ def measure(config: Scale, options: Options, folder: Path) -> Measured:
             shape = shape_for(size, config)
             trained = [config.fit(config.data(seed, tokenizer / "tokenizer.model"), runs / f"{size}-{seed}", seed,
                                   config=shape) for seed in range(options.seeds)]
-            bpbs = [t.bpb for t in trained]
-            mean, sd = mean_sd(bpbs)
             rows.append({"vocab": size, "width": shape.hidden_size, "ffn": shape.intermediate_size,
                          "depth": shape.num_layers, "params": shape.num_params(), "share": shape.embedding_share(),
                          "inflation": record["verify"]["inflation"], "coverage_of_counted": record["counted_coverage"],
-                         "tokens": trained[0].tokens, "bpb": mean, "bpb_seeds": bpbs, "bpb_sd": sd})
+                         "tokens": trained[0].tokens, "bpb_seeds": (bpbs := [t.bpb for t in trained]),
+                         **dict(zip(("bpb", "bpb_sd"), mean_sd(bpbs)))})
     sizes = [r["vocab"] for r in rows]
     middle = min(sizes, key=lambda k: abs(k - 48000 / 100883 * max(sizes)))
     by = {r["vocab"]: r["bpb_seeds"] for r in rows}
     arms = {"paper cut": by[middle], "largest": by[max(sizes)], "smallest": by[min(sizes)]}
+    paper_shapes = {"pangu-pi-1b": 100_883, "pangu-pi-1b-pro-released": 48_000}
+    shares = {preset: ModelConfig.from_preset(preset).embedding_share() for preset in paper_shapes}
     lines = [
         f"Corpus {config.corpus}; budget {config.budget:,} parameters (depth {config.depth}, width and FFN solved), "
         f"{config.steps} steps of {config.batch_size}×{config.seq_len} tokens, {options.seeds} seed(s). Arms: paper "
@@ -133,15 +132,13 @@ def measure(config: Scale, options: Options, folder: Path) -> Measured:
                       ((f"{r['vocab']:,}", r["width"], r["ffn"], f"{r['params']:,}", f"{100 * r['share']:.2f}%",
                         f"{r['inflation']:.4f}", f"{r['tokens']:,}", f"{r['bpb']:.4f}", fmt(r["bpb_sd"], 4), "n/a")
                        for r in rows)),
-        "", "The paper's 1B shapes (shares computed from the configs in tinylm.model):", ""]
-    paper_shapes = {"pangu-pi-1b": 100_883, "pangu-pi-1b-pro-released": 48_000}
-    shares = {preset: ModelConfig.from_preset(preset).embedding_share() for preset in paper_shapes}
-    lines += markdown(("model", "vocab", "emb+head share (config)", "paper"),
-                      ((preset, f"{vocab:,}", f"{100 * shares[preset]:.2f}%", f"{100 * PAPER_SHARE[vocab]:.2f}% [?]")
-                       for preset, vocab in paper_shapes.items()))
-    lines += ["", tokens_line({f"{r['vocab']:,}": r["tokens"] for r in rows}),
-              f"The 1B Pro config gives {100 * shares['pangu-pi-1b-pro-released']:.2f}% (paper 18.07% [?]); "
-              f"pangu-pi-1b's {100 * shares['pangu-pi-1b']:.2f}% (paper 38.19% [?]; its FFN size was not recovered)."]
+        "", "The paper's 1B shapes (shares computed from the configs in tinylm.model):", "",
+        *markdown(("model", "vocab", "emb+head share (config)", "paper"),
+                  ((preset, f"{vocab:,}", f"{100 * shares[preset]:.2f}%", f"{100 * PAPER_SHARE[vocab]:.2f}% [?]")
+                   for preset, vocab in paper_shapes.items())),
+        "", tokens_line({f"{r['vocab']:,}": r["tokens"] for r in rows}),
+        f"The 1B Pro config gives {100 * shares['pangu-pi-1b-pro-released']:.2f}% (paper 18.07% [?]); "
+        f"pangu-pi-1b's {100 * shares['pangu-pi-1b']:.2f}% (paper 38.19% [?]; its FFN size was not recovered)."]
     return Measured("\n".join(lines), {"paper_vs_largest": arms, "paper_vs_smallest": arms}, rows=rows,
                     tokens={f"{r['vocab']}": r["tokens"] for r in rows}, figures=[plot(rows, folder)],
                     extra={"paper_shapes": shares})

@@ -92,22 +92,18 @@ def paired(better: Sequence[float], worse: Sequence[float], lower_is_better: boo
 
 
 def _judge_paired(finding: Finding, arms: dict[str, Sequence[float]]) -> Verdict:
-    missing = [a for a in finding.arms if not arms.get(a)]
-    if missing:
+    if missing := [a for a in finding.arms if not arms.get(a)]:
         return Verdict(INCONCLUSIVE, f"no measurements for {', '.join(missing)}")
     n = min(len(arms[a]) for a in finding.arms)
-    results = []
-    for better, worse in zip(finding.arms, finding.arms[1:]):
-        results.append({"better": better, "worse": worse,
-                        **paired(arms[better][:n], arms[worse][:n], finding.lower_is_better)})
+    results = [{"better": better, "worse": worse, **paired(arms[better][:n], arms[worse][:n], finding.lower_is_better)}
+               for better, worse in zip(finding.arms, finding.arms[1:])]
     why = "; ".join(f"{r['better']} vs {r['worse']}: Δ {r['mean']:+.4g} [{r['low']:+.4g}, {r['high']:+.4g}], "
                     f"p = {r['p']:.3g}" for r in results) + f" (n = {n}, + favours the paper)"
     if n < MIN_SEEDS:
         return Verdict(INCONCLUSIVE, f"{n} seed(s), at least {MIN_SEEDS} are needed to judge ({why})", n, results)
     agree = [r for r in results if r["p"] < ALPHA and r["mean"] > 0]
     reversed_at = ALPHA / len(results) if len(results) > 1 else ALPHA
-    reversed_ = [r for r in results if r["p"] < reversed_at and r["mean"] < 0]
-    if reversed_:
+    if any(r["p"] < reversed_at and r["mean"] < 0 for r in results):
         return Verdict(NOT_REPRODUCED, why, n, results)
     return Verdict(REPRODUCED if len(agree) == len(results) else INCONCLUSIVE, why, n, results)
 
@@ -154,8 +150,5 @@ def judged(findings: Sequence[Finding], measured: dict[str, Any], scale: str, se
         raise ValueError(f"findings declared twice: {declared}")
     if set(measured) != set(declared):
         raise ValueError(f"measured findings {sorted(measured)} differ from the declared ones {sorted(declared)}")
-    out = []
-    for finding in findings:
-        verdict = judge(finding, measured[finding.key], scale, seeds, deterministic)
-        out.append({**asdict(finding), "data": measured[finding.key], **asdict(verdict)})
-    return out
+    return [{**asdict(finding), "data": measured[finding.key],
+             **asdict(judge(finding, measured[finding.key], scale, seeds, deterministic))} for finding in findings]
