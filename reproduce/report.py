@@ -31,7 +31,10 @@ def read_records(out: Path) -> dict[str, dict]:
 
 
 def verdicts(record: dict) -> str:
-    return ", ".join(f.get("verdict", OLD_RULE) for f in record.get("findings", [])) or "no finding to judge"
+    findings = record.get("findings", [])
+    if findings and all("verdict" not in f for f in findings):  # a result from before the one judge
+        return f"{len(findings)} finding(s) {OLD_RULE}"
+    return ", ".join(f.get("verdict", OLD_RULE) for f in findings) or "no finding to judge"
 
 
 def _seeds(record: dict) -> str:
