@@ -31,41 +31,74 @@ PAPER_ROWS = {
     "Qwen-1.8B": (53.60, 52.12, 46.43, 35.83, 64.31, 57.79, 73.83, 88.12, 20.03, 58.30, 55.04),
     "PanGu-π-1.5B Pro": (52.39, 48.51, 62.54, 44.89, 70.61, 67.93, 79.55, 86.12, 24.61, 69.24, 60.64),
 }
-# items per benchmark: the scale's setting (ours, and the 135M reference, ~50 s per item across the ten on 2 cores)
-LIMITS = {"smoke": {"limit": 4, "reference_limit": 2}, "small": {"limit": 100, "reference_limit": 20},
-          "paper": {"limit": None, "reference_limit": None}}
+# Items per benchmark: a fixed seeded sample of each benchmark (the full set where smaller), the same items for every
+# model, a smaller sample being a prefix of a larger one's draw; the 135M reference runs in bfloat16 (3.3× faster
+# than float32 on this CPU), our small models in float32.
+LIMITS = {"smoke": {"items": 4, "reference_items": 2, "reference_dtype": "float32"},
+          "small": {"items": 200, "reference_items": 500, "reference_dtype": "bfloat16"},
+          "paper": {"items": None, "reference_items": None, "reference_dtype": "bfloat16"}}
+LEAVES = {"agieval": ("agieval_mcq", "agieval_cloze")}  # benchmarks lm-eval scores as several tasks
 FINDINGS = (
     Finding("recipe_beats_base", "the full recipe (+rounds) beats the baseline on the ten-benchmark average", "P",
             "benchmark average (%)", ("tinylm ladder +rounds", "tinylm ladder base"), lower_is_better=False),
 )
 
 
-def scores(model_dir: str, limit: int | None) -> dict[str, float | None]:
-    """The ten benchmarks (accuracy ×100; XSum ROUGE-1 ×100) and their plain average, as the paper averages."""
-    from tinylm.evaluation.adapter import TinyLMEval
+def benchmark_sample(task: str, items: int | None) -> dict[str, list[int]]:
+    """The document indices scored per lm-eval task of one benchmark: a seeded draw of ``items`` (None: all),
+    split over a benchmark's tasks by their sizes; the draw's order is fixed, so fewer items are a prefix."""
+    import math
+    import random
+
+    from tinylm.evaluation.tasks import load_tasks
+
+    leaves = LEAVES.get(task, (task,))
+    sizes = {leaf: len(obj.eval_docs) for leaf, obj in zip(leaves, load_tasks(list(leaves)))}
+    total = sum(sizes.values())
+    picked = {}
+    for leaf, size in sizes.items():
+        order = random.Random(leaf).sample(range(size), size)
+        picked[leaf] = sorted(order[:size if items is None else min(size, math.ceil(items * size / total))])
+    return picked
+
+
+def benchmark_score(lm, task: str, metric: str, sample: dict[str, list[int]]) -> float | None:
+    """One benchmark's score on its sample (accuracy ×100, XSum ROUGE-1 ×100), tasks weighted by items scored."""
     from tinylm.evaluation.command import run_tasks
-    from tinylm.evaluation.tasks import PAPER_FINAL, _score
+    from tinylm.evaluation.tasks import _score
 
-    results = run_tasks(TinyLMEval(model_dir, batch_size=16, device="cpu"), ["paper_final"], limit=limit)["results"]
-    row = {name: _score(results, task, metric) for name, (_, task, metric) in PAPER_FINAL.items()}
-    present = [v for v in row.values() if v is not None]
-    row["Avg."] = statistics.fmean(present) if present else None
-    return row
+    results = run_tasks(lm, list(sample), samples=sample, bootstrap_iters=0)["results"]
+    values = [(_score(results, leaf, metric), len(indices)) for leaf, indices in sample.items()]
+    if any(value is None for value, _ in values):
+        return None
+    return sum(value * n for value, n in values) / sum(n for _, n in values)
 
 
-def cached_scores(model_dir: str, limit: int | None) -> dict[str, float | None]:
-    """``scores``, kept in the tinylm cache per model dir (its config and weights' size and time) and limit, so a
-    rerun after a later failure does not evaluate a model twice."""
+def scores(model_dir: str, items: int | None, dtype: str = "float32") -> dict[str, float | None]:
+    """The ten benchmarks on ``items`` items each and their plain average, as the paper averages; each benchmark
+    is kept in the tinylm cache as it finishes (per model dir, its weights' size and time, items and dtype), so
+    a run cut short resumes at the next benchmark."""
     import hashlib
 
     from tinylm.datamodule import default_cache_dir
+    from tinylm.evaluation.adapter import TinyLMEval
+    from tinylm.evaluation.tasks import PAPER_FINAL
 
     weights = [p.stat() for p in sorted(Path(model_dir).glob("*.safetensors"))]
     key = hashlib.sha256(json.dumps([str(model_dir), (Path(model_dir) / "config.json").read_text(),
-                                     [(w.st_size, w.st_mtime) for w in weights], limit]).encode()).hexdigest()[:16]
-    path = Path(default_cache_dir()) / "reproduce" / "final-scores" / f"{key}.json"
-    if (row := read_json(path)) is None:
-        write_json(path, row := scores(model_dir, limit))
+                                     [(w.st_size, w.st_mtime) for w in weights], items, dtype]).encode()).hexdigest()
+    folder = Path(default_cache_dir()) / "reproduce" / "final-scores" / key[:16]
+    lm, row = None, {}
+    for name, (_, task, metric) in PAPER_FINAL.items():
+        path = folder / f"{task}.json"
+        if (cached := read_json(path)) is None:
+            lm = lm or TinyLMEval(model_dir, batch_size=16, device="cpu", dtype=dtype)
+            cached = {"score": benchmark_score(lm, task, metric, sample := benchmark_sample(task, items)),
+                      "items": sum(map(len, sample.values()))}
+            write_json(path, cached)
+        row[name] = cached["score"]
+    present = [v for v in row.values() if v is not None]
+    row["Avg."] = statistics.fmean(present) if present else None
     return row
 
 
@@ -73,7 +106,7 @@ def measure(cfg: dict, options: Options, folder: Path) -> Measured:
     from reproduce import pretrained
     from tinylm.errors import TinyLMError
 
-    limit, reference_limit = cfg["limit"], cfg["reference_limit"]
+    limit, reference_limit = cfg["items"], cfg["reference_items"]
     reference = {"SmolLM2-135M-Instruct (reference)" if options.scale != "smoke" else "tiny random-init (reference)":
                  str(pretrained.source(options.scale))}
     ours: dict[str, list[str]] = {f"tinylm {Path(m).name}": [m] for m in options.models}
@@ -87,8 +120,8 @@ def measure(cfg: dict, options: Options, folder: Path) -> Measured:
             ours[f"tinylm ladder {step}"] = dirs
     columns, note = (*BENCHMARKS, "Avg."), ""
     try:
-        measured = {name: [cached_scores(d, reference_limit)] for name, d in reference.items()}
-        measured.update({name: [cached_scores(d, limit) for d in dirs] for name, dirs in ours.items()})
+        measured = {name: [scores(d, reference_limit, cfg["reference_dtype"])] for name, d in reference.items()}
+        measured.update({name: [scores(d, limit) for d in dirs] for name, dirs in ours.items()})
     except TinyLMError as err:  # the benchmark files live outside the package (see eval/README.md)
         print(f"final: benchmarks unavailable ({err})")
         measured = {name: [dict.fromkeys(columns)] for name in reference}

@@ -1,42 +1,43 @@
-"""Figure 1: the improvement ladder, each step at the same token budget.
+"""Figure 1: the improvement ladder, each step at the same training-token budget.
 
-    base        random init, the big inherited tokenizer, a wide-shallow shape
-    +tokenizer  the big tokenizer compacted to its most frequent pieces (the paper's 48k of 100,883), same body
+    base        random init, the big tokenizer of the pretrained source, a wide-shallow shape
+    +tokenizer  the big tokenizer compacted to its most frequent pieces (the paper's 48k of 100,883 share), same body
     +arch       the parameters freed by the compact vocabulary re-spent on depth (same total as base)
-    +inherit    +arch inherited from a larger, longer-trained model with the big tokenizer (Taylor, both-ends layers,
-                embedding and head rows remapped to the compact vocabulary)
+    +inherit    +arch's shape inherited from the pretrained source with its tokenizer compacted the same way
+                (Taylor widths, both-ends layers), as the paper inherits PanGu-π-1B Pro from PanGu-π-7B
     +rounds     as +inherit, trained in two rounds, the second on the hardest 50% of the batches
 
-The big tokenizer is mistral-common's 32,000 pieces (trained on other text, standing in for PanGu's 100,883), so
-compacting drops a real long tail; smoke scale trains a small one instead. Every step trains one pass plus a half
-pass (what two rounds at 50% cost), so +rounds gets no extra compute. Scores: held-out bpb and, with the benchmark
-files, ARC-E / HellaSwag / C3 on a ``limit``. Model dirs stay under ``$TINYLM_CACHE/ladder/<scale>/`` for
-``reproduce/final.py``. Seeds vary init, data order, the rounds' draws and Taylor's calibration sample; the source
-model is shared. At small scale every fourth document is held out.
+Small scale: SmolLM2-135M (``reproduce.pretrained``; ``--source DIR`` for another) and its 49,152-piece byte-level
+BPE are the pretrained source and the big tokenizer; smoke scale uses the tiny random-init stand-in. The text is the
+whole built-in corpus (English Bible, Wikipedia, Lee, People's Daily): each seed draws its own training sample
+from it and every seed scores the same held-out documents (every 50th, the first of each part). Every step trains
+the same number of steps on that sample — one pass plus a half pass of the compact tokenization, what two rounds at
+50% cost — so +rounds gets no extra compute; Taylor's calibration tokens are stated beside the budget. Scores:
+held-out bpb and, with the benchmark files, ARC-E / HellaSwag / C3 on a ``limit``. Model dirs stay under
+``$TINYLM_CACHE/ladder/<scale>/`` for ``reproduce/final.py``. Seeds vary the sample, init, data order, the rounds'
+draws and Taylor's calibration blocks; the source is one model, like the paper's 7B.
 """
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 import shutil
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from reproduce import experiment, pretrained
 from reproduce.experiment import (Experiment, Measured, Options, Recipe, fmt, markdown, mean_sd, save_figure, subplots,
                                   scratch, tokens_line)
 from reproduce.verdict import Finding
-from tinylm.datamodule import TextDataModule, default_cache_dir
-from tinylm.model import ModelConfig
-from tinylm.tokenizer import Tokenizer
+from tinylm.datamodule import default_cache_dir
 
 STEPS = ("base", "+tokenizer", "+arch", "+inherit", "+rounds")
 PAPER = {"base": 42.41, "+tokenizer": 44.11, "+arch": 46.53, "+inherit": 49.79, "+rounds": 51.28}  # [R] Figure 1
 ABLATION_TASKS = ("arc_easy", "hellaswag", "c3")
 PAPER_FRACTION = 48_000 / 100_883  # the compact tokenizer keeps this share of the big one's pieces [R]
+HELDOUT_EVERY = 50  # every 50th document of each corpus part is held out
 FINDINGS = (
     *(Finding(f"step_{after.strip('+')}", f"{after} improves on {before} (held-out bpb; paper {PAPER[before]:.2f} → "
               f"{PAPER[after]:.2f})", "R", "held-out bpb", (after, before))
@@ -48,55 +49,37 @@ FINDINGS = (
 
 @dataclass(frozen=True, kw_only=True)
 class Scale(Recipe):
-    big_vocab: int | None  # None: mistral-common's inherited 32k tokenizer; a size: train one (smoke only)
-    base: dict  # wide-shallow
-    deep: dict  # the freed parameters spent on depth
-    source: dict  # the larger model to inherit from (big tokenizer)
-    source_steps: int = 100
+    source_shape: dict  # the pretrained source this scale is sized for (its vocabulary is the big tokenizer)
+    base: dict  # wide-shallow, with the big tokenizer
+    deep: dict  # the parameters the compact tokenizer frees, spent on depth
+    train_tokens: int = 0  # every step's training tokens (one pass + a half pass of its sample)
+    heldout_chars: int = 40_000
+    calibration: int = 8  # Taylor's calibration blocks of seq_len tokens
+    compact_vocab: int | None = None  # None: the paper's share of the big tokenizer
     eval_limit: int | None = 20
 
 
+SMOLLM2 = {"hidden_size": 576, "num_layers": 30, "num_heads": 9, "num_kv_heads": 3, "head_dim": 64,
+           "intermediate_size": 1536, "vocab_size": 49_152}
 SCALES = {
-    "smoke": Scale(sources=("builtin:lee",), big_vocab=2000,
-                   base=dict(hidden_size=64, num_layers=2, num_heads=2, intermediate_size=176),
-                   deep=dict(hidden_size=64, num_layers=4, num_heads=2, intermediate_size=176),
-                   source=dict(hidden_size=96, num_layers=6, num_heads=3, head_dim=32, intermediate_size=256),
-                   source_steps=60, batch_size=16, eval_limit=10),
-    # sized for 2 CPU cores: the built-in Lee corpus (~80k tokens a pass), mistral's 32k → 15,226 pieces;
-    # base 14.1M parameters (87% of them embedding + head), +arch re-spends the 6.4M freed on 14 more layers
-    "small": Scale(sources=("builtin:lee",), big_vocab=None,
-                   base=dict(hidden_size=192, num_layers=4, num_heads=6, intermediate_size=512),
-                   deep=dict(hidden_size=192, num_layers=18, num_heads=6, intermediate_size=512),
-                   source=dict(hidden_size=224, num_layers=24, num_heads=7, intermediate_size=608),
-                   source_steps=200, seq_len=128, lr=2e-3, eval_limit=100, val_every=4),
+    "smoke": Scale(sources=("builtin:lee",), source_shape={**pretrained.TINY, "vocab_size": 512, "head_dim": 32},
+                   base=dict(hidden_size=64, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=172),
+                   deep=dict(hidden_size=64, num_layers=3, num_heads=2, num_kv_heads=1, intermediate_size=172),
+                   train_tokens=12_000, heldout_chars=4_000, seq_len=32, batch_size=8, calibration=2, eval_limit=4,
+                   compact_vocab=400),  # a byte-level BPE keeps its 256 bytes: 400 of 512 here
+    # sized for 2 CPU cores: SmolLM2's 49,152 pieces → 23,386; base 4 × 192 (11.0M parameters, 86% of them
+    # embedding), +arch re-spends the 4.6M freed on 13 more layers (17 × 192, 11.2M); 3 heads of 64 as SmolLM2's
+    "small": Scale(source_shape=SMOLLM2,
+                   base=dict(hidden_size=192, num_layers=4, num_heads=3, num_kv_heads=1, intermediate_size=512),
+                   deep=dict(hidden_size=192, num_layers=17, num_heads=3, num_kv_heads=1, intermediate_size=512),
+                   train_tokens=150_000, seq_len=128, batch_size=8, lr=2e-3, eval_limit=100),
     # PanGu-π-1B (2048 × 12, 100k vocab) → 1B Pro (1792 × 21, 48k), inherited from the 7B shape; configured only
-    "paper": Scale(big_vocab=100883, base=dict(hidden_size=2048, num_layers=12, num_heads=16),
+    "paper": Scale(source_shape=dict(hidden_size=4096, num_layers=29, num_heads=32, intermediate_size=11008,
+                                     vocab_size=100_883),
+                   base=dict(hidden_size=2048, num_layers=12, num_heads=16),
                    deep=dict(hidden_size=1792, num_layers=21, num_heads=14),
-                   source=dict(hidden_size=4096, num_layers=29, num_heads=32),
-                   source_steps=0, seq_len=2048, lr=1e-4, eval_limit=None),
+                   seq_len=2048, lr=1e-4, eval_limit=None),
 }
-
-
-def big_tokenizer(scale: Scale) -> Tokenizer:
-    """The inherited tokenizer (mistral's 32k), or at smoke scale one of ``big_vocab`` trained on the corpus."""
-    from reproduce.coverage import mistral_tokenizer
-
-    if scale.big_vocab is None:
-        return mistral_tokenizer()
-    return TextDataModule(list(scale.sources), vocab_size=scale.big_vocab).resolve_tokenizer()
-
-
-def source_model(scale: Scale, big: TextDataModule, cache: Path, runs: Path) -> Path:
-    """The larger model to inherit from, trained with the big tokenizer (once per scale: it is the given
-    pretrained model, like the paper's PanGu-π-7B, not part of any step's budget)."""
-    settings = [big.tokenizer.sha256, scale.corpus, scale.source, scale.source_steps, scale.seq_len,
-                scale.batch_size, scale.lr, scale.val_every]
-    folder = cache / f"source-{hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]}"
-    if not (folder / "model.safetensors").is_file():
-        scale.fit(big, runs / "source", 0, config=ModelConfig(**scale.source), steps=scale.source_steps,
-                  reload_dataloaders_every_n_epochs=1)
-        shutil.move(runs / "source" / "model", folder)
-    return folder
 
 
 def ablation_scores(model_dir: Path, limit: int | None) -> dict[str, float] | None:
@@ -108,7 +91,7 @@ def ablation_scores(model_dir: Path, limit: int | None) -> dict[str, float] | No
         from tinylm.evaluation.command import run_tasks
 
         results = run_tasks(TinyLMEval(str(model_dir), batch_size=16, device="cpu"), list(ABLATION_TASKS),
-                            limit=limit)["results"]
+                            limit=limit, bootstrap_iters=0)["results"]
     except TinyLMError as err:
         print(f"ladder: ablation tasks skipped ({err})")
         return None
@@ -117,76 +100,108 @@ def ablation_scores(model_dir: Path, limit: int | None) -> dict[str, float] | No
     return scores
 
 
-def run_seed(scale: Scale, seed: int, big_path: Path, compact_dir: Path, cache: Path,
+def sample(scale: Scale, compact: Path, folder: Path, seed: int) -> Recipe:
+    """The seed's training sample of the corpus (sized so one pass + a half pass is the budget, in compact tokens)
+    with the fixed held-out documents interleaved, as the recipe every step trains with."""
+    from tinylm.pro.data import write_sample
+
+    folder.mkdir(parents=True)
+    record = write_sample(folder, list(scale.sources), "text", HELDOUT_EVERY, compact,
+                          round(scale.train_tokens / 1.5), scale.heldout_chars, seed)
+    return Recipe(sources=(str(folder / "train.jsonl"),), val_every=record["fit_val_every"], val_batches=1.0,
+                  seq_len=scale.seq_len, batch_size=scale.batch_size, lr=scale.lr)
+
+
+def inherit(source: Path, shape, data, scale: Scale, out: Path, seed: int) -> tuple[Path, int]:
+    """``shape`` inherited from the compact source: both-ends layers, widths by Taylor scores on calibration blocks
+    of the seed's training sample; returns the model dir and the calibration tokens read."""
+    from tinylm.inherit import calibration_blocks, importance, save_inherited, select_layers
+    from tinylm.model_dir import load_model_dir
+
+    model, tokenizer = load_model_dir(source)
+    blocks = calibration_blocks(data, scale.calibration, scale.seq_len, seed)
+    layers = select_layers("both-ends", model.config.num_layers, shape.num_layers)
+    plan = importance(model, "taylor", blocks).plan(shape, layers)
+    return save_inherited(out, model.state_dict(), model.config, plan, tokenizer,
+                          {"parent": str(source), "criterion": "taylor", "layers": layers}), blocks.numel()
+
+
+def run_seed(scale: Scale, seed: int, source: Path, big: Path, compact: Path, cache: Path,
              runs: Path) -> dict[str, dict[str, Any]]:
     """Train every step of the ladder for one seed; the model dirs are kept under ``cache/seed<seed>/``."""
-    from tinylm.inherit.command import inherit
+    from tinylm.inherit import resolve_target
+    from tinylm.model_dir import load_config
     from tinylm.rounds import MultiRoundTraining
 
-    big, small = scale.data(seed, big_path), scale.data(seed, compact_dir / "tokenizer.model")
+    recipe = sample(scale, compact, runs / f"sample-{seed}", seed)
+    with_big, with_compact = recipe.data(seed, big), recipe.data(seed, compact)
     rounds = MultiRoundTraining(rounds=2, rate=0.5, seed=seed, out_dir=str(runs / f"rounds-{seed}"))
-    budget = sum(rounds.round_steps(small.num_train_blocks, scale.batch_size))  # one pass + a half pass
-    base, deep = ModelConfig(**scale.base), ModelConfig(**scale.deep)
+    budget = sum(rounds.round_steps(with_compact.num_train_blocks, scale.batch_size))  # one pass + a half pass
+    # RoPE, norms and tying follow the source in every step, so only what the ladder changes differs
+    conventions = load_config(source)
+    base = resolve_target(scale.base, conventions).with_vocab(with_big.tokenizer.vocab_size)
+    deep = resolve_target(scale.deep, conventions).with_vocab(with_compact.tokenizer.vocab_size)
     out: dict[str, dict[str, Any]] = {}
 
-    def step(name: str, config: ModelConfig, data: TextDataModule, init_from: str | None = None,
-             callbacks: tuple = ()) -> None:
+    def step(name: str, config, data, init_from: Path | None = None, callbacks: tuple = (), extra: int = 0) -> None:
         root = runs / f"step-{name.strip('+')}-{seed}"
-        trained = scale.fit(data, root, seed, config=config, steps=budget,
-                            init_from=init_from, callbacks=callbacks, reload_dataloaders_every_n_epochs=1)
+        trained = recipe.fit(data, root, seed, config=config, steps=budget, init_from=init_from and str(init_from),
+                             callbacks=callbacks, reload_dataloaders_every_n_epochs=1)
         kept = cache / f"seed{seed}" / name.strip("+")
         kept.parent.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(kept, ignore_errors=True)
+        shutil.rmtree(kept, ignore_errors=True)  # this step's own earlier model dir under the ladder cache
         shutil.move(root / "model", kept)
-        config = config.with_vocab(data.tokenizer.vocab_size)
         out[name] = {"bpb": trained.bpb, "params": config.num_params(), "embedding_share": config.embedding_share(),
                      "vocab": config.vocab_size, "shape": f"L{config.num_layers}-d{config.hidden_size}",
-                     "model_dir": str(kept), "tokens": budget * scale.batch_size * scale.seq_len}
+                     "model_dir": str(kept), "tokens": trained.tokens, "calibration_tokens": extra}
 
-    step("base", base, big)
-    step("+tokenizer", base, small)
-    step("+arch", deep, small)
-    inherited = runs / f"inherited-{seed}"
-    inherit(source=str(source_model(scale, big, cache, runs)), target=str(cache / f"seed{seed}" / "arch"),
-            out=str(inherited), layers="both-ends", criterion="taylor", calibration=scale.sources[0],
-            seq_len=scale.seq_len, keep_ids=str(compact_dir / "compact.json"),
-            tokenizer=str(compact_dir / "tokenizer.model"), seed=seed)
-    step("+inherit", deep, small, init_from=str(inherited))
-    step("+rounds", deep, small, init_from=str(inherited), callbacks=(rounds,))
+    step("base", base, with_big)
+    step("+tokenizer", base.with_vocab(deep.vocab_size), with_compact)
+    step("+arch", deep, with_compact)
+    inherited, calibration = inherit(source, deep, with_compact, scale, runs / f"inherit-{seed}", seed)
+    step("+inherit", deep, with_compact, init_from=inherited, extra=calibration)
+    step("+rounds", deep, with_compact, init_from=inherited, callbacks=(rounds,), extra=calibration)
     return out
 
 
 def measure(settings: Scale, options: Options, folder: Path) -> Measured:
-    from reproduce.tokenizer import cut
+    from reproduce.inheritance import compact_source
+    from tinylm.model_dir import load_config
 
     scale, seeds = options.scale, options.seeds
     if scale == "paper":
         raise SystemExit("ladder --scale paper needs the 1.6T-token corpus and a GPU cluster; run each step with "
                          "`tinylm fit --config recipes/pretrain/pangu-pi-1b-pro.yaml` and `tinylm inherit` instead")
     cache = Path(default_cache_dir()) / "ladder" / scale
-    big = big_tokenizer(settings)
-    compact_dir, compacted = cut(big, settings.corpus, round(big.vocab_size * PAPER_FRACTION))
-    tokenizers = {"big": big.vocab_size, "compact": compacted["vocab_size"],
-                  "coverage": compacted["counted_coverage"], "inflation": compacted["verify"]["inflation"]}
+    parent = pretrained.source(scale, options.source)
+    big_vocab = load_config(parent).vocab_size
+    source, compacted = compact_source(scale, options.source,
+                                       settings.compact_vocab or round(big_vocab * PAPER_FRACTION), settings.corpus)
+    compact = source.parent / "tokenizer"
     with scratch("ladder") as runs:
-        per_seed = [run_seed(settings, seed, big.path, compact_dir, cache, runs) for seed in range(seeds)]
+        per_seed = [run_seed(settings, seed, source, parent, compact, cache, runs) for seed in range(seeds)]
     rows = []
     for step in STEPS:
         bpbs = [s[step]["bpb"] for s in per_seed]
         tasks = [ablation_scores(Path(s[step]["model_dir"]), settings.eval_limit) for s in per_seed]
         averages = [t["avg"] for t in tasks if t is not None]
         rows.append({"step": step, **{key: per_seed[0][step][key] for key in ("shape", "vocab", "params",
-                                                                               "embedding_share", "tokens")},
+                                                                               "embedding_share", "tokens",
+                                                                               "calibration_tokens")},
                      **dict(zip(("bpb", "bpb_sd"), mean_sd(bpbs))), "bpb_seeds": bpbs,
                      "ablation_avg": mean_sd(averages)[0] if averages else None, "ablation_seeds": averages,
                      "tasks": tasks, "model_dirs": [s[step]["model_dir"] for s in per_seed], "paper": PAPER[step]})
-    big = "mistral-common's inherited" if settings.big_vocab is None else "a corpus-trained (smoke)"
-    lines = [f"Corpus `{settings.corpus}`; {big} {tokenizers['big']:,}-piece tokenizer → compact "
-             f"{tokenizers['compact']:,} pieces (the paper's 48k-of-100,883 share), covering "
-             f"{100 * tokenizers['coverage']:.2f}% of the counted tokens, sequences {tokenizers['inflation']:.3f}× "
-             f"as long; every step {rows[0]['tokens']:,} training tokens; {seeds} seed(s). bpb: held-out bits per "
-             f"byte (lower is better). Tasks: ARC-E / HellaSwag / C3 average accuracy on {settings.eval_limit} "
-             "items each (near chance for models this small). Paper: the ten-benchmark average of Figure 1 [R].",
+    inflation = (compacted.get("verify") or {}).get("inflation")
+    lines = [f"Corpus `{settings.corpus}` (a training sample per seed; the same held-out documents for all). Source "
+             f"and big tokenizer: {experiment.shown(compacted['parent'])} ({big_vocab:,} pieces) → compact "
+             f"{compacted['vocab_size']:,} pieces" + ("" if settings.compact_vocab else " (the paper's 48k-of-100,883 share)")
+             + f", covering "
+             f"{100 * compacted['counted_coverage']:.2f}% of the counted tokens"
+             + (f", sequences {inflation:.3f}× as long" if inflation else "") + f"; every step {rows[0]['tokens']:,} "
+             f"training tokens (+inherit and +rounds also read {rows[-1]['calibration_tokens']:,} calibration tokens "
+             f"for Taylor's scores); {seeds} seed(s). bpb: held-out bits per byte (lower is better). Tasks: ARC-E / "
+             f"HellaSwag / C3 average accuracy on {settings.eval_limit} items each (near chance for models this "
+             "small). Paper: the ten-benchmark average of Figure 1 [R].",
              "", *markdown(("step", "shape", "vocab", "params", "emb+head share", "bpb (ours)", "seed sd",
                             "ablation avg (ours)", "paper avg [R]"),
                            ((r["step"], r["shape"], f"{r['vocab']:,}", f"{r['params'] / 1e6:.2f}M",
@@ -196,7 +211,7 @@ def measure(settings: Scale, options: Options, folder: Path) -> Measured:
     arms = {r["step"]: r["bpb_seeds"] for r in rows}
     return Measured("\n".join(lines), {f.key: arms for f in FINDINGS}, rows=rows,
                     tokens={r["step"]: r["tokens"] for r in rows}, figures=[plot(rows, folder)],
-                    extra={"tokenizers": tokenizers})
+                    extra={"compaction": compacted})
 
 
 def plot(rows: list[dict[str, Any]], folder: Path) -> str:

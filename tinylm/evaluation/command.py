@@ -12,14 +12,17 @@ from tinylm.io import atomic_file, check_output_file
 
 
 def run_tasks(lm: Any, tasks: list[str], num_fewshot: int | None = None, limit: float | None = None,
-              data_dir: str | None = None, seed: int = 1234, bootstrap_iters: int = 100_000) -> dict:
-    """Evaluate an lm-eval ``LM`` on task names (local first, then lm-eval's); returns lm-eval's result dict."""
+              data_dir: str | None = None, seed: int = 1234, bootstrap_iters: int = 100_000,
+              samples: dict[str, list[int]] | None = None) -> dict:
+    """Evaluate an lm-eval ``LM`` on task names (local first, then lm-eval's); returns lm-eval's result dict.
+    ``samples``: the document indices to score per task (instead of ``limit``'s first n)."""
     from lm_eval import simple_evaluate
 
     from tinylm.evaluation.tasks import load_tasks, task_manager
 
     objects = load_tasks(tasks, data_dir)
-    return simple_evaluate(model=lm, tasks=objects, num_fewshot=num_fewshot, limit=limit, log_samples=False,
+    return simple_evaluate(model=lm, tasks=objects, num_fewshot=num_fewshot, limit=limit, samples=samples,
+                           log_samples=False,
                            task_manager=task_manager(data_dir), bootstrap_iters=bootstrap_iters,
                            random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
                            fewshot_random_seed=seed)
