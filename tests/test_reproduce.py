@@ -217,6 +217,26 @@ def test_layer_studies_on_the_real_smollm2(tmp_path):
     assert torch.allclose(new, old[id_map], atol=1e-4)
 
 
+
+@pytest.mark.slow
+def test_the_small_ladder_on_the_real_smollm2(tmp_path):
+    """The small ladder's path on SmolLM2-135M with a tiny budget: its tokenizer compacted to the paper's share,
+    every step at the same tokens, +arch as large as base, and the inherited steps keep SmolLM2's RoPE."""
+    from dataclasses import replace
+
+    from reproduce import ladder
+    from reproduce.experiment import Options
+    from tinylm.model_dir import load_config
+
+    scale = replace(ladder.SCALES["small"], train_tokens=3_000, heldout_chars=2_000, eval_limit=2)
+    measured = ladder.measure(scale, Options(scale="small", seeds=1, out=tmp_path), tmp_path)
+    rows = {row["step"]: row for row in measured.rows}
+    assert rows["base"]["vocab"] == 49_152 and rows["+arch"]["vocab"] == round(49_152 * ladder.PAPER_FRACTION)
+    assert len(set(measured.tokens.values())) == 1 and rows["+rounds"]["calibration_tokens"] > 0
+    assert rows["+arch"]["params"] == pytest.approx(rows["base"]["params"], rel=0.05)
+    inherited = load_config(rows["+inherit"]["model_dirs"][0])
+    assert inherited.rope_theta == 100_000 and inherited.num_layers == 17 and inherited.tie_embeddings
+
 needs_benchmarks = pytest.mark.skipif(
     not (Path(__file__).resolve().parents[2] / "shared" / "benchmarks" / "agieval").is_dir()
     and not __import__("os").environ.get("TINYLM_EVAL_DATA"), reason="offline benchmarks not found")
