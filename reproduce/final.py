@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import statistics
 from pathlib import Path
+from typing import Mapping
 
 from reproduce import experiment
 from reproduce.experiment import Experiment, Measured, Options, fmt, markdown, read_json, write_json
@@ -33,11 +34,14 @@ PAPER_ROWS = {
     "PanGu-π-1.5B Pro": (52.39, 48.51, 62.54, 44.89, 70.61, 67.93, 79.55, 86.12, 24.61, 69.24, 60.64),
 }
 # Items per benchmark: a fixed seeded sample of each benchmark (the full set where smaller), the same items for every
-# model, a smaller sample being a prefix of a larger one's draw; the 135M reference runs in bfloat16 (3.3× faster
-# than float32 on this CPU), our small models in float32.
-LIMITS = {"smoke": {"items": 4, "reference_items": 2, "reference_dtype": "float32"},
-          "small": {"items": 200, "reference_items": 500, "reference_dtype": "bfloat16"},
-          "paper": {"items": None, "reference_items": None, "reference_dtype": "bfloat16"}}
+# model, a smaller sample being a prefix of a larger one's draw. The small-scale reference row was scored in
+# bfloat16, expected to be faster; on this CPU at one thread it ran 3.5× slower than float32 (4.3 vs 15.2 s for a
+# 1,600-token forward), and XSum's generation at 32 s per item, so XSum was scored in float32. Ours: float32.
+LIMITS = {"smoke": {"items": 4, "reference_items": 2, "reference_dtype": "float32", "reference_task_dtypes": {}},
+          "small": {"items": 200, "reference_items": 500, "reference_dtype": "bfloat16",
+                    "reference_task_dtypes": {"xsum": "float32"}},
+          "paper": {"items": None, "reference_items": None, "reference_dtype": "bfloat16",
+                    "reference_task_dtypes": {}}}
 # a uniform guess; AGI-Eval mixes 4- and 5-way questions with cloze items (about 20); XSum's ROUGE has none
 CHANCE = {"C-Eval": 25.0, "CMMLU": 25.0, "MMLU": 25.0, "AGI-Eval": 20.0, "BoolQ": 50.0, "AX-b": 50.0, "PIQA": 50.0,
           "EPRSTMT": 50.0, "C3": 25.0}
@@ -78,10 +82,11 @@ def benchmark_score(lm, task: str, metric: str, sample: dict[str, list[int]]) ->
     return sum(value * n for value, n in values) / sum(n for _, n in values)
 
 
-def scores(model_dir: str, items: int | None, dtype: str = "float32") -> dict[str, float | None]:
+def scores(model_dir: str, items: int | None, dtype: str = "float32",
+           task_dtypes: Mapping[str, str] | None = None) -> dict[str, float | None]:
     """The ten benchmarks on ``items`` items each and their plain average, as the paper averages; each benchmark
     is kept in the tinylm cache as it finishes (per model dir, its weights' size and time, items and dtype), so
-    a run cut short resumes at the next benchmark."""
+    a run cut short resumes at the next benchmark. ``task_dtypes``: a dtype for some benchmarks (by task name)."""
     import hashlib
 
     from tinylm.datamodule import default_cache_dir
@@ -89,14 +94,20 @@ def scores(model_dir: str, items: int | None, dtype: str = "float32") -> dict[st
     from tinylm.evaluation.tasks import PAPER_FINAL
 
     weights = [p.stat() for p in sorted(Path(model_dir).glob("*.safetensors"))]
-    key = hashlib.sha256(json.dumps([str(model_dir), (Path(model_dir) / "config.json").read_text(),
-                                     [(w.st_size, w.st_mtime) for w in weights], items, dtype]).encode()).hexdigest()
-    folder = Path(default_cache_dir()) / "reproduce" / "final-scores" / key[:16]
-    lm, row = None, {}
+
+    def folder(dtype: str) -> Path:
+        key = hashlib.sha256(json.dumps([str(model_dir), (Path(model_dir) / "config.json").read_text(),
+                                         [(w.st_size, w.st_mtime) for w in weights], items, dtype]).encode())
+        return Path(default_cache_dir()) / "reproduce" / "final-scores" / key.hexdigest()[:16]
+
+    models, row = {}, {}
     for name, (_, task, metric) in PAPER_FINAL.items():
-        path = folder / f"{task}.json"
+        task_dtype = (task_dtypes or {}).get(task, dtype)
+        path = folder(task_dtype) / f"{task}.json"
         if (cached := read_json(path)) is None:
-            lm = lm or TinyLMEval(model_dir, batch_size=16, device="cpu", dtype=dtype)
+            if task_dtype not in models:
+                models[task_dtype] = TinyLMEval(model_dir, batch_size=16, device="cpu", dtype=task_dtype)
+            lm = models[task_dtype]
             cached = {"score": benchmark_score(lm, task, metric, sample := benchmark_sample(task, items)),
                       "items": sum(map(len, sample.values()))}
             write_json(path, cached)
@@ -132,7 +143,8 @@ def measure(cfg: dict, options: Options, folder: Path) -> Measured:
             ours[f"tinylm ladder {step}"] = dirs
     columns, note = (*BENCHMARKS, "Avg."), ""
     try:
-        measured = {name: [scores(d, reference_limit, cfg["reference_dtype"])] for name, d in reference.items()}
+        measured = {name: [scores(d, reference_limit, cfg["reference_dtype"], cfg["reference_task_dtypes"])]
+                    for name, d in reference.items()}
         measured.update({name: [scores(d, limit) for d in dirs] for name, dirs in ours.items()})
     except TinyLMError as err:  # the benchmark files live outside the package (see eval/README.md)
         print(f"final: benchmarks unavailable ({err})")
@@ -151,7 +163,9 @@ def measure(cfg: dict, options: Options, folder: Path) -> Measured:
     lines = [f"Paper rows [P] (OpenCompass, ICML version); our rows: zero-shot lm-eval on a fixed seeded sample of "
              f"each benchmark ({'all' if limit is None else limit} items for tinylm rows, mean over the ladder's "
              f"seeds; {'all' if reference_limit is None else reference_limit} for the reference, in "
-             f"{cfg['reference_dtype']}; the whole set where smaller; tinylm's items are among the reference's). "
+             f"{cfg['reference_dtype']}" + "".join(f", {task} in {dtype}" for task, dtype in
+                                                  cfg["reference_task_dtypes"].items())
+             + "; the whole set where smaller; tinylm's items are among the reference's). "
              "XSum is ROUGE-1 F1 ×100 (the paper's ROUGE variant is not stated).", "",
              *markdown(("model", *columns), [*((f"{name} [P]", *(f"{v:.2f}" for v in values))
                                               for name, values in PAPER_ROWS.items()),
