@@ -237,9 +237,13 @@ def test_the_small_ladder_on_the_real_smollm2(tmp_path):
     inherited = load_config(rows["+inherit"]["model_dirs"][0])
     assert inherited.rope_theta == 100_000 and inherited.num_layers == 17 and inherited.tie_embeddings
 
-needs_benchmarks = pytest.mark.skipif(
-    not (Path(__file__).resolve().parents[2] / "shared" / "benchmarks" / "agieval").is_dir()
-    and not __import__("os").environ.get("TINYLM_EVAL_DATA"), reason="offline benchmarks not found")
+def _benchmarks_found() -> bool:
+    from tinylm.evaluation.datasets import data_dir
+
+    return (data_dir() / "agieval").is_dir()
+
+
+needs_benchmarks = pytest.mark.skipif(not _benchmarks_found(), reason="offline benchmarks not found (set TINYLM_EVAL_DATA)")
 
 
 @needs_benchmarks
