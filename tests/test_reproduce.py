@@ -243,7 +243,8 @@ def _benchmarks_found() -> bool:
     return (data_dir() / "agieval").is_dir()
 
 
-needs_benchmarks = pytest.mark.skipif(not _benchmarks_found(), reason="offline benchmarks not found (set TINYLM_EVAL_DATA)")
+needs_benchmarks = pytest.mark.skipif(not _benchmarks_found(),
+                                      reason="offline benchmarks not found (set TINYLM_EVAL_DATA)")
 
 
 @needs_benchmarks
