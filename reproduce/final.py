@@ -93,11 +93,11 @@ def scores(model_dir: str, items: int | None, dtype: str = "float32",
     from tinylm.evaluation.adapter import TinyLMEval
     from tinylm.evaluation.tasks import PAPER_FINAL
 
-    weights = [p.stat() for p in sorted(Path(model_dir).glob("*.safetensors"))]
+    weights = [(w.st_size, w.st_mtime) for w in (p.stat() for p in sorted(Path(model_dir).glob("*.safetensors")))]
+    config = (Path(model_dir) / "config.json").read_text()
 
     def folder(dtype: str) -> Path:
-        key = hashlib.sha256(json.dumps([str(model_dir), (Path(model_dir) / "config.json").read_text(),
-                                         [(w.st_size, w.st_mtime) for w in weights], items, dtype]).encode())
+        key = hashlib.sha256(json.dumps([str(model_dir), config, weights, items, dtype]).encode())
         return Path(default_cache_dir()) / "reproduce" / "final-scores" / key.hexdigest()[:16]
 
     models, row = {}, {}

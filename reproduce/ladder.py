@@ -129,6 +129,7 @@ def inherit(source: Path, shape, data, scale: Scale, out: Path, seed: int) -> tu
 def run_seed(scale: Scale, seed: int, source: Path, big: Path, compact: Path, cache: Path,
              runs: Path) -> dict[str, dict[str, Any]]:
     """Train every step of the ladder for one seed; the model dirs are kept under ``cache/seed<seed>/``."""
+    from tinylm.errors import TinyLMError
     from tinylm.inherit import resolve_target
     from tinylm.model_dir import load_config
     from tinylm.rounds import MultiRoundTraining
@@ -149,7 +150,10 @@ def run_seed(scale: Scale, seed: int, source: Path, big: Path, compact: Path, ca
                              callbacks=callbacks, reload_dataloaders_every_n_epochs=1)
         kept = cache / f"seed{seed}" / name.strip("+")
         kept.parent.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(kept, ignore_errors=True)  # this step's own earlier model dir under the ladder cache
+        if kept.exists():  # this step's own earlier model dir under the ladder cache, and nothing else
+            if not (kept / "config.json").is_file():
+                raise TinyLMError(f"{kept} exists and is not a ladder model dir; move it away and rerun")
+            shutil.rmtree(kept)
         shutil.move(root / "model", kept)
         out[name] = {"bpb": trained.bpb, "params": config.num_params(), "embedding_share": config.embedding_share(),
                      "vocab": config.vocab_size, "shape": f"L{config.num_layers}-d{config.hidden_size}",
