@@ -149,3 +149,93 @@ def test_bad_input_is_one_line_exit_2_and_leaves_the_destination_as_it_was(world
         assert word in errors[0], errors[0]
     assert snapshot(target) == before
     assert not [p for p in tmp_path.rglob("*") if "tinylm-tmp" in p.name or "tinylm-old" in p.name]
+
+
+# ---- data loss: an output that is, contains or lies inside an input, and folders tinylm did not write -----------
+# Inputs and outputs: M a model dir tinylm wrote, T a compact tokenizer folder, F a count folder, RUN a `tinylm pro`
+# run, U a user's folder that happens to hold a shards/ subfolder, R a user's folder with results.md. Each holds the
+# user's notes.txt; every one must be exactly as it was after the command.
+DATA_LOSS = [
+    ("count-out-is-its-tokenizer", ["tokenizer", "count", "--tokenizer", "{M}", "--input", "{corpus}", "--out", "{M}",
+                                    "--overwrite"], ["input of this command"]),
+    ("count-out-holds-its-tokenizer", ["tokenizer", "count", "--tokenizer", "{RUN}/1-tokenizer/source", "--input",
+                                       "{corpus}", "--out", "{RUN}", "--overwrite"], ["input of this command"]),
+    ("count-out-inside-its-tokenizer", ["tokenizer", "count", "--tokenizer", "{M}", "--input", "{corpus}", "--out",
+                                        "{M}/freq"], ["input of this command"]),
+    ("count-out-user-folder-with-shards", ["tokenizer", "count", "--tokenizer", "{tok}", "--input", "{corpus}",
+                                           "--out", "{U}"], ["not empty"]),
+    ("count-out-user-folder-with-shards-overwrite", ["tokenizer", "count", "--tokenizer", "{tok}", "--input",
+                                                     "{corpus}", "--out", "{U}", "--overwrite"],
+     ["not written by tinylm"]),
+    ("remap-out-is-its-model", ["tokenizer", "remap", "--model", "{M}", "--tokenizer", "{T}", "--out", "{M}",
+                                "--overwrite"], ["input of this command"]),
+    ("remap-out-is-its-tokenizer", ["tokenizer", "remap", "--model", "{M}", "--tokenizer", "{T}", "--out", "{T}",
+                                    "--overwrite"], ["input of this command"]),
+    ("convert-out-is-its-source", ["convert", "--source", "{M}", "--out", "{M}", "--overwrite"],
+     ["input of this command"]),
+    ("compact-out-is-its-tokenizer", ["tokenizer", "compact", "--tokenizer", "{T}", "--freq", "{F}", "--vocab_size",
+                                      "300", "--out", "{T}", "--overwrite"], ["input of this command"]),
+    ("compact-out-is-its-freq", ["tokenizer", "compact", "--tokenizer", "{T}", "--freq", "{F}", "--vocab_size",
+                                 "300", "--out", "{F}", "--overwrite"], ["input of this command"]),
+    ("coverage-out-is-its-freq", ["tokenizer", "coverage", "--freq", "{F}", "--out", "{F}", "--overwrite"],
+     ["input of this command"]),
+    ("fit-model-dir-is-init-from", fit("--model.init_from", "{M}", "--model.model_dir", "{M}", "--overwrite", "true"),
+     ["input of this command"]),
+    ("fit-model-dir-is-data-tokenizer", fit("--data.tokenizer", "{M}", "--model.model_dir", "{M}", "--overwrite",
+                                            "true"), ["input of this command"]),
+    ("fit-root-inside-init-from", fit("--model.init_from", "{M}", "--trainer.default_root_dir", "{M}/run"),
+     ["input of this command"]),
+    ("inherit-out-inside-source", ["inherit", "--source", "{M}", "--target", '{{"num_layers": 1}}', "--criterion",
+                                   "l1", "--out", "{M}/small"], ["input of this command"]),
+    ("eval-output-md-is-a-users-file", evaluate("--output", "{R}/results.json"), ["results.md", "exists"]),
+    ("eval-output-md-is-a-users-file-overwrite", evaluate("--output", "{R}/results.json", "--overwrite"),
+     ["results.md", "not written by tinylm"]),
+    ("eval-output-inside-the-model", evaluate("--output", "{model}/results.json"), ["input of this command"]),
+    ("pro-out-holds-its-source", ["pro", "--source", "{RUN}/1-tokenizer/source", "--target", "debug", "--out",
+                                  "{RUN}", "--overwrite"], ["input of this command"]),
+]
+
+
+@pytest.fixture
+def precious(world, tmp_path) -> dict[str, str]:
+    """Copies of tinylm-written folders and user folders, each with the user's notes.txt inside."""
+    import shutil
+
+    from tinylm.io import MARKER
+
+    paths = {name: tmp_path / name for name in ("M", "T", "F", "RUN", "U", "R")}
+    shutil.copytree(world["model"], paths["M"])
+    paths["T"].mkdir()
+    shutil.copy(world["tok"], paths["T"] / "tokenizer.model")
+    paths["F"].mkdir()
+    (paths["F"] / "frequencies.json").write_text("{}")
+    shutil.copytree(world["model"], paths["RUN"] / "1-tokenizer" / "source")
+    (paths["RUN"] / "pro.json").write_text("{}")
+    (paths["U"] / "shards").mkdir(parents=True)
+    (paths["R"]).mkdir()
+    (paths["R"] / "results.md").write_text("my own results, not tinylm's")
+    for name in ("T", "F", "RUN"):
+        (paths[name] / MARKER).write_text("written by tinylm")
+    for path in paths.values():
+        (path / "notes.txt").write_text("precious")
+    return {name: str(path) for name, path in paths.items()}
+
+
+@pytest.mark.parametrize("name, argv, words", DATA_LOSS, ids=[row[0] for row in DATA_LOSS])
+def test_no_command_destroys_its_inputs_or_a_users_folder(world, precious, tmp_path, monkeypatch, capsys,
+                                                          name, argv, words):
+    before = {path: snapshot(Path(path)) for path in [*precious.values(), world["model"], world["tok"]]}
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+
+    with pytest.raises(SystemExit) as exit_:
+        main([arg.format(tmp=tmp_path, **world, **precious) for arg in argv])
+
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("tinylm: error:")]
+    assert exit_.value.code == 2, err[-2000:]
+    assert len(errors) == 1, err[-2000:]
+    for word in words:
+        assert word in errors[0], errors[0]
+    assert {path: snapshot(Path(path)) for path in before} == before
+    assert not [p for p in tmp_path.rglob("*") if "tinylm-tmp" in p.name or "tinylm-old" in p.name]

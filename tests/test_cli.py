@@ -154,3 +154,33 @@ def test_bare_bool_flag_means_true_in_function_commands():
     assert bare_flags_true(["--out", "x", "--overwrite"], command) == ["--out", "x", "--overwrite", "true"]
     assert bare_flags_true(["--overwrite", "false"], command) == ["--overwrite", "false"]
     assert bare_flags_true(["--limit", "3"], command) == ["--limit", "3"]
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_143(corpus_dir, tokenizer, tmp_path):
+    """What a scheduler sends: the run stops at the next step with checkpoints/last.ckpt, and says so in one line."""
+    import signal
+    import time
+
+    import torch
+
+    args = ["fit", "--config", str(REPO / "recipes" / "quickstart.yaml"), "--data.sources", str(corpus_dir),
+            "--data.tokenizer", str(tokenizer.path), "--data.seq_len", "16", "--data.batch_size", "2",
+            "--model.config", "debug", "--trainer.max_steps", "100000", "--trainer.enable_progress_bar", "false"]
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    process = subprocess.Popen([sys.executable, "-m", "tinylm.cli", *args], cwd=tmp_path, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    version = tmp_path / "runs" / "quickstart" / "logs" / "version_0"
+    deadline = time.time() + 300
+    while not (version / "hparams.yaml").is_file() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(3)  # well inside training: the periodic checkpoint (every 100 steps) may or may not have run
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=300)
+
+    assert process.returncode == 143, err[-2000:]
+    lines = [line for line in err.splitlines() if line.startswith("tinylm: stopped by SIGTERM")]
+    assert len(lines) == 1, err[-2000:]
+    step = int(lines[0].split("after step ")[1].split(";")[0])
+    checkpoint = torch.load(version / "checkpoints" / "last.ckpt", weights_only=False, map_location="cpu")
+    assert checkpoint["global_step"] == step > 0
+    assert not (version / "model").exists()  # an unfinished run writes no model dir

@@ -96,6 +96,10 @@ def main(argv: list[str] | None = None) -> None:
             run_lightning(argv)  # None: LightningCLI reads sys.argv itself
         else:
             run_function(args)
+    except SystemExit as stop:  # tinylm.runs.Stopped: a signal ended the run after saving (exit 143)
+        if getattr(stop, "message", None):
+            print(f"tinylm: {stop.message}", file=sys.stderr)
+        raise
     except Exception as err:  # noqa: BLE001 — report bad input in one line, re-raise real bugs
         message = user_error(err)
         if message is None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -20,7 +19,7 @@ import numpy as np
 
 from tinylm.corpus import resolve
 from tinylm.errors import TinyLMError
-from tinylm.io import MARKER, atomic_dir, check_output_dir
+from tinylm.io import MARKER, atomic_dir, check_output_dir, is_tinylm_dir
 from tinylm.tokenizer import SentencePieceTokenizer, Tokenizer, load_tokenizer
 from tinylm.vocab.bpe import choose_tokens, compact_spec
 from tinylm.vocab.choose import choose_pieces, compact_proto, load_proto
@@ -83,12 +82,14 @@ def compact_tokenizer(
     verify_docs: Sequence[str] = (),
     keep_reachable: bool = True,
     overwrite: bool = False,
+    inputs: Sequence[str | os.PathLike] = (),
 ) -> dict[str, Any]:
     """Write the compact tokenizer (``tokenizer.model`` or ``tokenizer.json``, + Hugging Face files) keeping
     ``vocab_size`` pieces to ``out``, and ``out/compact.json`` with the id map (``id_map[new id] = old id``), the
     coverage of the counted tokens and the round-trip check on ``verify_docs``.
 
-    Nothing is written if the counts belong to another tokenizer or compaction loses text.
+    Nothing is written if the counts belong to another tokenizer or compaction loses text; ``out`` is never
+    the tokenizer itself, nor any of ``inputs``.
     """
     if frequencies.get("tokenizer_sha256") != tokenizer.sha256:
         raise TinyLMError(f"the frequency file was counted with another tokenizer ({frequencies.get('tokenizer')}, "
@@ -102,7 +103,7 @@ def compact_tokenizer(
     else:
         spec = json.loads(tokenizer.path.read_text(encoding="utf-8"))
         keep, info = choose_tokens(spec, counts, vocab_size)
-    with atomic_dir(out, overwrite) as tmp:
+    with atomic_dir(out, overwrite, inputs=[tokenizer.path, *inputs]) as tmp:
         if sentencepiece:
             (tmp / "tokenizer.model").write_bytes(compact_proto(proto, keep).SerializeToString())
             new = load_tokenizer(tmp / "tokenizer.model")
@@ -155,20 +156,29 @@ def count_command(
         text_field: the text column of jsonl/parquet sources.
         workers: counting processes (0: one per CPU core).
         shard_chars: characters of text per shard (the unit of parallel work and of resuming).
-        overwrite: recount from scratch into an ``out`` tinylm wrote (without it, a count folder is resumed).
+        overwrite: recount from scratch into an ``out`` tinylm wrote (without it, an earlier count of this
+            command in ``out`` is resumed; a killed fresh count restarts, since its shards were written aside).
     """
-    out_dir = Path(out)
-    if overwrite or not (out_dir / "shards").is_dir():  # an earlier count's folder is resumed, nothing else
-        check_output_dir(out_dir, overwrite)
-        shutil.rmtree(out_dir, ignore_errors=True)
-    tok = load_tokenizer(tokenizer)
     specs = [input] if isinstance(input, str) else input
+    out_dir = check_output_dir(out, overwrite or _resumable_count(out), inputs=[tokenizer, *specs])
+    tok = load_tokenizer(tokenizer)  # every input is read before anything is written
     sources = [s for spec in specs for s in resolve(spec, text_field)]
-    record = count_frequencies(tok, sources, out_dir, val_every=val_every, workers=workers, shard_chars=shard_chars)
-    (out_dir / MARKER).touch()  # tinylm wrote this folder: --overwrite may replace it
+    if _resumable_count(out_dir) and not overwrite:  # an earlier count's shards are reused
+        record = count_frequencies(tok, sources, out_dir, val_every=val_every, workers=workers,
+                                   shard_chars=shard_chars)
+    else:  # a fresh count is built aside and replaces an old one only when complete
+        with atomic_dir(out_dir, overwrite, inputs=[tokenizer, *specs]) as tmp:
+            (tmp / MARKER).touch()
+            record = count_frequencies(tok, sources, tmp, val_every=val_every, workers=workers,
+                                       shard_chars=shard_chars)
     speed = f", encoded at {record['encoded_mb_per_s']:.1f} MB/s" if record["encoded_mb_per_s"] else ""
     print(f"tinylm: counted {record['tokens']:,} tokens in {record['bytes'] / 1e6:.1f} MB "
           f"({record['shards']} shards, {record['shards_reused']} reused{speed}) -> {Path(out) / FREQ_FILE}")
+
+
+def _resumable_count(out: str | os.PathLike) -> bool:
+    """A folder an earlier ``tokenizer count`` wrote (its marker and its shards), which a rerun continues."""
+    return is_tinylm_dir(out) and (Path(out) / "shards").is_dir()
 
 
 def compact_command(
@@ -198,13 +208,15 @@ def compact_command(
         text_field: the text column of jsonl/parquet sources.
         overwrite: replace an ``out`` that tinylm wrote.
     """
-    check_output_dir(out, overwrite)
+    verify = [verify_input] if isinstance(verify_input, str) else list(verify_input or [])
+    inputs = [tokenizer, freq, *verify]
+    check_output_dir(out, overwrite, inputs=inputs)
     tok = load_tokenizer(tokenizer)
     frequencies = read_frequencies(freq)
-    specs = frequencies.get("sources", []) if verify_input is None else verify_input
+    specs = frequencies.get("sources", []) if verify_input is None else verify
     specs = [specs] if isinstance(specs, str) else specs
     docs = sample_documents(specs, verify_chars, text_field) if verify_chars > 0 and specs else []
-    record = compact_tokenizer(tok, frequencies, vocab_size, out, docs, keep_reachable, overwrite)
+    record = compact_tokenizer(tok, frequencies, vocab_size, out, docs, keep_reachable, overwrite, inputs)
     check = record["verify"]
     summary = (f"; round trip lossless on {check['lossless']}/{check['documents']} documents, "
                f"{check['new_tokens']:,} tokens vs {check['old_tokens']:,} ({check['inflation']:.4f}x)"
@@ -238,14 +250,14 @@ def coverage_command(freq: str, out: str = "coverage", ks: list[int] = list(DEFA
         ks: the k values of the table (the full vocabulary is always added).
         overwrite: replace an ``out`` that tinylm wrote.
     """
-    check_output_dir(out, overwrite)
+    check_output_dir(out, overwrite, inputs=[freq])
     frequencies = read_frequencies(freq)
     counts = frequencies["counts"]
     rows = coverage_rows(counts, ks)
     targets = {f"{100 * s:g}%": pieces_for_coverage(counts, s) for s in (0.9, 0.95, 0.9786, 0.99, 0.999)}
     table = coverage_markdown(rows) + "\n\n| coverage | pieces needed |\n|---|---|\n" + "\n".join(
         f"| {name} | {k} |" for name, k in targets.items())
-    with atomic_dir(out, overwrite) as tmp:
+    with atomic_dir(out, overwrite, inputs=[freq]) as tmp:
         plot_coverage({Path(frequencies["tokenizer"]).name: counts}, tmp / "coverage.png")
         (tmp / "coverage.md").write_text(table + "\n")
         (tmp / "coverage.json").write_text(json.dumps({"tokenizer": frequencies["tokenizer"], "rows": rows,

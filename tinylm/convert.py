@@ -191,7 +191,7 @@ def convert_gguf(path: str | os.PathLike, out: str | os.PathLike, overwrite: boo
     from tinylm.tokenizer import load_tokenizer
 
     path = Path(path)
-    check_output_dir(out, overwrite)
+    check_output_dir(out, overwrite, inputs=[path])
     reader = _reader(path)
     config = gguf_config(reader)
     state = gguf_state_dict(reader, config)
@@ -202,27 +202,29 @@ def convert_gguf(path: str | os.PathLike, out: str | os.PathLike, overwrite: boo
                       "source_sha256": sha256_file(path),
                       "source_quantization": sorted({t.tensor_type.name for t in reader.tensors}),
                       **(provenance or {})}
-        return write_model_dir(out, config, state, tokenizer, provenance, overwrite)
+        return write_model_dir(out, config, state, tokenizer, provenance, overwrite, inputs=[path])
 
 
 # ---- Hugging Face folders ----------------------------------------------------------------------------------
 def convert_hf(folder: str | os.PathLike, out: str | os.PathLike, overwrite: bool = False) -> Path:
     """Re-write any LLaMA-architecture Hugging Face folder as a tinylm model dir (fp32 safetensors, provenance)."""
     from tinylm.io import check_output_dir
-    from tinylm.model_dir import load_config, load_state_dict, write_model_dir
+    from tinylm.model_dir import check_finite, check_tokenizer_files, load_config, load_state_dict, write_model_dir
     from tinylm.tokenizer import load_tokenizer
 
     folder = Path(folder)
-    check_output_dir(out, overwrite)
+    check_output_dir(out, overwrite, inputs=[folder])
     config = load_config(folder)
+    check_tokenizer_files(folder)  # a swapped tokenizer is refused, never copied with a fresh hash
     state = {name: tensor.float() for name, tensor in load_state_dict(folder).items()
              if not name.endswith("rotary_emb.inv_freq")}
+    check_finite(state, str(folder))
     tokenizer = load_tokenizer(folder)
     weights = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin"))
     digest = hashlib.sha256("".join(sha256_file(p) for p in weights).encode()).hexdigest()
     provenance = {"recipe": "convert", "source": str(folder.resolve()), "source_format": "hf",
                   "source_sha256": digest}
-    return write_model_dir(out, config, state, tokenizer, provenance, overwrite)
+    return write_model_dir(out, config, state, tokenizer, provenance, overwrite, inputs=[folder])
 
 
 # ---- built-in pretrained models ----------------------------------------------------------------------------
@@ -275,7 +277,7 @@ def convert_command(source: str, out: str, overwrite: bool = False) -> None:
     from tinylm.io import check_output_dir
     from tinylm.tokenizer import BUILTIN_PREFIX
 
-    check_output_dir(out, overwrite)
+    check_output_dir(out, overwrite, inputs=[source])
     start = time.perf_counter()
     if source.startswith(BUILTIN_PREFIX):
         path = convert_gguf(builtin_gguf(source[len(BUILTIN_PREFIX):]), out, overwrite)

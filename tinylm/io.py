@@ -1,12 +1,15 @@
 """Safe, atomic file-system writes: never destroy what tinylm did not write.
 
 Every folder tinylm writes is built in a temp path beside the target, gets a ``.tinylm`` marker file, and is
-renamed into place only when complete. An existing target is replaced only with ``overwrite=True`` *and* only
-when it carries that marker (or is empty); ``.``, ``..``, the filesystem root, the home folder and any parent of
-the working directory are never targets. ``check_output_dir`` runs the same checks up front, so a command can
-refuse a bad ``--out`` before it spends an hour of work; temp folders and files left by a killed write
-(``.<name>.tinylm-tmp.<pid>.*``, ``.<name>.tinylm-old.<pid>``) are cleaned at the next write to the same
-target. Files and folders get the usual modes (0644 / 0755).
+renamed into place only when complete; the folder it replaces is moved aside only then, and removed last. An
+existing target is replaced only with ``overwrite=True`` *and* only when it carries that marker (or is empty) —
+never because of what else it holds. ``.``, ``..``, the filesystem root, the home folder and any parent of the
+working directory are never targets, and neither is anything that is, contains or lies inside one of the
+command's own inputs (``inputs=``). ``check_output_dir`` / ``check_output_file`` run these checks up front, so
+every command refuses a bad output before it reads or writes anything; temp folders and files left by a killed
+write (``.<name>.tinylm-tmp.<pid>.*``, ``.<name>.tinylm-old.<pid>``) are cleaned at the next write to the same
+target. A symlinked target is written through: the link keeps pointing at the new result. Files and folders get
+the usual modes (0644 / 0755).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Iterable, Iterator
 from tinylm.errors import TinyLMError
 
 MARKER = ".tinylm"  # present in every folder tinylm wrote; only such folders may be overwritten
+STAMP = "written by tinylm"  # near the start of every stamped text file tinylm wrote (eval's results)
 FILE_MODE, DIR_MODE = 0o644, 0o755
 
 
@@ -37,12 +41,30 @@ def _umask_modes(path: Path) -> None:
         os.chmod(path, FILE_MODE & ~umask)
 
 
+Paths = Iterable["str | os.PathLike | None"]
+
+
 def is_tinylm_dir(path: str | os.PathLike) -> bool:
-    """True when ``path`` is a folder that tinylm wrote (the marker, or a model dir's ``tinylm.json``)."""
-    return (Path(path) / MARKER).is_file() or (Path(path) / "tinylm.json").is_file()
+    """True when ``path`` is a folder that tinylm wrote: it holds the marker, which only tinylm writes."""
+    return (Path(path) / MARKER).is_file()
 
 
-def _protected(target: Path, protect: Iterable[str | os.PathLike] = ()) -> str | None:
+def input_path(spec: "str | os.PathLike | None") -> Path | None:
+    """The local path an input spec reads (a glob's fixed folder part), or None for hub names and the like."""
+    if spec is None:
+        return None
+    text = os.fspath(spec)
+    if not text or text == "builtin" or text.startswith(("builtin:", "hf:", "s3://", "gs://", "http://", "https://")):
+        return None  # read from the installed package or a remote store, never a place tinylm writes
+    fixed = text.split("*", 1)[0].split("?", 1)[0].split("[", 1)[0]
+    return Path(fixed if fixed == text else os.path.dirname(fixed) or ".").expanduser()
+
+
+def _within(inner: Path, outer: Path) -> bool:
+    return inner == outer or outer in inner.parents
+
+
+def _protected(target: Path, protect: Paths = (), inputs: Paths = ()) -> str | None:
     """Why ``target`` may never be written as a whole, or None."""
     resolved = target.resolve()
     cwd = Path.cwd().resolve()
@@ -52,23 +74,38 @@ def _protected(target: Path, protect: Iterable[str | os.PathLike] = ()) -> str |
         return "it is the filesystem root or the home folder"
     if resolved in cwd.parents:
         return "it contains the working directory"
+    for spec in inputs:
+        read = input_path(spec)
+        if read is not None and (_within(resolved, read.resolve()) or _within(read.resolve(), resolved)):
+            return f"it is, contains or lies inside {spec}, an input of this command; write the output elsewhere"
     for keep in protect:
-        keep = Path(keep).expanduser().resolve()
-        if resolved == keep or resolved in keep.parents:
-            return f"it is or contains {keep}, which this run also writes"
+        if keep is not None and _within(Path(keep).expanduser().resolve(), resolved):
+            return f"it is or contains {Path(keep).expanduser().resolve()}, which this run also writes"
     return None
 
 
-def check_output_dir(target: str | os.PathLike, overwrite: bool = False, what: str = "--out",
-                     protect: Iterable[str | os.PathLike] = ()) -> Path:
-    """Refuse an output folder before any work starts; returns the target as a Path.
-
-    Refused: a protected path (``.``, ``..``, root, home, a parent of the working directory, or equal to or a
-    parent of any path in ``protect``); a file where a folder is expected; an existing non-empty folder without
-    ``overwrite``; with ``overwrite``, a non-empty folder tinylm did not write; a location that cannot be written.
-    """
+def check_apart(target: str | os.PathLike, inputs: Paths, what: str) -> None:
+    """Refuse an output location (e.g. a run's root, which may already exist) that is, contains or lies inside
+    one of the command's inputs."""
     target = Path(target).expanduser()
-    reason = _protected(target, protect)
+    for spec in inputs:
+        read = input_path(spec)
+        if read is not None and (_within(target.resolve(), read.resolve()) or _within(read.resolve(), target.resolve())):
+            raise TinyLMError(f"{what} {target} is refused: it is, contains or lies inside {spec}, an input of this "
+                              "command; write the output elsewhere")
+
+
+def check_output_dir(target: str | os.PathLike, overwrite: bool = False, what: str = "--out",
+                     protect: Paths = (), inputs: Paths = ()) -> Path:
+    """Refuse an output folder before any work starts; returns the target (a symlink's destination) as a Path.
+
+    Refused: a protected path (``.``, ``..``, root, home, a parent of the working directory, equal to or a parent
+    of any path in ``protect``, or equal to, a parent of or inside any of the command's ``inputs``); a file where a
+    folder is expected; an existing non-empty folder without ``overwrite``; with ``overwrite``, a non-empty folder
+    tinylm did not write; a location that cannot be written.
+    """
+    target = _through_link(Path(target).expanduser())
+    reason = _protected(target, protect, inputs)
     if reason:
         raise TinyLMError(f"{what} {target} is refused: {reason}; name a new folder for the output")
     if target.exists() and not target.is_dir():
@@ -80,29 +117,64 @@ def check_output_dir(target: str | os.PathLike, overwrite: bool = False, what: s
         if not is_tinylm_dir(target):
             raise TinyLMError(f"{what} {target} was not written by tinylm (no {MARKER} marker); tinylm never "
                               "replaces it, even with --overwrite; name a new folder")
-    _check_writable_parent(target, what)
+    check_writable(target, what)
     return target
 
 
-def check_output_file(target: str | os.PathLike, overwrite: bool = True, what: str = "--output") -> Path:
-    """Refuse an output file before any work starts (a folder in its place, an unwritable location)."""
-    target = Path(target).expanduser()
+def _through_link(target: Path) -> Path:
+    """A symlinked output is written where it points, so the link stays valid and nothing is left beside it."""
+    return target.resolve() if target.is_symlink() else target
+
+
+def stamp(kind: str) -> str:
+    """The line a stamped text file carries, so that ``--overwrite`` can tell tinylm's files from a user's."""
+    return f"{STAMP} {kind}; --overwrite may replace this file"
+
+
+def is_tinylm_file(path: str | os.PathLike) -> bool:
+    """True when ``path`` is a text file tinylm stamped (``stamp``) near its start."""
+    try:
+        with open(path, "rb") as handle:
+            return STAMP.encode() in handle.read(512)
+    except OSError:
+        return False
+
+
+def check_output_file(target: str | os.PathLike, overwrite: bool = True, what: str = "--output",
+                      inputs: Paths = (), stamped: bool = False) -> Path:
+    """Refuse an output file before any work starts: an input of the command, a folder in its place, an existing
+    file without ``overwrite``, an unwritable location; and, for ``stamped`` outputs (text files tinylm stamps),
+    an existing file that tinylm did not write, even with ``overwrite``."""
+    target = _through_link(Path(target).expanduser())
+    reason = _protected(target, (), inputs)
+    if reason:
+        raise TinyLMError(f"{what} {target} is refused: {reason}")
     if target.is_dir():
         raise TinyLMError(f"{what} {target} is a folder; name a file")
     if target.exists() and not overwrite:
         raise TinyLMError(f"{what} {target} exists; name a new file or pass --overwrite")
-    _check_writable_parent(target, what)
+    if target.exists() and stamped and not is_tinylm_file(target):
+        raise TinyLMError(f"{what} {target} exists and was not written by tinylm; tinylm never replaces it, even "
+                          "with --overwrite; name a new file")
+    check_writable(target, what)
     if target.exists() and not os.access(target, os.W_OK):
         raise TinyLMError(f"{what} {target} cannot be written (read-only file); choose a writable location")
     return target
 
 
-def _check_writable_parent(target: Path, what: str) -> None:
-    parent = _existing_ancestor(target.parent)
+def check_writable(target: str | os.PathLike, what: str) -> None:
+    """Refuse a location that cannot be written, by trying: permission bits say nothing about /sys or /proc, or
+    to root. The probe folder is removed at once."""
+    target = Path(target).expanduser()
+    parent = _existing_ancestor(target if target.is_dir() else target.parent)
     if not parent.is_dir():
         raise TinyLMError(f"{what} {target} cannot be created: {parent} is a file; choose another location")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise TinyLMError(f"{what} {target} cannot be written ({parent} is read-only); choose a writable location")
+    try:
+        probe = tempfile.mkdtemp(prefix=f".tinylm-probe.{os.getpid()}.", dir=parent)
+    except OSError as err:
+        raise TinyLMError(f"{what} {target} cannot be written ({parent}: {err.strerror or err}); choose a writable "
+                          "location") from None
+    os.rmdir(probe)
 
 
 def _existing_ancestor(path: Path) -> Path:
@@ -149,13 +221,14 @@ def _alive(pid: int) -> bool:
 
 @contextmanager
 def atomic_dir(target: str | os.PathLike, overwrite: bool = False, what: str = "--out",
-               protect: Iterable[str | os.PathLike] = ()) -> Iterator[Path]:
+               protect: Paths = (), inputs: Paths = ()) -> Iterator[Path]:
     """Yield an empty temp folder; on success it becomes ``target`` (marked as tinylm's), on error it is removed.
 
-    An existing non-empty ``target`` is replaced only with ``overwrite=True`` and only when tinylm wrote it;
-    ``protect`` names paths the target may neither be nor contain (see ``check_output_dir``).
+    An existing non-empty ``target`` is replaced only with ``overwrite=True`` and only when tinylm wrote it, and
+    it is moved aside only once the new folder is complete; ``protect`` and ``inputs`` name paths the target may
+    not be, contain or (inputs) lie inside (see ``check_output_dir``).
     """
-    target = check_output_dir(target, overwrite, what, protect)
+    target = check_output_dir(target, overwrite, what, protect, inputs)
     target.parent.mkdir(parents=True, exist_ok=True)
     clean_stale(target)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.{TEMP}.{os.getpid()}.", dir=target.parent))
@@ -163,7 +236,7 @@ def atomic_dir(target: str | os.PathLike, overwrite: bool = False, what: str = "
         yield tmp
         (tmp / MARKER).write_text("written by tinylm; `--overwrite` may replace this folder\n")
         _umask_modes(tmp)
-        check_output_dir(target, overwrite, what, protect)  # the target may have appeared while we worked
+        check_output_dir(target, overwrite, what, protect, inputs)  # the target may have appeared while we worked
         if target.exists():
             old = target.with_name(f".{target.name}.{OLD}.{os.getpid()}")
             os.replace(target, old)

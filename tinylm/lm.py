@@ -20,8 +20,9 @@ from tinylm.datamodule import TrainingData
 from tinylm.errors import TinyLMError
 from tinylm.io import check_output_dir
 from tinylm.model import ModelConfig, Transformer, linear_cross_entropy
-from tinylm.model_dir import load_model_dir, write_model_dir
+from tinylm.model_dir import check_same_tokenizer, load_model_dir, write_model_dir
 from tinylm.optim import PAPER_BS0_TOKENS, scaled_lr, warmup_cosine
+from tinylm.runs import SaveOnSigterm
 from tinylm.scoring import token_nll
 from tinylm.throughput import SpeedMonitor
 from tinylm.tokenizer import Tokenizer
@@ -99,6 +100,8 @@ class LanguageModel(L.LightningModule):
         tokenizer = self.tokenizer
         if self.hparams.init_from:
             net, _ = load_model_dir(self.hparams.init_from, attention=self.hparams.attention, with_tokenizer=False)
+            if tokenizer is not None:
+                check_same_tokenizer(self.hparams.init_from, tokenizer)
             self.config = net.config
         else:
             config = self.config
@@ -202,7 +205,7 @@ class LanguageModel(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     def configure_callbacks(self) -> list[L.Callback]:
-        return [SpeedMonitor()]
+        return [SpeedMonitor(), SaveOnSigterm()]
 
     # ---- state and output ------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -249,7 +252,10 @@ class LanguageModel(L.LightningModule):
         log_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)
         self.model_dir_path = Path(self.hparams.model_dir) if self.hparams.model_dir else log_dir / "model"
         keep = [log_dir] + [cb.dirpath for cb in self.trainer.checkpoint_callbacks if cb.dirpath]
-        check_output_dir(self.model_dir_path, self.overwrite, "--model.model_dir", protect=keep)
+        datamodule = getattr(self.trainer, "datamodule", None)
+        inputs = [self.hparams.init_from, getattr(datamodule, "tokenizer_path", None),
+                  *getattr(datamodule, "sources_spec", [])]
+        check_output_dir(self.model_dir_path, self.overwrite, "--model.model_dir", protect=keep, inputs=inputs)
 
     def output_dir(self) -> Path:
         """Where ``on_fit_end`` writes the model dir (resolved in ``setup``)."""

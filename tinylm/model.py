@@ -143,6 +143,18 @@ class ModelConfig:
         rope = hf.get("rope_parameters") or {}  # transformers 5 spells RoPE here; older configs at the top level
         if hf.get("rope_scaling") or rope.get("rope_type", "default") != "default":
             raise TinyLMError("config.json: RoPE scaling is not supported by tinylm; use a model without it")
+        window, positions = hf.get("sliding_window"), hf.get("max_position_embeddings", 2048)
+        if window is not None and (not isinstance(positions, int) or window < positions):
+            raise TinyLMError(f"config.json: sliding_window={window} (attention over the last {window} tokens only) is "
+                              "not implemented by tinylm, which attends over the whole context; use a model without "
+                              "a sliding window, or set sliding_window to null if it was trained with full attention")
+        for name in ("hidden_size", "num_attention_heads", "num_hidden_layers", "intermediate_size", "vocab_size",
+                     "num_key_value_heads", "max_position_embeddings", "head_dim"):
+            value = hf.get(name, 1)
+            if (value is not None or name != "head_dim") and (isinstance(value, bool) or not isinstance(value, int)
+                                                               or value < 1):
+                raise TinyLMError(f"config.json: {name}={value!r} is not a positive whole number; fix or re-save "
+                                  "the model's config.json")
         hidden, heads = hf["hidden_size"], hf["num_attention_heads"]
         return cls(
             head_dim=hf.get("head_dim"),

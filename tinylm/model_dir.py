@@ -13,10 +13,11 @@ converter. Wherever a model dir is read, ``builtin:<name>`` names a built-in pre
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 from safetensors import SafetensorError
@@ -28,6 +29,9 @@ from tinylm.model import ModelConfig, Transformer
 from tinylm.tokenizer import BUILTIN_PREFIX, Tokenizer, load_tokenizer
 
 PROVENANCE = "tinylm.json"
+# Every file a loader may read the tokenizer from: tinylm reads tokenizer.model (else tokenizer.json), transformers
+# and lm-eval's hf backend read tokenizer.json and tokenizer_config.json. Each one's hash is recorded and checked.
+TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
 def resolve_model_dir(directory: str | os.PathLike) -> Path:
@@ -58,10 +62,12 @@ def write_model_dir(
     provenance: dict[str, Any] | None = None,
     overwrite: bool = False,
     extra: Callable[[Path], None] | None = None,
+    inputs: Sequence[str | os.PathLike] = (),
 ) -> Path:
     """Write a config, a state dict with HF names, a tokenizer and provenance as a model dir, atomically.
 
-    An existing non-empty ``directory`` is refused unless ``overwrite`` and tinylm wrote it (``tinylm.io``).
+    An existing non-empty ``directory`` is refused unless ``overwrite`` and tinylm wrote it, and so is one that
+    is, contains or lies inside any of ``inputs`` (``tinylm.io``).
     ``extra(folder)`` writes any further files into the folder before it is renamed into place, so they appear
     together with the model or not at all.
     """
@@ -74,7 +80,7 @@ def write_model_dir(
     state = {name: tensor.detach().contiguous().cpu() for name, tensor in state.items()}
     if config.tie_embeddings:
         state.pop("lm_head.weight", None)  # HF re-ties it from embed_tokens on load
-    with atomic_dir(directory, overwrite) as tmp:
+    with atomic_dir(directory, overwrite, inputs=inputs) as tmp:
         (tmp / "config.json").write_text(json.dumps(config.to_hf(), indent=2) + "\n")
         save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         if tokenizer is not None:
@@ -83,10 +89,56 @@ def write_model_dir(
                   "num_params": config.num_params(), **(provenance or {})}
         if tokenizer is not None:
             record["tokenizer_sha256"] = tokenizer.sha256  # checked on load
+            record["tokenizer_files"] = {name: _sha256(tmp / name) for name in TOKENIZER_FILES
+                                         if (tmp / name).is_file()}
         (tmp / PROVENANCE).write_text(json.dumps(record, indent=2, default=str) + "\n")
         if extra is not None:
             extra(tmp)
     return directory
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def check_tokenizer_files(directory: str | os.PathLike) -> None:
+    """Refuse a model dir whose tokenizer files differ from the ones it was written with: the embedding rows would
+    be read under the wrong ids (by tinylm, or by transformers reading tokenizer.json). A dir without provenance (a
+    plain transformers export) is taken as it is."""
+    directory = resolve_model_dir(directory)
+    provenance = read_provenance(directory)
+    recorded = provenance.get("tokenizer_files")
+    if recorded is None:  # written before tinylm recorded every file: the main tokenizer's hash only
+        main = next((directory / n for n in TOKENIZER_FILES[:2] if (directory / n).is_file()), None)
+        recorded = {main.name: provenance["tokenizer_sha256"]} if main and "tokenizer_sha256" in provenance else {}
+        present = [main.name] if main and recorded else []
+    else:
+        present = [name for name in TOKENIZER_FILES if (directory / name).is_file()]
+    for name in present:
+        if name not in recorded:
+            raise TinyLMError(f"{directory}: {name} was added after the model was written (tinylm.json records "
+                              f"{', '.join(recorded) or 'no tokenizer'}); remove it, or put the model's own back")
+        if _sha256(directory / name) != recorded[name]:
+            raise TinyLMError(f"{directory}: {name} (sha256 {_sha256(directory / name)[:12]}…) is not the file the "
+                              f"model was written with (sha256 {recorded[name][:12]}…); put the model's own "
+                              f"{name} back")
+    for name in set(recorded) - set(present):
+        if name in TOKENIZER_FILES[:2]:
+            raise TinyLMError(f"{directory}: {name} is missing; put the model's own {name} back")
+
+
+def check_same_tokenizer(directory: str | os.PathLike, tokenizer: Tokenizer) -> None:
+    """Refuse training a model dir's weights under a tokenizer other than its own (same size or not: the rows
+    would stand for other pieces)."""
+    directory = resolve_model_dir(directory)
+    provenance = read_provenance(directory)
+    own = {provenance.get("tokenizer_sha256"), *provenance.get("tokenizer_files", {}).values()} - {None}
+    if not own:  # no provenance: the tokenizer files it carries
+        own = {_sha256(directory / n) for n in TOKENIZER_FILES[:2] if (directory / n).is_file()}
+    if own and tokenizer.sha256 not in own:
+        raise TinyLMError(f"{directory} was trained with another tokenizer than {tokenizer.path} (sha256 "
+                          f"{tokenizer.sha256[:12]}…); use the model's own (--data.tokenizer {directory}), or remap "
+                          "the model to this tokenizer first (tinylm tokenizer remap)")
 
 
 def load_config(directory: str | os.PathLike) -> ModelConfig:
@@ -94,9 +146,15 @@ def load_config(directory: str | os.PathLike) -> ModelConfig:
     if not path.is_file():
         raise TinyLMError(f"not a model dir: {path} is missing; point at a dir written by tinylm or transformers")
     try:
-        return ModelConfig.from_hf(json.loads(path.read_text()))
-    except (json.JSONDecodeError, KeyError) as err:
-        raise TinyLMError(f"{path} is not a valid LLaMA config ({err}); re-save the model") from None
+        hf = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise TinyLMError(f"{path} is not a JSON file ({err}); re-save the model") from None
+    if not isinstance(hf, dict):
+        raise TinyLMError(f"{path} holds a JSON {type(hf).__name__}, not a config mapping; re-save the model")
+    try:
+        return ModelConfig.from_hf(hf)
+    except KeyError as err:
+        raise TinyLMError(f"{path} is not a valid LLaMA config (no {err}); re-save the model") from None
 
 
 def load_state_dict(directory: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -122,6 +180,15 @@ def load_state_dict(directory: str | os.PathLike) -> dict[str, torch.Tensor]:
     raise TinyLMError(f"{directory}: no model.safetensors found; is this a model dir?")
 
 
+def check_finite(state: dict[str, torch.Tensor], where: str) -> None:
+    """Refuse weights holding NaN or inf: a corrupted file, or a diverged run; they would score as garbage."""
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise TinyLMError(f"{where}: {name} holds {bad} non-finite value(s) (NaN or inf); the weights are "
+                              "corrupt or diverged; re-copy the model dir or use an earlier checkpoint")
+
+
 def load_model_dir(
     directory: str | os.PathLike,
     attention: str = "sdpa",
@@ -135,7 +202,9 @@ def load_model_dir(
     """
     directory = resolve_model_dir(directory)
     config = load_config(directory)
+    check_tokenizer_files(directory)
     state = load_state_dict(directory)
+    check_finite(state, str(directory))
     if config.tie_embeddings:
         state.pop("lm_head.weight", None)
     with torch.device("meta"):
@@ -160,12 +229,7 @@ def load_model_dir(
     model.rope = type(model.rope)(config.head_dim, config.rope_theta)  # rebuild the non-persistent buffer
     tokenizer = None
     if with_tokenizer and any((directory / name).is_file() for name in ("tokenizer.model", "tokenizer.json")):
-        tokenizer = load_tokenizer(directory)
-        recorded = read_provenance(directory).get("tokenizer_sha256")
-        if recorded is not None and recorded != tokenizer.sha256:
-            raise TinyLMError(f"{directory}: {tokenizer.path.name} (sha256 {tokenizer.sha256[:12]}…) is not the "
-                              f"tokenizer the model was written with (sha256 {recorded[:12]}…); put the model's own "
-                              "tokenizer back")
+        tokenizer = load_tokenizer(directory)  # its files were checked against the provenance above
         if tokenizer.vocab_size > config.vocab_size:
             raise TinyLMError(
                 f"{directory}: tokenizer has {tokenizer.vocab_size} pieces but the model only {config.vocab_size} "

@@ -18,8 +18,11 @@ import os
 import re
 import zipfile
 from pathlib import Path
+from typing import Any
 
+import lightning as L
 from jsonargparse import Namespace
+from lightning.pytorch.callbacks import Callback
 from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.cli import LightningCLI
@@ -27,7 +30,7 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
 from tinylm.errors import TinyLMError
-from tinylm.io import check_output_dir
+from tinylm.io import check_apart, check_output_dir, check_writable
 
 LOGS = "logs"
 LAST = "last.ckpt"
@@ -80,6 +83,37 @@ def check_checkpoint_file(path: str | os.PathLike) -> None:
                           "checkpoint (e.g. an earlier one in the same checkpoints/ folder)")
 
 
+class SaveOnSigterm(Callback):
+    """A scheduler's SIGTERM ends the run at the next step boundary with a checkpoint, and a non-zero exit.
+
+    Lightning only notes the signal (``trainer.received_sigterm``) and, in one process, goes on to the end of the
+    epoch, then exits 0 without saving. Here every rank decides together after each step (one all-reduce of a
+    bool), saves ``checkpoints/last.ckpt`` (what ``--ckpt_path last`` resumes) and raises ``Stopped``, which the
+    CLI turns into exit status 143 (128 + SIGTERM), as schedulers expect.
+    """
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        if not trainer.strategy.reduce_boolean_decision(trainer.received_sigterm, all=False):
+            return
+        saved = None
+        for callback in trainer.checkpoint_callbacks:
+            if callback.dirpath:
+                saved = Path(callback.dirpath) / LAST
+                trainer.save_checkpoint(saved)  # a collective under DDP/FSDP: every rank is here
+                break
+        raise Stopped(f"stopped by SIGTERM after step {trainer.global_step}; "
+                      + (f"checkpoint saved to {saved}; continue with --ckpt_path last" if saved else
+                         "this run has no checkpoint callback, so nothing was saved"))
+
+
+class Stopped(SystemExit):
+    """A run ended early by a signal, after saving; exit status 143."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(143)
+        self.message = message
+
+
 class RunLogger(CSVLogger):
     """``CSVLogger`` under ``<root>/logs/version_<N>`` that appends to an existing ``metrics.csv`` on resume
     (Lightning's own deletes it when the version folder exists)."""
@@ -126,6 +160,16 @@ def check_steps(max_steps: int | None) -> None:
                           "(or -1 to let max_epochs or the rounds callback decide)")
 
 
+def fit_inputs(config: Namespace) -> list[str]:
+    """Everything a fit reads from disk (the model it starts from, the tokenizer, the text): no output may be,
+    contain or lie inside one of them."""
+    init = config.model.init_args if "init_args" in config.model else Namespace()
+    data = config.data.init_args if "init_args" in (config.data or {}) else (config.data or Namespace())
+    sources = data.get("sources") or []
+    return [p for p in (init.get("init_from"), init.get("source"), data.get("tokenizer"),
+                        *([sources] if isinstance(sources, str) else sources)) if p]
+
+
 class RunCLI(LightningCLI):
     """LightningCLI with tinylm's run rules: one root for everything, ``--ckpt_path last|auto``, ``--overwrite``.
 
@@ -157,7 +201,12 @@ class RunCLI(LightningCLI):
                                        init_args=Namespace(save_dir=str(root), name=LOGS, version=version))
         if config.overwrite:
             config.model.init_args.overwrite = True
-        model_dir = config.model.init_args.get("model_dir") if "init_args" in config.model else None
-        if fitting and model_dir:  # refused before anything is built or written
-            overwrite = bool(config.model.init_args.get("overwrite"))
-            check_output_dir(model_dir, overwrite, "--model.model_dir", protect=[Path(root) / LOGS])
+        init = config.model.init_args if "init_args" in config.model else Namespace()
+        model_dir = init.get("model_dir")
+        if fitting:  # refused before anything is built or written
+            inputs = fit_inputs(config)
+            check_apart(root, inputs, "--trainer.default_root_dir")
+            check_writable(root, "--trainer.default_root_dir")
+            if model_dir:
+                check_output_dir(model_dir, bool(init.get("overwrite")), "--model.model_dir",
+                                 protect=[Path(root) / LOGS], inputs=inputs)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from tinylm.errors import TinyLMError
-from tinylm.io import atomic_file, check_output_file
+from tinylm.io import atomic_file, check_output_file, stamp
 
 
 def run_tasks(lm: Any, tasks: list[str], num_fewshot: int | None = None, limit: float | None = None,
@@ -54,6 +54,7 @@ def evaluate(
     device: str | None = None,
     add_bos_token: bool | None = None,
     seed: int = 1234,
+    overwrite: bool = False,
 ) -> dict:
     """Evaluate a model dir on benchmarks with EleutherAI lm-evaluation-harness.
 
@@ -72,6 +73,7 @@ def evaluate(
         add_bos_token: start every context with BOS; default: the tokenizer's own setting, as lm-eval's hf
             backend does (our SentencePiece tokenizers add BOS, SmolLM2's byte-level BPE does not).
         seed: seed of lm-eval's few-shot sampling.
+        overwrite: replace an existing --output (and its .md) that tinylm eval wrote; a user's file never is.
     """
     from lm_eval.utils import handle_non_serializable
 
@@ -79,9 +81,10 @@ def evaluate(
 
     names = [t.strip() for t in (tasks.split(",") if isinstance(tasks, str) else tasks) if t.strip()]
     check_settings(model, names, num_fewshot, limit, batch_size, device)
-    if output:  # refused now, not after an hour of evaluation
-        check_output_file(output, what="--output")
-        check_output_file(Path(output).with_suffix(".md"), what="--output (its .md table)")
+    if output:  # refused now, not after an hour of evaluation; both files under the same rules
+        inputs = [model, data_dir]
+        check_output_file(output, overwrite, "--output", inputs, stamped=True)
+        check_output_file(Path(output).with_suffix(".md"), overwrite, "--output (its .md table)", inputs, stamped=True)
     start = time.time()
     lm = TinyLMEval(model, batch_size=batch_size, device=device, add_bos_token=add_bos_token)
     try:
@@ -92,14 +95,14 @@ def evaluate(
     table = markdown(results)
     print(table)
     if output:
-        record = {"model": str(Path(model).resolve()), "tasks": names, "num_fewshot": num_fewshot, "limit": limit,
+        record = {"note": stamp("eval"), "model": str(Path(model).resolve()), "tasks": names, "num_fewshot": num_fewshot, "limit": limit,
                   "batch_size": batch_size, "add_bos_token": add_bos_token, "seconds": round(time.time() - start, 1),
                   **{key: results[key] for key in ("results", "groups", "group_subtasks", "n-shot", "n-samples",
                                                     "versions", "higher_is_better", "configs") if key in results}}
         with atomic_file(output) as handle:
             handle.write(json.dumps(record, indent=2, default=handle_non_serializable, ensure_ascii=False) + "\n")
         with atomic_file(Path(output).with_suffix(".md")) as handle:
-            handle.write(f"# {Path(model).name}: {', '.join(names)}\n\n{table}\n")
+            handle.write(f"<!-- {stamp('eval')} -->\n# {Path(model).name}: {', '.join(names)}\n\n{table}\n")
         print(f"tinylm: wrote {output} and {Path(output).with_suffix('.md')}")
     return results
 

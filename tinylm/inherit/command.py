@@ -55,7 +55,7 @@ def inherit(
     if criterion not in (*CRITERIA, "learned"):
         raise TinyLMError(f"unknown criterion {criterion!r}; choose one of {', '.join((*CRITERIA, 'learned'))}")
     inputs = [p for p in (source, masks, keep_ids, tokenizer) if p is not None]
-    check_output_dir(out, overwrite, "--out", protect=inputs)  # before any work, and never over an input
+    check_output_dir(out, overwrite, "--out", inputs=inputs)  # before any work, and never over an input
     if target.lstrip().startswith("{"):
         try:
             target = json.loads(target)

@@ -147,6 +147,17 @@ def top_k(scores: Tensor, k: int) -> list[int]:
     return sorted(scores.topk(k).indices.tolist())
 
 
+def check_shape_fields(fields: dict) -> None:
+    """Refuse a mapping whose keys are not shape fields or whose values are not positive integers."""
+    unknown = set(fields) - set(SHAPE_FIELDS)
+    if unknown:
+        raise TinyLMError(f"target fields {sorted(unknown)} are not shape fields; use {', '.join(SHAPE_FIELDS)}")
+    for name, value in fields.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise TinyLMError(f"target {name}={value!r} is not a positive whole number; give every shape field "
+                              "as an integer, e.g. '{\"num_layers\": 2}'")
+
+
 def resolve_target(target: ModelConfig | str | dict, source: ModelConfig) -> ModelConfig:
     """Turn a preset name, a model dir, a mapping of shape fields, or a config into the target shape, checked.
 
@@ -159,18 +170,22 @@ def resolve_target(target: ModelConfig | str | dict, source: ModelConfig) -> Mod
 
             target = load_config(target)
         elif target.lstrip().startswith("{"):
-            target = json.loads(target)
+            try:
+                target = json.loads(target)
+            except json.JSONDecodeError as err:
+                raise TinyLMError(f"target {target!r} is not valid JSON ({err.msg}); quote the field names, "
+                                  "e.g. '{\"num_layers\": 2}'") from None
         elif target in PRESETS:
             target = PRESETS[target]
         else:
             raise TinyLMError(f"target {target!r} is neither a preset ({', '.join(sorted(PRESETS))}), a model dir, "
                               "nor a mapping of shape fields such as '{\"hidden_size\": 128, \"num_heads\": 2}'")
+    if not isinstance(target, (ModelConfig, dict)):
+        raise TinyLMError(f"target {target!r} is not a mapping of shape fields; give e.g. '{{\"num_layers\": 2}}'")
     if isinstance(target, ModelConfig):
         shape = {name: getattr(target, name) for name in SHAPE_FIELDS}
     else:
-        unknown = set(target) - set(SHAPE_FIELDS)
-        if unknown:
-            raise TinyLMError(f"target fields {sorted(unknown)} are not shape fields; use {', '.join(SHAPE_FIELDS)}")
+        check_shape_fields(target)
         shape = {name: target.get(name, getattr(source, name)) for name in SHAPE_FIELDS}
         if "num_kv_heads" not in target and "num_heads" in target:  # keep the source's query heads per KV head
             group = source.num_heads // source.num_kv_heads

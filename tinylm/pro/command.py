@@ -16,7 +16,7 @@ from tinylm.pro.compaction import compact_tokenizer
 from tinylm.pro.data import read_jsonl, write_sample
 from tinylm.pro.inheritance import inherit_model
 from tinylm.pro.report import ARM_NAMES, evaluate, tokenizer_line, write_report
-from tinylm.pro.stages import RUN_FILE, digest, fingerprint_dir, prepare_out, run_stage, stage_record
+from tinylm.pro.stages import RUN_FILE, check_run_out, digest, fingerprint_dir, run_stage, stage_record, start_run
 from tinylm.pro.target import describe, parse_budget, read_target, write_shape
 from tinylm.pro.training import train_arm
 
@@ -107,19 +107,27 @@ def pro(
     specs = [data] if isinstance(data, str) else list(data)
     if not specs:
         raise TinyLMError("--data is empty; give at least one text source (e.g. builtin)")
-    run = prepare_out(out, overwrite)
-    settings = {k: v for k, v in locals().items() if k not in ("wanted", "specs", "run")}
-    with atomic_file(run / RUN_FILE) as handle:
-        json.dump({"command": "tinylm pro", "settings": settings}, handle, indent=2, default=str)
+    # Everything is checked before anything is written: the run folder, the source, the data and the target.
+    run = check_run_out(out, overwrite, inputs=[source, *specs, eval_data_dir])
     from tinylm.corpus import resolve
 
     data_ids = [s.fingerprint for spec in specs for s in resolve(spec, text_field)]
+    source_config = _source_config(source)
+    budget = parse_budget(target)
+    if budget is None:
+        read_target(target, source_config, source_config.vocab_size)
+    elif budget >= source_config.num_params():
+        raise TinyLMError(f"--target {target} is not smaller than the source ({source_config.num_params():,} "
+                          "parameters); inheritance only shrinks a model, give a smaller budget")
+    start_run(run)
+    settings = {k: v for k, v in locals().items() if k not in ("wanted", "specs", "run", "resolve", "source_config",
+                                                               "budget", "data_ids")}
+    with atomic_file(run / RUN_FILE) as handle:
+        json.dump({"command": "tinylm pro", "settings": settings}, handle, indent=2, default=str)
     source_dir = _source_dir(source, run, overwrite)
     source_id = fingerprint_dir(source_dir)
     from tinylm.model_dir import load_config
 
-    if parse_budget(target) is None:  # a bad shape is refused now, not after the tokenizer stage
-        read_target(target, load_config(source_dir), load_config(source_dir).vocab_size)
     done: dict[str, dict[str, Any]] = {}
 
     def need(name: str) -> bool:
@@ -267,6 +275,25 @@ def _check_settings(coverage: float, vocab_size: int | None, tokens: int, rounds
         raise TinyLMError(f"--val_every {val_every} must be at least 2 and --heldout_chars positive")
     if criterion not in (*CRITERIA, "learned"):
         raise TinyLMError(f"--criterion {criterion!r}: choose one of {', '.join((*CRITERIA, 'learned'))}")
+
+
+def _source_config(source: str) -> ModelConfig:
+    """The source's config, read without writing anything into the run (a GGUF's header is enough)."""
+    from tinylm.model_dir import load_config, resolve_model_dir
+
+    if str(source).lower().endswith(".gguf"):
+        path = Path(source).expanduser()
+        if not path.is_file():
+            raise TinyLMError(f"--source {path} does not exist; give a .gguf file, a model dir or "
+                              "builtin:smollm2-135m")
+        from tinylm.convert import _reader, gguf_config
+
+        return gguf_config(_reader(path))
+    directory = resolve_model_dir(source)
+    if not (directory / "config.json").is_file():
+        raise TinyLMError(f"--source {source} is not a model dir (no config.json); give a model dir, a .gguf file "
+                          "or builtin:smollm2-135m")
+    return load_config(directory)
 
 
 def _source_dir(source: str, run: Path, overwrite: bool) -> Path:

@@ -60,18 +60,22 @@ def fingerprint_dir(folder: Path) -> str:
     return digest([str(folder.resolve()), entries])
 
 
-def prepare_out(out: str, overwrite: bool) -> Path:
-    """A new or empty folder becomes a run; a previous ``tinylm pro`` run is resumed; anything else is refused."""
+def check_run_out(out: str, overwrite: bool, inputs: list[Any] = ()) -> Path:
+    """Where a run goes, checked without writing: a new or empty folder, or a previous ``tinylm pro`` run (which
+    is resumed); anything else is refused, and so is a folder that is, contains or lies inside an input."""
     path = Path(out).expanduser()
     if (path / RUN_FILE).is_file() and is_tinylm_dir(path):
-        check_output_dir(path, overwrite=True)  # still refuses ., .., home and parents of the working dir
-        return path
+        # still refuses ., .., home, parents of the working dir and the command's inputs
+        return check_output_dir(path, overwrite=True, inputs=inputs)
     if path.is_dir() and any(path.iterdir()):
         what = "was not written by tinylm" if not is_tinylm_dir(path) else "holds tinylm output that is not a " \
                                                                             "`tinylm pro` run"
         raise TinyLMError(f"--out {path} exists, is not empty and {what}; name a new folder (a previous "
                           "`tinylm pro` --out is resumed)")
-    check_output_dir(path)
+    return check_output_dir(path, inputs=inputs)
+
+
+def start_run(path: Path) -> None:
+    """Make ``path`` a run folder (marked as tinylm's); called only once every input has been checked."""
     path.mkdir(parents=True, exist_ok=True)
     (path / MARKER).write_text("written by tinylm; `--overwrite` may replace this folder\n")
-    return path

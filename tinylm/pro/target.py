@@ -67,7 +67,7 @@ def shape_for_budget(budget: int, source: ModelConfig, vocab_size: int) -> Model
 
 def read_target(target: str, source: ModelConfig, vocab_size: int) -> tuple[ModelConfig, str]:
     """The target shape (checked against the compact source) and how it was chosen."""
-    from tinylm.inherit.plan import SHAPE_FIELDS, resolve_target
+    from tinylm.inherit.plan import SHAPE_FIELDS, check_shape_fields, resolve_target
 
     text = str(target).strip()
     budget = parse_budget(text)
@@ -97,6 +97,7 @@ def read_target(target: str, source: ModelConfig, vocab_size: int) -> tuple[Mode
     else:
         raise TinyLMError(f"--target {text!r} is neither a parameter budget (e.g. 10M), a preset "
                           f"({', '.join(sorted(PRESETS))}) nor a shape file (.yaml/.json)")
+    check_shape_fields(fields)
     shape = dict(fields)
     if "num_heads" in shape and "num_kv_heads" not in shape:
         kv = kv_heads_for(int(shape["num_heads"]), source)

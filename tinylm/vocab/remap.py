@@ -54,7 +54,7 @@ def remap_model(model: str | os.PathLike, tokenizer: str | os.PathLike, out: str
     """Write a copy of the model dir ``model`` whose embedding and head rows follow the compact ``tokenizer``."""
     from tinylm.model_dir import load_config, load_state_dict, read_provenance, resolve_model_dir, write_model_dir
 
-    check_output_dir(out, overwrite)
+    check_output_dir(out, overwrite, inputs=[model, tokenizer])
     model = resolve_model_dir(model)
     config = load_config(model)
     if not any((model / name).is_file() for name in ("tokenizer.model", "tokenizer.json")):
@@ -76,4 +76,5 @@ def remap_model(model: str | os.PathLike, tokenizer: str | os.PathLike, out: str
         "parent": str(model.resolve()),
         "vocab_map": {"parent_tokenizer_sha256": old.sha256, "tokenizer_sha256": new.sha256, "new_to_old": keep},
     })
-    return write_model_dir(out, replace(config, vocab_size=len(keep)), state, new, provenance, overwrite)
+    return write_model_dir(out, replace(config, vocab_size=len(keep)), state, new, provenance, overwrite,
+                           inputs=[model, tokenizer])
