@@ -84,7 +84,114 @@ CATALOGUE = [
     ("compact-out-under-a-file", ["tokenizer", "compact", "--tokenizer", "{tok}", "--freq", "{tmp}/freq",
                                   "--vocab_size", "300", "--out", "{tmp}/a_file/compact"], 2, ["is a file"],
      "a_file/compact"),
+    ("count-bad-corpus-leaves-nothing", ["tokenizer", "count", "--tokenizer", "{tok}", "--input",
+                                         "{tmp}/latin1.jsonl", "--out", "{tmp}/freq_out"], 2, ["not UTF-8"],
+     "freq_out"),
+    # 2. wrong results accepted silently
+    ("fit-init-from-another-tokenizer-of-the-same-size", fit("--model.init_from", "{model}", "--data.tokenizer",
+                                                             "{tok_same_size}"), 2,
+     ["trained with another tokenizer", "tinylm tokenizer remap"], "run"),
+    ("convert-swapped-tokenizer-model", ["convert", "--source", "{swapped_model}", "--out", "{tmp}/converted"], 2,
+     ["tokenizer.model", "not the file the model was written with"], "converted"),
+    ("eval-swapped-tokenizer-json", evaluate("--model", "{swapped_json}", "--output", "{tmp}/out.json"), 2,
+     ["tokenizer.json", "not the file the model was written with"], "out.json"),
+    ("eval-non-finite-weights", evaluate("--model", "{nan_weights}", "--output", "{tmp}/out.json"), 2,
+     ["non-finite"], "out.json"),
+    ("ckpt-flipped-bytes", fit("--ckpt_path", "{ckpt_flipped}"), 2, ["corrupted", "CRC"], "run"),
+    ("fit-max-steps-without-an-end", fit("--trainer.max_steps", "-1"), 2, ["no end", "--trainer.max_epochs"], "run"),
+    ("convert-sliding-window", ["convert", "--source", "{sliding}", "--out", "{tmp}/converted"], 2,
+     ["sliding_window=16"], "converted"),
+    # 3. tracebacks that are one line
+    ("inherit-target-field-not-a-number", ["inherit", "--source", "{model}", "--target", '{{"num_layers": "two"}}',
+                                           "--out", "{tmp}/small"], 2, ["num_layers='two'", "positive whole"],
+     "small"),
+    ("inherit-target-field-null", ["inherit", "--source", "{model}", "--target", '{{"hidden_size": null}}',
+                                   "--out", "{tmp}/small"], 2, ["hidden_size=None"], "small"),
+    ("pro-target-field-not-a-number", ["pro", "--source", "{model}", "--target", '{{"num_layers": "two"}}', "--out",
+                                       "{tmp}/pro"], 2, ["num_layers='two'"], "pro"),
+    ("pro-target-larger-than-the-source", ["pro", "--source", "{model}", "--target", "1B", "--out", "{tmp}/pro"], 2,
+     ["not smaller than the source"], "pro"),
+    ("fit-root-unwritable", fit("--trainer.default_root_dir", "/proc/tinylm-run"), 2, ["cannot be written"], "run"),
+    ("fit-model-dir-in-sys", fit("--model.model_dir", "/sys/tinylm-model"), 2, ["cannot be written"], "run"),
+    ("convert-out-in-proc", ["convert", "--source", "{model}", "--out", "/proc/tinylm-model"], 2,
+     ["cannot be written"], "converted"),
+    ("eval-output-in-proc", evaluate("--output", "/proc/out.json"), 2, ["cannot be written"], "out.json"),
+    ("eval-config-binary", evaluate("--model", "{config_binary}"), 2, ["not a JSON file"], "out.json"),
+    ("eval-config-list", evaluate("--model", "{config_list}"), 2, ["JSON list"], "out.json"),
+    ("eval-config-not-a-number", evaluate("--model", "{config_big}"), 2, ["hidden_size='big'"], "out.json"),
+    ("ckpt-malicious-pickle", fit("--ckpt_path", "{ckpt_evil}"), 2, ["pickled objects", "never loads"], "run"),
+    ("ckpt-last-malicious-pickle", fit("--trainer.default_root_dir", "{evil_run}", "--ckpt_path", "last"), 2,
+     ["pickled objects"], "run"),
+    ("validate-malicious-pickle", ["validate", "--config", QUICKSTART, "--data.sources", "{corpus}",
+                                   "--data.tokenizer", "{tok}", "--model.config", "debug", "--ckpt_path",
+                                   "{ckpt_evil}", "--trainer.default_root_dir", "{tmp}/run"], 2, ["pickled objects"],
+     "run"),
 ]
+
+
+class Evil:
+    """A pickle that would run a command when loaded (it never may be)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def corrupt_world(root: Path, world: dict[str, str]) -> dict[str, str]:
+    """Bad copies of good inputs: a same-size tokenizer with two pieces swapped, model dirs with a swapped
+    tokenizer file, NaN weights or a bad config, a checkpoint with flipped bytes, and malicious pickles."""
+    import json
+    import shutil
+    import struct
+    import zipfile
+
+    import torch
+    from sentencepiece import sentencepiece_model_pb2 as sp_pb2
+
+    proto = sp_pb2.ModelProto()
+    proto.ParseFromString(Path(world["tok"]).read_bytes())
+    a, b = proto.pieces[500], proto.pieces[501]
+    (a.piece, a.score), (b.piece, b.score) = (b.piece, a.score), (a.piece, b.score)
+    (root / "same_size.model").write_bytes(proto.SerializeToString())
+    out = {"tok_same_size": str(root / "same_size.model")}
+
+    def copy(name: str) -> Path:
+        shutil.copytree(world["model"], root / name)
+        out[name] = str(root / name)
+        return root / name
+
+    shutil.copy(root / "same_size.model", copy("swapped_model") / "tokenizer.model")
+    with open(copy("swapped_json") / "tokenizer.json", "a") as handle:
+        handle.write("\n")
+    weights = copy("nan_weights") / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    start = 8 + struct.unpack("<Q", data[:8])[0]
+    data[start + 64:start + 128] = b"\xff" * 64
+    weights.write_bytes(bytes(data))
+    (copy("config_binary") / "config.json").write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe")
+    (copy("config_list") / "config.json").write_text("[1, 2, 3]")
+    config = json.loads((Path(world["model"]) / "config.json").read_text())
+    (copy("config_big") / "config.json").write_text(json.dumps({**config, "hidden_size": "big"}))
+    (copy("sliding") / "config.json").write_text(json.dumps({**config, "sliding_window": 16}))
+    flipped = bytearray(Path(world["ckpt"]).read_bytes())
+    with zipfile.ZipFile(world["ckpt"]) as archive:
+        entry = max(archive.infolist(), key=lambda info: info.file_size)
+    name_len, extra_len = struct.unpack("<HH", flipped[entry.header_offset + 26:entry.header_offset + 30])
+    at = entry.header_offset + 30 + name_len + extra_len + entry.file_size // 2
+    flipped[at:at + 8] = bytes(255 - x for x in flipped[at:at + 8])
+    (root / "flipped.ckpt").write_bytes(bytes(flipped))
+    out["ckpt_flipped"] = str(root / "flipped.ckpt")
+    torch.save({"state_dict": {}, "evil": Evil(root / "pwned")}, root / "evil.ckpt")
+    out["ckpt_evil"] = str(root / "evil.ckpt")
+    last = root / "evil_run" / "logs" / "version_0" / "checkpoints" / "last.ckpt"
+    last.parent.mkdir(parents=True)
+    shutil.copy(root / "evil.ckpt", last)
+    out["evil_run"] = str(root / "evil_run")
+    return out
 
 
 def snapshot(path: Path) -> dict[str, str] | None:
@@ -111,8 +218,9 @@ def world(corpus_dir, tokenizer, tmp_path_factory, model_dir_factory) -> dict[st
           str(root / "trained"), "--trainer.enable_progress_bar", "false"])
     ckpt = root / "trained" / "logs" / "version_0" / "checkpoints" / "last.ckpt"
     assert ckpt.is_file()
-    return {"corpus": str(corpus_dir), "tok": str(tokenizer.path), "tok2": str(other.path), "ckpt": str(ckpt),
-            "model": str(model_dir_factory("debug"))}
+    world = {"corpus": str(corpus_dir), "tok": str(tokenizer.path), "tok2": str(other.path), "ckpt": str(ckpt),
+             "model": str(model_dir_factory("debug"))}
+    return {**world, **corrupt_world(root, world)}
 
 
 @pytest.mark.parametrize("name, argv, code, words, destination", CATALOGUE, ids=[row[0] for row in CATALOGUE])
@@ -149,6 +257,7 @@ def test_bad_input_is_one_line_exit_2_and_leaves_the_destination_as_it_was(world
         assert word in errors[0], errors[0]
     assert snapshot(target) == before
     assert not [p for p in tmp_path.rglob("*") if "tinylm-tmp" in p.name or "tinylm-old" in p.name]
+    assert not (Path(world["ckpt_evil"]).parent / "pwned").exists()  # no pickle ever ran
 
 
 # ---- data loss: an output that is, contains or lies inside an input, and folders tinylm did not write -----------

@@ -184,3 +184,32 @@ def test_sigterm_saves_a_checkpoint_and_exits_143(corpus_dir, tokenizer, tmp_pat
     checkpoint = torch.load(version / "checkpoints" / "last.ckpt", weights_only=False, map_location="cpu")
     assert checkpoint["global_step"] == step > 0
     assert not (version / "model").exists()  # an unfinished run writes no model dir
+
+
+def test_a_finished_run_trains_longer_at_the_floor_lr(corpus_dir, tokenizer, tmp_path, monkeypatch):
+    """--ckpt_path last with more steps continues a finished run: its own model dir is replaced (no --overwrite),
+    the cosine it was on is kept, and the extra steps train at the floor lr: the lr never jumps back up."""
+    monkeypatch.chdir(tmp_path)
+    root = tmp_path / "run"
+    floor = ["--model.init_args.lr", "1e-3", "--model.init_args.min_lr", "1e-4", "--trainer.log_every_n_steps", "1"]
+    main(quick_fit(corpus_dir, tokenizer, root, "--trainer.max_steps", "6", *floor))
+    run = root / "logs" / "version_0"
+    assert '"global_step": 6' in (run / "model" / "tinylm.json").read_text()
+    main(quick_fit(corpus_dir, tokenizer, root, "--trainer.max_steps", "9", "--ckpt_path", "last", *floor))
+    assert '"global_step": 9' in (run / "model" / "tinylm.json").read_text()
+    with open(run / "metrics.csv", newline="") as handle:
+        lrs = [float(row["train/lr"]) for row in csv.DictReader(handle) if row.get("train/lr")]
+    assert len(lrs) == 9
+    assert all(a >= b for a, b in zip(lrs[1:6], lrs[2:6]))  # the cosine after warmup
+    assert lrs[6:] == pytest.approx([1e-4] * 3)  # then the floor, never back up
+
+
+def test_a_resume_with_another_lr_is_refused(corpus_dir, tokenizer, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    root = tmp_path / "run"
+    main(quick_fit(corpus_dir, tokenizer, root, "--trainer.max_steps", "3", "--model.init_args.lr", "1e-3"))
+    with pytest.raises(SystemExit) as exit_:
+        main(quick_fit(corpus_dir, tokenizer, root, "--trainer.max_steps", "5", "--ckpt_path", "last",
+                       "--model.init_args.lr", "5e-3"))
+    assert exit_.value.code == 2
+    assert "trained with lr=0.001, this run asks for lr=0.005" in capsys.readouterr().err

@@ -199,3 +199,48 @@ def test_recipe_parses_as_the_command_config():
 
 def test_stage_hash_covers_every_input():
     assert digest({"a": 1, "b": [1, 2]}) == digest({"b": [1, 2], "a": 1}) != digest({"a": 1, "b": [2, 1]})
+
+
+def test_a_killed_training_stage_resumes_from_its_checkpoint_exactly(source, corpus_dir, tmp_path):
+    """kill -9 in the middle of the training stage: the rerun resumes inside the stage from its last checkpoint,
+    and every logged loss equals an uninterrupted run's."""
+    import csv
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    settings = dict(tokens=40000, scratch=False, distill=0.0, stages="tokenizer,architecture,inherit,train")
+    whole = tmp_path / "whole"
+    small_run(source, corpus_dir, whole, **settings)
+
+    killed = tmp_path / "killed"
+    args = ["pro", "--source", str(source), "--target", "300k", "--data", str(corpus_dir), "--out", str(killed),
+            "--tokens", "40000", "--seq_len", "32", "--batch_size", "4", "--calibration_size", "4", "--heldout_chars",
+            "5000", "--scratch", "false", "--distill", "0", "--stages", settings["stages"]]
+    process = subprocess.Popen([sys.executable, "-m", "tinylm.cli", *args], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, env=dict(os.environ, PYTHONWARNINGS="ignore"))
+    deadline = time.time() + 300
+    while not list((killed / "4-train").glob(".pro.work-*/checkpoints/last.ckpt")) and time.time() < deadline:
+        assert process.poll() is None, process.stderr.read().decode()[-2000:]
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (killed / "4-train" / "pro" / "stage.json").exists()  # killed inside the stage
+
+    record = small_run(source, corpus_dir, killed, **settings)  # the same command again: resumes
+    assert record["pro"]["steps"] == json.loads((whole / "4-train" / "pro" / "stage.json").read_text())[
+        "result"]["steps"]
+    assert not list((killed / "4-train").glob(".pro.work-*"))  # removed once the stage is done
+
+    def losses(run: Path) -> dict[int, float]:
+        with open(next((run / "4-train" / "pro" / "logs").glob("version_*/metrics.csv")), newline="") as handle:
+            rows = [row for row in csv.DictReader(handle) if row.get("train/loss")]
+        steps = [int(row["step"]) for row in rows]
+        assert len(steps) == len(set(steps)), "a step logged twice"
+        return {int(row["step"]): float(row["train/loss"]) for row in rows}
+
+    expected, resumed = losses(whole), losses(killed)
+    assert list(resumed) == list(expected) and len(expected) > 20
+    assert resumed == pytest.approx(expected, abs=0, rel=0)

@@ -82,6 +82,8 @@ class LanguageModel(L.LightningModule):
             raise TinyLMError(f"model.warmup={warmup} must be a fraction of training in [0, 1)")
         self.net: Transformer | None = None
         self.tokens_seen = 0
+        self.schedule_steps: int | None = None  # the lr schedule's length, fixed at the run's first start
+        self.resumed_schedule_steps: int | None = None
         self.val_nll, self.val_tokens, self.val_bytes = SumMetric(), SumMetric(), SumMetric()
 
     # ---- the network -----------------------------------------------------------------------------------
@@ -198,7 +200,14 @@ class LanguageModel(L.LightningModule):
                 ({"params": [p for p in weights if p.ndim < 2], "lr": lr, "weight_decay": 0.0}, schedule)]
 
     def configure_optimizers(self) -> dict[str, Any]:
-        groups = self.param_groups(max(1, int(self.trainer.estimated_stepping_batches)))
+        planned = max(1, int(self.trainer.estimated_stepping_batches))
+        # A resumed run keeps the schedule it started with: asked for more steps ("train longer"), it finishes the
+        # cosine where it was headed and trains the extra steps at the floor lr, so the lr never jumps back up.
+        self.schedule_steps = self.resumed_schedule_steps or planned
+        if planned > self.schedule_steps and self.trainer.is_global_zero:
+            print(f"tinylm: training longer than the run's schedule of {self.schedule_steps} steps: steps "
+                  f"{self.schedule_steps}-{planned} train at the floor lr ({self.hparams.min_lr:g})", flush=True)
+        groups = self.param_groups(self.schedule_steps)
         optimizer = torch.optim.AdamW([group for group, _ in groups], lr=self.hparams.lr,
                                       betas=tuple(self.hparams.betas), eps=self.hparams.eps)
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, [multiplier for _, multiplier in groups])
@@ -218,9 +227,24 @@ class LanguageModel(L.LightningModule):
                               "clipping, or resume from an earlier checkpoint")
         checkpoint["tokens_seen"] = self.tokens_seen
         checkpoint["model_config"] = asdict(self.config)
+        checkpoint["schedule"] = {"steps": self.schedule_steps, **self.schedule_settings()}
         checkpoint["batch_layout"] = self.batch_layout()
 
+    SCHEDULE_KEYS = ("lr", "min_lr", "warmup", "betas", "eps", "weight_decay", "lr_scaling_r", "lr_scaling_bs0")
+
+    def schedule_settings(self) -> dict[str, Any]:
+        """What shapes the optimizer and lr schedule: a resume must keep it (lists: checkpoints hold plain data)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.hparams.items() if k in self.SCHEDULE_KEYS}
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        schedule = checkpoint.get("schedule") or {}
+        for name, value in self.schedule_settings().items():
+            if name in schedule and schedule[name] != value:
+                raise TinyLMError(
+                    f"the checkpoint was trained with {name}={schedule[name]}, this run asks for {name}={value}; a "
+                    "resume continues the optimizer and schedule it saved, so resume with the same setting, or start "
+                    "a new run from the weights (--model.init_from a model dir)")
+        self.resumed_schedule_steps = schedule.get("steps")
         saved = checkpoint.get("model_config")
         if saved is not None:
             for name, value in asdict(self.config).items():

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import csv
 import os
+import pickle
 import re
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from jsonargparse import Namespace
 from lightning.pytorch.callbacks import Callback
 from lightning.fabric.loggers.logger import rank_zero_experiment
@@ -30,7 +32,9 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
 from tinylm.errors import TinyLMError
-from tinylm.io import check_apart, check_output_dir, check_writable
+from tinylm.model_dir import check_same_tokenizer
+from tinylm.tokenizer import load_tokenizer
+from tinylm.io import check_apart, check_output_dir, check_writable, is_tinylm_dir
 
 LOGS = "logs"
 LAST = "last.ckpt"
@@ -65,6 +69,7 @@ def resolve_resume(root: str | os.PathLike, ckpt_path: str | None) -> tuple[str 
                               f"version_*/checkpoints/{LAST}); drop --ckpt_path to start a new run, use "
                               "--ckpt_path auto to resume only when possible, or check --trainer.default_root_dir")
         version, path = found
+        check_checkpoint_file(path, f"--ckpt_path {ckpt_path} ->")
         return str(path), version
     if ckpt_path is None:
         return None, None
@@ -72,15 +77,50 @@ def resolve_resume(root: str | os.PathLike, ckpt_path: str | None) -> tuple[str 
     return ckpt_path, None
 
 
-def check_checkpoint_file(path: str | os.PathLike) -> None:
-    """Refuse a missing or truncated checkpoint before anything is built (torch checkpoints are zip files)."""
+def trim_metrics(root: str | os.PathLike, checkpoint: str | os.PathLike) -> int:
+    """Drop the rows a killed run logged after ``checkpoint`` from the newest metrics.csv under ``root/logs``
+    (the resumed run trains and logs those steps again); returns the checkpoint's step."""
+    step = int(torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)["global_step"])
+    found = versions(root)
+    path = Path(root) / LOGS / f"version_{found[-1]}" / "metrics.csv" if found else None
+    if path is not None and path.is_file():
+        with open(path, newline="") as handle:
+            reader = csv.DictReader(handle)
+            fields, rows = reader.fieldnames or [], [row for row in reader if int(row.get("step") or 0) < step]
+        with open(path, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(rows)
+    return step
+
+
+def check_checkpoint_file(path: str | os.PathLike, what: str = "--ckpt_path") -> None:
+    """Refuse a missing, truncated, corrupted or unsafe checkpoint before anything is built.
+
+    Torch checkpoints are zip files whose entries carry CRC-32s: a flipped byte fails the check (torch's own
+    reader never looks, and loads the garbage). Loading with ``weights_only`` refuses pickled code; ``mmap`` keeps
+    that look cheap (the tensors are not read)."""
     path = Path(path)
     if not path.is_file():
-        raise TinyLMError(f"--ckpt_path {path} does not exist; give a .ckpt file, or 'last' / 'auto' to resume "
+        raise TinyLMError(f"{what} {path} does not exist; give a .ckpt file, or 'last' / 'auto' to resume "
                           "the latest run under --trainer.default_root_dir")
+    fix = "pick another checkpoint (e.g. an earlier one in the same checkpoints/ folder)"
     if not zipfile.is_zipfile(path):
-        raise TinyLMError(f"--ckpt_path {path} is truncated or not a Lightning checkpoint; pick another "
-                          "checkpoint (e.g. an earlier one in the same checkpoints/ folder)")
+        raise TinyLMError(f"{what} {path} is truncated or not a Lightning checkpoint; {fix}")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            broken = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as err:
+        broken = str(err)
+    if broken is not None:
+        raise TinyLMError(f"{what} {path} is corrupted ({broken} fails its CRC check); {fix}")
+    try:
+        torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError:
+        raise TinyLMError(f"{what} {path} holds pickled objects other than weights and plain data, which tinylm "
+                          f"never loads (they could run code); {fix}") from None
+    except (RuntimeError, EOFError, ValueError) as err:
+        raise TinyLMError(f"{what} {path} cannot be read ({str(err).splitlines()[0]}); {fix}") from None
 
 
 class SaveOnSigterm(Callback):
@@ -154,10 +194,15 @@ class _AppendingWriter(ExperimentWriter):
         super().log_hparams(params)
 
 
-def check_steps(max_steps: int | None) -> None:
+def check_steps(max_steps: int | None, max_epochs: int | None = None, rounds: bool = False) -> None:
+    """Refuse a run that trains nothing, or one with no end (the LR schedule would span Lightning's guess)."""
     if max_steps is not None and (max_steps == 0 or max_steps < -1):
         raise TinyLMError(f"--trainer.max_steps {max_steps} trains nothing; give a positive number of steps "
                           "(or -1 to let max_epochs or the rounds callback decide)")
+    if max_steps in (None, -1) and max_epochs in (None, -1) and not rounds:
+        raise TinyLMError("--trainer.max_steps -1 with no --trainer.max_epochs gives the run no end (and the "
+                          "learning-rate schedule no length); give --trainer.max_steps N, or --trainer.max_epochs N "
+                          "for N passes over the data")
 
 
 def fit_inputs(config: Namespace) -> list[str]:
@@ -168,6 +213,16 @@ def fit_inputs(config: Namespace) -> list[str]:
     sources = data.get("sources") or []
     return [p for p in (init.get("init_from"), init.get("source"), data.get("tokenizer"),
                         *([sources] if isinstance(sources, str) else sources)) if p]
+
+
+def check_init_tokenizer(config: Namespace) -> None:
+    """Weights taken from a model dir must train under that model's own tokenizer: refused before anything is
+    written (``LanguageModel.configure_model`` checks it again for Python callers)."""
+    init = config.model.init_args if "init_args" in config.model else Namespace()
+    data = config.data.init_args if "init_args" in (config.data or {}) else (config.data or Namespace())
+    start, tokenizer = init.get("init_from") or init.get("source"), data.get("tokenizer")
+    if start and tokenizer and not str(start).startswith("builtin:"):
+        check_same_tokenizer(start, load_tokenizer(tokenizer))
 
 
 class RunCLI(LightningCLI):
@@ -190,7 +245,8 @@ class RunCLI(LightningCLI):
         trainer, version = config.trainer, None
         root = trainer.default_root_dir or "."
         if fitting:
-            check_steps(trainer.max_steps)
+            rounds = any("MultiRoundTraining" in str(getattr(c, "class_path", c)) for c in trainer.callbacks or [])
+            check_steps(trainer.max_steps, trainer.max_epochs, rounds)
             config.ckpt_path, version = resolve_resume(root, config.ckpt_path)
             if config.ckpt_path is not None:
                 self.save_config_callback = None  # the run's config.yaml stays the one it started with
@@ -201,10 +257,15 @@ class RunCLI(LightningCLI):
                                        init_args=Namespace(save_dir=str(root), name=LOGS, version=version))
         if config.overwrite:
             config.model.init_args.overwrite = True
+        own = Path(root) / LOGS / f"version_{version}" / "model"
+        if fitting and version is not None and "init_args" in config.model and \
+                not config.model.init_args.get("model_dir") and is_tinylm_dir(own):
+            config.model.init_args.overwrite = True  # a resumed run owns the model dir in its log folder
         init = config.model.init_args if "init_args" in config.model else Namespace()
         model_dir = init.get("model_dir")
         if fitting:  # refused before anything is built or written
             inputs = fit_inputs(config)
+            check_init_tokenizer(config)
             check_apart(root, inputs, "--trainer.default_root_dir")
             check_writable(root, "--trainer.default_root_dir")
             if model_dir:

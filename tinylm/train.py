@@ -7,9 +7,9 @@ from typing import Any, Sequence
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
 
 from tinylm.datamodule import TextDataModule
+from tinylm.runs import LOGS, RunLogger, versions
 
 
 def fit(
@@ -23,11 +23,13 @@ def fit(
     callbacks: Sequence[L.Callback] = (),
     progress: bool = False,
     ckpt_path: str | None = None,
+    flush_logs_every_n_steps: int = 100,
     **trainer_kwargs: Any,
 ) -> L.Trainer:
     """Seed, build a CPU/GPU Trainer logging CSV under ``root_dir``, and fit ``module`` on ``data``.
 
-    Validation runs every ``val_check_interval`` steps (default: once, at the end).
+    Validation runs every ``val_check_interval`` steps (default: once, at the end). Resumed from ``ckpt_path``,
+    the run keeps logging into the metrics.csv of the newest version under ``root_dir/logs``.
     """
     L.seed_everything(seed, verbose=False)
     trainer = L.Trainer(
@@ -38,7 +40,8 @@ def fit(
         check_val_every_n_epoch=None,
         limit_val_batches=limit_val_batches,
         gradient_clip_val=1.0,
-        logger=CSVLogger(str(root_dir), name="logs"),
+        logger=RunLogger(str(root_dir), name=LOGS, version=versions(root_dir)[-1] if ckpt_path and versions(root_dir)
+                         else None, flush_logs_every_n_steps=flush_logs_every_n_steps),
         callbacks=list(callbacks),
         enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
         enable_progress_bar=progress,

@@ -213,9 +213,10 @@ def pro(
         inputs = {"data": done["data"]["hash"], "init": done["inherit"]["hash"] if init else "random",
                   "shape": asdict(shape), "recipe": recipe, "distill": distill if arm == "distill" else 0.0,
                   "teacher": done["tokenizer"]["hash"] if arm == "distill" else None}
-        build = (lambda tmp, arm=arm, init=init: train_arm(tmp, arm, shape, init, done["data"]["folder"], compact,
-                                                           recipe, distill))
-        done[arm] = run_stage(folder, inputs, build, overwrite) if need("train") else stage_record(folder)
+        build = (lambda tmp, work, arm=arm, init=init: train_arm(tmp, arm, shape, init, done["data"]["folder"],
+                                                                 compact, recipe, distill, work))
+        done[arm] = run_stage(folder, inputs, build, overwrite, resumable=True) if need("train") else \
+            stage_record(folder)
         if done[arm] is not None:
             done[arm]["folder"] = folder
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -30,12 +31,14 @@ def stage_record(folder: Path) -> dict[str, Any] | None:
         return None
 
 
-def run_stage(folder: Path, inputs: dict[str, Any], build: Callable[[Path], dict[str, Any]],
-              force: bool = False) -> dict[str, Any]:
+def run_stage(folder: Path, inputs: dict[str, Any], build: Callable[..., dict[str, Any]],
+              force: bool = False, resumable: bool = False) -> dict[str, Any]:
     """Build ``folder`` (atomically) unless it already holds a stage built from the same ``inputs``.
 
     ``build(tmp)`` writes into a temp folder and returns a JSON-able result (paths relative to the folder);
-    the returned record carries ``result``, ``hash`` and ``folder``.
+    the returned record carries ``result``, ``hash`` and ``folder``. A ``resumable`` stage is called as
+    ``build(tmp, work)``: ``work`` (``.<folder>.work-<hash>``, beside the folder) survives a killed run, so the
+    stage continues from what it saved there; it is removed once the stage is done, and with ``force``.
     """
     key = digest({"v": _VERSION, **inputs})
     record = stage_record(folder)
@@ -45,11 +48,16 @@ def run_stage(folder: Path, inputs: dict[str, Any], build: Callable[[Path], dict
     print(f"tinylm pro: {folder.name}: running", flush=True)
     start = time.perf_counter()
     folder.parent.mkdir(parents=True, exist_ok=True)
+    work = folder.parent / f".{folder.name}.work-{key}"
+    for stale in folder.parent.glob(f".{folder.name}.work-*"):  # other settings' leftovers, or a forced redo
+        if stale != work or force:
+            shutil.rmtree(stale)
     with atomic_dir(folder, overwrite=True, what=f"stage folder {folder.name}") as tmp:
-        result = build(tmp)
+        result = build(tmp, work) if resumable else build(tmp)
         record = {"stage": folder.name, "hash": key, "inputs": inputs, "result": result,
                   "seconds": round(time.perf_counter() - start, 1)}
         (tmp / STAGE_FILE).write_text(json.dumps(record, indent=2, default=str) + "\n")
+    shutil.rmtree(work, ignore_errors=True)  # the stage is done: what it saved to resume is not needed
     print(f"tinylm pro: {folder.name}: done in {record['seconds']:.0f} s", flush=True)
     return {**record, "folder": folder}
 

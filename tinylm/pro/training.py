@@ -13,12 +13,25 @@ from tinylm.pro.distill import DistilledLanguageModel
 from tinylm.pro.stages import stage_record
 
 
+CHECKPOINTS = 10  # checkpoints per arm: a killed run loses at most a tenth of its training
+
+
 def train_arm(tmp: Path, arm: str, shape: ModelConfig, init: Path | None, data_dir: Path, compact: Path,
-              recipe: dict[str, Any], distill: float) -> dict[str, Any]:
-    """Train one arm on the training sample in rounds; writes ``model/`` and ``logs/``."""
+              recipe: dict[str, Any], distill: float, work: Path) -> dict[str, Any]:
+    """Train one arm on the training sample in rounds; writes ``model/``, ``logs/`` and ``rounds/``.
+
+    Training runs in ``work`` (kept outside the stage's temp folder, named by the stage's hash): it holds the
+    checkpoints, logs and round plans, so a killed run resumes from its last checkpoint, exactly, and the
+    finished arm's logs and rounds are copied into the stage folder.
+    """
+    import shutil
+
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
     from tinylm.datamodule import TextDataModule
     from tinylm.optim import scaled_lr
     from tinylm.rounds import MultiRoundTraining
+    from tinylm.runs import LAST, trim_metrics
     from tinylm.train import fit
 
     every = stage_record(data_dir)["result"]["fit_val_every"]
@@ -27,7 +40,7 @@ def train_arm(tmp: Path, arm: str, shape: ModelConfig, init: Path | None, data_d
     data.prepare_data()
     data.setup("fit")
     rounds = MultiRoundTraining(rounds=recipe["rounds"], rate=recipe["rate"], seed=recipe["seed"],
-                                out_dir=str(tmp / "rounds"))
+                                out_dir=str(work / "rounds"))
     steps = sum(rounds.round_steps(data.num_train_blocks, recipe["batch_size"]))
     batch_tokens = recipe["batch_size"] * recipe["seq_len"]
     lr = scaled_lr(batch_tokens, recipe["lr_r"], recipe["lr0"], recipe["bs0"])
@@ -41,10 +54,19 @@ def train_arm(tmp: Path, arm: str, shape: ModelConfig, init: Path | None, data_d
         module = LanguageModel(config=shape, init_from=init_from, **common)
     print(f"tinylm pro: training {arm}: {steps} steps × {batch_tokens} tokens in {recipe['rounds']} round(s), "
           f"lr = ({batch_tokens}/{recipe['bs0']})^{recipe['lr_r']} × {recipe['lr0']:g} = {lr:.2e}", flush=True)
+    last = work / "checkpoints" / LAST
+    resume = str(last) if last.is_file() else None
+    if resume:
+        step = trim_metrics(work, last)  # rows the killed run logged after its checkpoint are trained again
+        print(f"tinylm pro: training {arm}: resuming at step {step} from {last}", flush=True)
+    checkpoints = ModelCheckpoint(dirpath=str(work / "checkpoints"), every_n_train_steps=max(1, steps // CHECKPOINTS),
+                                  save_last=True, save_top_k=0)
     start = time.perf_counter()
-    trainer = fit(module, data, tmp, max_steps=steps, seed=recipe["seed"], val_check_interval=max(1, steps // 8),
-                  callbacks=[rounds])
+    trainer = fit(module, data, work, max_steps=steps, seed=recipe["seed"], val_check_interval=max(1, steps // 8),
+                  callbacks=[rounds, checkpoints], ckpt_path=resume, flush_logs_every_n_steps=1)
     seconds = time.perf_counter() - start
+    for name in ("logs", "rounds"):
+        shutil.copytree(work / name, tmp / name)
     return {"model": "model", "steps": trainer.global_step, "tokens": module.tokens_seen, "lr": lr,
             "train_blocks": data.num_train_blocks, "seconds": round(seconds, 1),
             "final_val_bpb": float(trainer.callback_metrics.get("val/bpb", float("nan")))}
