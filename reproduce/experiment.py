@@ -4,13 +4,16 @@ An experiment module ``reproduce/<id>.py`` declares its scales (a ``Recipe``, ex
 plain data), its findings (``reproduce.verdict.Finding``, declared before any run) and one ``measure(setting,
 options, folder) -> Measured``, bundled as ``EXPERIMENT = Experiment(...)``. This module does the rest: the
 command line as one frozen ``Options``, the output refused before any work, data modules and fits, timing, the
-judging of every finding and ``<out>/<id>/results.json`` and ``table.md``, written atomically.
+judging of every finding and ``<out>/<id>/results.json`` and ``table.md``, written atomically, with the plan they
+were run under and their provenance (``reproduce.plan``): small and paper scale refuse a dirty git tree, and an
+earlier result under another plan moves to ``<out>/<id>/history/``.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import os
 import platform
@@ -25,6 +28,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 import torch
 import yaml
 
+from reproduce.plan import checked_tree, code_version, keep_history, plan, plan_hash, provenance, tree_state
 from reproduce.verdict import Finding, judged
 from tinylm.io import atomic_dir, atomic_file, check_output_dir
 
@@ -133,6 +137,15 @@ def save_figure(figure, folder: Path, name: str, dpi: int = 120) -> str:
 def read_json(path: Path, missing: Any = None) -> Any:
     """A cached JSON record, or ``missing`` when there is none yet."""
     return json.loads(Path(path).read_text()) if Path(path).is_file() else missing
+
+
+def cache_key(*parts: Any, modules: Sequence[Any]) -> str:
+    """A cache key of ``parts`` (JSON data) and the code version of ``modules`` (module objects or dotted names,
+    every module whose code computes the cached value): the same inputs under changed code get a new key, so a
+    cache never serves a number from code that no longer exists."""
+    if not modules:
+        raise ValueError("cache_key: name the modules whose code computes the cached value")
+    return hashlib.sha256(json.dumps([list(parts), code_version(*modules)], default=str).encode()).hexdigest()[:16]
 
 
 def write_json(path: Path, record: Any) -> None:
@@ -257,8 +270,12 @@ def scratch(name: str) -> Iterator[Path]:
 
 def check_out(experiment: Experiment, options: Options) -> Path:
     """Refuse ``<out>/<id>`` before any work: an existing result is replaced only with --overwrite, and only when
-    tinylm wrote it."""
-    return check_output_dir(Path(options.out) / experiment.name, options.overwrite, what=f"--out ({experiment.name})")
+    tinylm wrote it; small and paper scale also refuse a git tree with uncommitted changes outside ``<out>`` (their
+    results must name the code and plan they came from)."""
+    target = check_output_dir(Path(options.out) / experiment.name, options.overwrite,
+                              what=f"--out ({experiment.name})")
+    checked_tree(options.scale, (Path(options.out),))
+    return target
 
 
 def run(experiment: Experiment, options: Options) -> tuple[Path, dict[str, Any]]:
@@ -266,19 +283,29 @@ def run(experiment: Experiment, options: Options) -> tuple[Path, dict[str, Any]]
     seeds = 1 if experiment.deterministic else options.seeds
     options = Options(**{**asdict(options), "seeds": seeds})
     target = check_out(experiment, options)
+    commit, dirty = checked_tree(options.scale, (Path(options.out),))
+    planned, hashed = plan(experiment, options.scale), plan_hash(experiment, options.scale)
     start = time.perf_counter()
     with atomic_dir(target, options.overwrite, what=f"--out ({experiment.name})") as folder:
         measured = experiment.measure(experiment.scales[options.scale], options, folder)
         seconds = time.perf_counter() - start
         findings = judged(experiment.findings, measured.findings, options.scale, seeds, experiment.deterministic)
+        changed = keep_history(target, folder, hashed)  # an earlier result under another plan is kept, not replaced
+        deviation = {} if experiment.deterministic or seeds == planned["seeds"] else {
+            "deviation": f"ran {seeds} seed(s); the plan says {planned['seeds']}"}
+        if (after := tree_state((Path(options.out),))) != (commit, dirty):  # said, not refused: hours of work
+            deviation["tree_changed_during_run"] = f"commit {after[0]}, dirty {after[1]} at the end"
         record = _portable({
             "experiment": experiment.name, "title": experiment.title, "scale": options.scale,
             "seeds": "deterministic" if experiment.deterministic else seeds, "wall_seconds": round(seconds, 1),
-            "hardware": hardware(), "table": measured.table, "tokens": measured.tokens, "rows": measured.rows,
-            "findings": findings, "paper": dict(experiment.paper), "figures": measured.figures, **measured.extra})
+            "hardware": hardware(), **provenance(commit, dirty, hashed), **deviation,
+            **({"plan_changed": changed} if changed else {}), "table": measured.table, "tokens": measured.tokens,
+            "rows": measured.rows, "findings": findings, "paper": dict(experiment.paper), "figures": measured.figures,
+            "plan": planned, **measured.extra})
         (folder / "results.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
         header = (f"# {experiment.name} ({options.scale} scale, {seeds_words(experiment, seeds)}, {seconds:.0f} s "
-                  f"on {hardware()})\n\n")
+                  f"on {hardware()}; plan {hashed}, commit {(commit or 'unknown')[:10]}{' (dirty)' if dirty else ''})"
+                  "\n\n")
         (folder / "table.md").write_text(header + record["table"] + "\n")
     return target, record
 

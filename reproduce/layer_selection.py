@@ -15,7 +15,7 @@ from reproduce.verdict import Finding
 STRATEGIES = ("first", "last", "both-ends", "uniform")
 FINDINGS = (
     Finding("inherit_beats_scratch", "inherited layers train to a lower loss than random init", "P", "held-out bpb",
-            ("both-ends", "scratch")),
+            ("both-ends", "scratch"), same_as="inheritance/inherit_beats_init"),
     Finding("ends_beat_first", "keeping both ends beats keeping only the first layers", "P", "held-out bpb",
             ("both-ends", "first")),
     Finding("ends_beat_last", "keeping both ends beats keeping only the last layers", "P", "held-out bpb",

@@ -1,0 +1,188 @@
+"""Plans and provenance: what a run promised before it ran, and what it ran on.
+
+An experiment's plan is *derived* from its declarations (``EXPERIMENT`` in ``reproduce/<id>.py``: the findings with
+their arms, metric and smallest effect that matters, the scale's settings and sizes, the seeds) — never written a
+second time by hand, so it cannot drift from what runs. ``plan_hash`` fingerprints it; a results.json carries the
+hash beside the commit, the dirty flag, threads and versions, and an earlier result under another plan is moved to
+``history/`` rather than replaced. ``code_version`` fingerprints the source of the modules that compute a cached
+value, so a cache key that includes it never serves a number from code that no longer exists.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib
+import inspect
+import json
+import platform
+import shutil
+import subprocess
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+HISTORY = "history"
+
+
+def canonical(value: Any) -> Any:
+    """``value`` as plain JSON data with a stable form: dataclasses by their fields (plus a recipe's ``tokens``),
+    tuples and sets as lists, paths as text with the home folder written ``~``, callables by name."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        data = {f.name: canonical(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(getattr(type(value), "tokens", None), property):  # a recipe's size, stated in the plan
+            data["tokens"] = value.tokens
+        return data
+    if isinstance(value, Mapping):
+        return {str(k): canonical(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [canonical(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return sorted(canonical(v) for v in value)
+    if isinstance(value, Path):
+        return str(value).replace(str(Path.home()) + "/", "~/")
+    if callable(value):
+        return f"{getattr(value, '__module__', '')}.{getattr(value, '__qualname__', repr(value))}"
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(f"a plan holds plain data; {type(value).__name__} {value!r} has no stable form")
+
+
+def plan(experiment: Any, scale: str) -> dict[str, Any]:
+    """What ``experiment`` promises at ``scale`` before it runs: its findings (claim, arms, metric, direction,
+    smallest effect, margin, exploratory or not), the scale's settings (sizes, token budgets), the seeds and the
+    paper's numbers it is compared with."""
+    return {"experiment": experiment.name, "scale": scale,
+            "seeds": "deterministic" if experiment.deterministic else experiment.seeds[scale],
+            "settings": canonical(experiment.scales[scale]),
+            "findings": [_declared(f) for f in experiment.findings],
+            "paper": canonical(experiment.paper)}
+
+
+def _declared(finding: Any) -> dict[str, Any]:
+    """A finding's fields that differ from their defaults: a field added to ``Finding`` later leaves every plan
+    that does not use it, and its hash, unchanged."""
+    return {f.name: canonical(getattr(finding, f.name)) for f in dataclasses.fields(finding)
+            if f.default is dataclasses.MISSING or getattr(finding, f.name) != f.default}
+
+
+def digest(data: Any, length: int = 16) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:length]
+
+
+def plan_hash(experiment: Any, scale: str) -> str:
+    """A stable fingerprint of ``plan(experiment, scale)``: the same declarations give the same hash anywhere."""
+    return digest(plan(experiment, scale))
+
+
+def code_version(*modules: ModuleType | str) -> str:
+    """A fingerprint of the source files of ``modules`` (module objects or dotted names): include it in a cache key
+    so a cached value is recomputed when the code that computes it changes. It hashes each module's own file, so
+    name every module whose code decides the value."""
+    sources = {}
+    for module in modules:
+        module = importlib.import_module(module) if isinstance(module, str) else module
+        path = inspect.getsourcefile(module)
+        if path is None:
+            raise ValueError(f"code_version: {module.__name__} has no source file to fingerprint")
+        sources[module.__name__] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return digest(sources, 12)
+
+
+def git_state(root: Path = REPO, outside: tuple[Path, ...] = ()) -> tuple[str | None, bool | None]:
+    """``(commit, dirty)`` of the git checkout at ``root``; ``(None, None)`` when it is not one. Changes under the
+    ``outside`` folders (the results being written) do not count as dirty; untracked, not-ignored files do, since
+    an uncommitted module can be imported by the run."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout
+
+    try:
+        commit = git("rev-parse", "HEAD").strip()
+        top = Path(git("rev-parse", "--show-toplevel").strip()).resolve()
+    except (OSError, subprocess.CalledProcessError):
+        return None, None
+    excludes = []
+    for folder in outside:
+        folder = Path(folder).resolve()
+        if top in folder.parents:  # results inside the checkout (results/): what the run writes is not code
+            excludes.append(f":(exclude){folder.relative_to(top).as_posix()}")
+    status = git("status", "--porcelain", "--untracked-files=normal", "--", ".", *excludes) if excludes else \
+        git("status", "--porcelain", "--untracked-files=normal")
+    return commit, bool(status.strip())
+
+
+def provenance(commit: str | None, dirty: bool | None, hash_: str) -> dict[str, Any]:
+    """What a results.json records about the code and machine that produced it."""
+    import lightning
+    import torch
+
+    return {"commit": commit, "dirty": dirty, "plan_hash": hash_, "torch_threads": torch.get_num_threads(),
+            "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                         "lightning": lightning.__version__}}
+
+
+def keep_history(old: Path, new: Path, new_hash: str) -> dict[str, Any] | None:
+    """Carry ``old/history/`` into the folder ``new`` that replaces ``old``; when ``old`` holds a result under
+    another plan (or none recorded), also move that result (results.json, table.md, figures) to
+    ``new/history/<its plan hash>/``. Nothing is deleted. Returns the plan change, or None."""
+    old, new = Path(old), Path(new)
+    if (old / HISTORY).is_dir():
+        shutil.copytree(old / HISTORY, new / HISTORY, dirs_exist_ok=True)
+    if not (old / "results.json").is_file():
+        return None
+    try:
+        record = json.loads((old / "results.json").read_text())
+    except ValueError:
+        record = {}
+    old_hash = record.get("plan_hash")
+    if old_hash == new_hash:
+        return None
+    name = old_hash or "unplanned-" + time.strftime("%Y-%m-%d", time.gmtime((old / "results.json").stat().st_mtime))
+    target, suffix = new / HISTORY / name, 2
+    while target.exists():
+        target, suffix = new / HISTORY / f"{name}-{suffix}", suffix + 1
+    target.mkdir(parents=True)
+    for item in old.iterdir():
+        if item.name in (HISTORY, ".tinylm"):
+            continue
+        (shutil.copytree if item.is_dir() else shutil.copy2)(item, target / item.name)
+    return {"from": old_hash, "to": new_hash, "moved_to": f"{HISTORY}/{target.name}",
+            "from_commit": record.get("commit"), "on": time.strftime("%Y-%m-%d", time.gmtime())}
+
+
+def history(folder: Path) -> list[dict[str, Any]]:
+    """The earlier results kept under ``folder/history/``: where, their plan hash, commit, scale and seeds."""
+    entries = []
+    root = Path(folder) / HISTORY
+    for path in sorted(root.iterdir()) if root.is_dir() else ():
+        try:
+            record = json.loads((path / "results.json").read_text())
+        except (OSError, ValueError):
+            record = {}
+        entries.append({"path": f"{HISTORY}/{path.name}", "plan_hash": record.get("plan_hash"),
+                        "commit": record.get("commit"), "scale": record.get("scale"), "seeds": record.get("seeds")})
+    return entries
+
+
+def tree_state(outside: tuple[Path, ...] = ()) -> tuple[str | None, bool | None]:
+    """``git_state`` of this repository's checkout."""
+    return git_state(REPO, outside)
+
+
+def checked_tree(scale: str, outside: tuple[Path, ...]) -> tuple[str | None, bool | None]:
+    """The git state a run records; small and paper scale refuse an unknown or dirty tree (their results are
+    committed, and must name the code they came from), smoke records whatever it finds."""
+    from tinylm.errors import TinyLMError
+
+    commit, dirty = tree_state(outside)
+    if scale != "smoke":
+        if commit is None:
+            raise TinyLMError(f"{scale}-scale results record their commit, and {REPO} is not a git checkout; run "
+                              "from a clone of the repository (smoke scale needs none)")
+        if dirty:
+            raise TinyLMError(f"{scale}-scale results must come from committed code and plans, and the git tree at "
+                              f"{REPO} has uncommitted changes; commit them (or run --scale smoke) first")
+    return commit, dirty

@@ -1,0 +1,185 @@
+"""Plans and provenance: a plan derived from the declarations with a stable hash; small and paper scale refuse a
+dirty tree; every result records commit, dirty flag, plan hash, threads and versions; a result under an earlier
+plan moves to history/ and the report says so; a cache key changes when the code that computes it changes."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from reproduce import plan as plans
+from reproduce.experiment import Experiment, Measured, Options, cache_key, run
+from reproduce.report import EXPERIMENTS, load, write_report
+from reproduce.verdict import Finding
+from tinylm.errors import TinyLMError
+
+FINDING = Finding("f", "a beats b", "P", "bpb", ("a", "b"))
+
+
+def toy(name: str = "coverage", *findings: Finding) -> Experiment:
+    """A one-finding experiment under a report name (so the report has a section for it), measured instantly."""
+    findings = findings or (FINDING,)
+    return Experiment(name, "a toy", {"smoke": {"steps": 1}}, findings,
+                      lambda setting, options, folder: Measured(
+                          "| toy |", {f.key: {"a": [1.0], "b": [2.0]} for f in findings}))
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_experiment_has_a_plan_derived_from_its_declarations(name):
+    experiment = load(name)
+    for scale in ("smoke", "small", "paper"):
+        planned = plans.plan(experiment, scale)
+        assert [f["key"] for f in planned["findings"]] == [f.key for f in experiment.findings]
+        assert [tuple(f.get("arms", ())) for f in planned["findings"]] == [f.arms for f in experiment.findings]
+        assert planned["seeds"] == ("deterministic" if experiment.deterministic else experiment.seeds[scale])
+        assert json.loads(json.dumps(planned)) == planned  # plain data
+        assert plans.plan_hash(experiment, scale) == plans.plan_hash(load(name), scale)
+
+
+def test_the_plan_hash_is_stable_across_processes_and_changes_with_the_plan():
+    code = ("from reproduce.report import load; from reproduce.plan import plan_hash; "
+            "print(plan_hash(load('ladder'), 'small'))")
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           cwd=Path(__file__).resolve().parents[1]).stdout.strip()
+    ladder = load("ladder")
+    assert other == plans.plan_hash(ladder, "small")
+    reworded = dataclasses.replace(ladder, findings=(dataclasses.replace(ladder.findings[0], claim="reworded"),
+                                                     *ladder.findings[1:]))
+    assert plans.plan_hash(reworded, "small") != other
+    resized = dataclasses.replace(ladder, scales={**ladder.scales,
+                                                  "small": dataclasses.replace(ladder.scales["small"], train_tokens=1)})
+    assert plans.plan_hash(resized, "small") != other
+    effect = dataclasses.replace(ladder, findings=(dataclasses.replace(ladder.findings[0], smallest_effect=0.02),
+                                                   *ladder.findings[1:]))
+    assert plans.plan_hash(effect, "small") != other
+    assert plans.plan_hash(ladder, "paper") != other  # each scale has its own plan
+
+
+def test_every_reference_to_another_finding_names_a_declared_one_of_the_same_kind():
+    declared = {f"{name}/{f.key}": f for name in EXPERIMENTS for f in load(name).findings}
+    for key, finding in declared.items():
+        if finding.same_as:
+            assert finding.same_as in declared, key
+            assert declared[finding.same_as].kind == finding.kind and not declared[finding.same_as].same_as, key
+
+
+def _git(folder: Path, *args: str) -> None:
+    subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", *args], cwd=folder, check=True,
+                   capture_output=True)
+
+
+def test_small_scale_refuses_a_dirty_tree_and_smoke_records_it(tmp_path, monkeypatch):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q")
+    (repo / "code.py").write_text("x = 1\n")
+    _git(repo, "add", "code.py")
+    _git(repo, "commit", "-q", "-m", "one")
+    monkeypatch.setattr(plans, "REPO", repo)
+    commit, dirty = plans.checked_tree("small", ())
+    assert len(commit) == 40 and dirty is False
+    (repo / "results").mkdir()
+    (repo / "results" / "new.json").write_text("{}")  # what the run writes is not code
+    assert plans.checked_tree("small", (repo / "results",)) == (commit, False)
+    (repo / "code.py").write_text("x = 2\n")
+    with pytest.raises(TinyLMError, match="uncommitted changes"):
+        plans.checked_tree("small", (repo / "results",))
+    with pytest.raises(TinyLMError, match="uncommitted changes"):
+        plans.checked_tree("paper", ())
+    assert plans.checked_tree("smoke", ()) == (commit, True)
+    (repo / "code.py").write_text("x = 1\n")
+    (repo / "new_module.py").write_text("y = 1\n")  # an uncommitted module can be imported by the run
+    with pytest.raises(TinyLMError):
+        plans.checked_tree("small", ())
+    monkeypatch.setattr(plans, "REPO", tmp_path / "not-a-checkout")
+    (tmp_path / "not-a-checkout").mkdir()
+    with pytest.raises(TinyLMError, match="not a git checkout"):
+        plans.checked_tree("small", ())
+
+
+def test_the_command_refuses_small_scale_results_from_a_dirty_tree_before_any_work(tmp_path, monkeypatch, capsys):
+    from reproduce.__main__ import main
+
+    monkeypatch.setattr(plans, "git_state", lambda root, outside=(): ("0" * 40, True))
+    assert main(["coverage", "--scale", "small", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "uncommitted changes" in err
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_result_records_its_provenance(tmp_path):
+    import lightning
+    import torch
+
+    experiment = toy()
+    folder, record = run(experiment, Options(out=tmp_path))
+    assert record["plan_hash"] == plans.plan_hash(experiment, "smoke") and record["plan"] == plans.plan(experiment,
+                                                                                                        "smoke")
+    commit, dirty = plans.git_state(plans.REPO, (tmp_path,))
+    assert (record["commit"], record["dirty"]) == (commit, dirty)
+    assert record["torch_threads"] == torch.get_num_threads()
+    assert record["versions"] == {"python": sys.version.split()[0], "torch": torch.__version__,
+                                  "lightning": lightning.__version__}
+    assert record["plan_hash"] in (folder / "table.md").read_text()
+    assert json.loads((folder / "results.json").read_text())["plan_hash"] == record["plan_hash"]
+
+
+def test_a_tree_that_changes_while_a_run_measures_is_said(tmp_path, monkeypatch):
+    states = iter([("a" * 40, False)] * 2 + [("b" * 40, True)])
+    monkeypatch.setattr(plans, "git_state", lambda root, outside=(): next(states))
+    _, record = run(toy(), Options(out=tmp_path))
+    assert (record["commit"], record["dirty"]) == ("a" * 40, False)
+    assert record["tree_changed_during_run"] == f"commit {'b' * 40}, dirty True at the end"
+    assert "The git tree changed while it ran" in write_report(tmp_path).read_text()
+
+
+def test_a_result_under_another_plan_moves_to_history_and_the_report_says_so(tmp_path):
+    first = toy()
+    folder, old = run(first, Options(out=tmp_path))
+    (folder / "figure.png").write_bytes(b"png")
+    second = toy("coverage", dataclasses.replace(FINDING, claim="a beats b, declared again"))
+    assert plans.plan_hash(second, "smoke") != old["plan_hash"]
+    with pytest.raises(TinyLMError, match="--overwrite"):  # still never replaced silently
+        run(second, Options(out=tmp_path))
+    folder, new = run(second, Options(out=tmp_path, overwrite=True))
+    kept = folder / "history" / old["plan_hash"]
+    assert json.loads((kept / "results.json").read_text()) == json.loads(json.dumps(old))
+    assert (kept / "table.md").is_file() and (kept / "figure.png").read_bytes() == b"png"
+    assert new["plan_changed"]["from"] == old["plan_hash"] and new["plan_changed"]["to"] == new["plan_hash"]
+    report = write_report(tmp_path).read_text()
+    assert "The plan changed" in report and f"coverage/history/{old['plan_hash']}/" in report
+    folder, same = run(second, Options(out=tmp_path, overwrite=True))  # same plan: replaced, history kept
+    assert "plan_changed" not in same and (folder / "history" / old["plan_hash"] / "results.json").is_file()
+    assert [e["plan_hash"] for e in plans.history(folder)] == [old["plan_hash"]]
+
+
+def test_results_from_before_plans_move_to_history_too(tmp_path):
+    (tmp_path / "coverage").mkdir()
+    (tmp_path / "coverage" / ".tinylm").write_text("written by tinylm\n")
+    (tmp_path / "coverage" / "results.json").write_text(json.dumps({"experiment": "coverage", "findings": []}))
+    folder, record = run(toy(), Options(out=tmp_path, overwrite=True))
+    moved = record["plan_changed"]["moved_to"]
+    assert moved.startswith("history/unplanned-") and (folder / moved / "results.json").is_file()
+
+
+def test_a_cache_key_changes_when_the_code_that_computes_it_changes(tmp_path):
+    path = tmp_path / "scoring_under_test.py"
+    path.write_text("def score(x):\n    return x\n")
+    spec = importlib.util.spec_from_file_location("scoring_under_test", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    before, key = plans.code_version(module), cache_key("model", 3, modules=(module,))
+    assert plans.code_version(module) == before and cache_key("model", 3, modules=(module,)) == key  # stable
+    path.write_text("def score(x):\n    return 2 * x\n")  # the scoring code changes
+    assert plans.code_version(module) != before
+    assert cache_key("model", 3, modules=(module,)) != key
+    assert cache_key("model", 4, modules=(module,)) != cache_key("model", 3, modules=(module,))
+    assert plans.code_version("reproduce.verdict") == plans.code_version(sys.modules["reproduce.verdict"])
+    with pytest.raises(ValueError, match="modules"):
+        cache_key("model", 3, modules=())  # a key without a code version is what let stale numbers through
