@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tinylm.compact import count_frequencies
-from tinylm.corpus import Source, resolve
+from tinylm.data.corpus import Source, resolve
 from tinylm.tokenizer import load_tokenizer
+from tinylm.vocab.compact import count_frequencies
 
 
 def mistral_tokenizer() -> str:

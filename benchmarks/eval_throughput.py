@@ -27,9 +27,9 @@ import torch
 
 
 def tiny_model_dir(folder: Path, preset: str = "tiny", vocab_size: int = 8000) -> Path:
-    from tinylm.corpus import resolve, split_documents
+    from tinylm.artifacts.model_dir import save_model_dir
+    from tinylm.data.corpus import resolve, split_documents
     from tinylm.model import ModelConfig, Transformer
-    from tinylm.model_dir import save_model_dir
     from tinylm.tokenizer import train_tokenizer
 
     docs = list(itertools.islice(split_documents(resolve("builtin:wiki,peoples"), 50)[0], 200))
@@ -44,11 +44,11 @@ def model_folder(spec: str, scratch: Path) -> Path | None:
         return tiny_model_dir(scratch)
     if spec.startswith("builtin:"):
         try:
-            from tinylm.model_dir import resolve_model_dir
+            from tinylm.artifacts.builtin import resolve
         except ImportError:
             print(f"skipping {spec}: this tinylm has no built-in pretrained models", file=sys.stderr)
             return None
-        return resolve_model_dir(spec)
+        return resolve(spec)
     return Path(spec)
 
 
@@ -173,14 +173,14 @@ def main() -> None:
     args = parser.parse_args()
     tasks = [(name, int(limit)) for name, _, limit in (t.partition(":") for t in args.tasks.split(","))]
     if args.output:
-        from tinylm.io import check_output_file
+        from tinylm.artifacts.io import check_output_file
 
         check_output_file(args.output)
     rows = bench(args.models.split(","), tasks, args.batch_size, args.rounds)
     text = markdown(rows, args.batch_size, args.rounds)
     print(text)
     if args.output:
-        from tinylm.io import atomic_file
+        from tinylm.artifacts.io import atomic_file
 
         with atomic_file(args.output) as handle:
             handle.write(f"`python benchmarks/eval_throughput.py {' '.join(sys.argv[1:])}`\n\n" + text)

@@ -25,7 +25,7 @@ import torch
 
 
 def ragged_prompts(tokenizer, count: int, shortest: int, longest: int, seed: int = 0) -> list[list[int]]:
-    from tinylm.corpus import resolve
+    from tinylm.data.corpus import resolve
 
     rng = random.Random(seed)
     stream: list[int] = []
@@ -41,7 +41,7 @@ def ragged_prompts(tokenizer, count: int, shortest: int, longest: int, seed: int
 
 
 def bench(model, tokenizer, prompts: list[list[int]], new_tokens: int, batch_size: int, rounds: int) -> dict:
-    from tinylm.generate import generate_ragged
+    from tinylm.model.generate import generate_ragged
 
     eos = tokenizer.eos_id
     arms = {"batch 1": 1, f"batch {batch_size}": batch_size}
@@ -76,12 +76,13 @@ def main() -> None:
     parser.add_argument("--output", type=Path, help="write the markdown table here")
     args = parser.parse_args()
     if args.output:
-        from tinylm.io import check_output_file
+        from tinylm.artifacts.io import check_output_file
 
         check_output_file(args.output)
-    from tinylm.model_dir import load_model_dir, resolve_model_dir
+    from tinylm.artifacts.builtin import resolve
+    from tinylm.artifacts.model_dir import load_model_dir
 
-    model, tokenizer = load_model_dir(resolve_model_dir(args.model))
+    model, tokenizer = load_model_dir(resolve(args.model))
     model.eval()
     shortest, longest = map(int, args.lengths.split(":"))
     prompts = ragged_prompts(tokenizer, args.prompts, shortest, longest)
@@ -101,7 +102,7 @@ def main() -> None:
     if not row["same"]:
         sys.exit("batched tokens differ from batch 1")
     if args.output:
-        from tinylm.io import atomic_file
+        from tinylm.artifacts.io import atomic_file
 
         with atomic_file(args.output) as handle:
             handle.write(f"`python benchmarks/generate_throughput.py {' '.join(sys.argv[1:])}`\n\n" + text)

@@ -20,8 +20,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for `reproduce`
 
 from reproduce.architecture import SCALES  # noqa: E402
+from reproduce.shapes import decode_throughput, grid  # noqa: E402
 from reproduce.speed import PROTOCOL  # noqa: E402
-from tinylm.architecture import decode_throughput, grid  # noqa: E402
 from tinylm.model import Transformer  # noqa: E402
 
 

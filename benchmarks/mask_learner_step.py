@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
-from pathlib import Path
 import time
+from pathlib import Path
 
 import torch
 

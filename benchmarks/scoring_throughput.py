@@ -1,6 +1,6 @@
 """Multi-round scoring pass vs training step, in tokens/s (target: scoring ≥ 2.5× faster).
 
-The scoring pass (``tinylm.rounds.score_samples``: eval mode, no grad, larger batches, consecutive blocks
+The scoring pass (``tinylm.training.rounds.score_samples``: eval mode, no grad, larger batches, consecutive blocks
 sliced straight from the packed stream) is what ``MultiRoundTraining`` runs over the whole training set at the
 end of every round; the training step is forward + backward + AdamW at the training batch size. Speed does not
 depend on the weights or the text, so both run on a random model over a random token stream.
@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from tinylm.model import ModelConfig, Transformer, cross_entropy
-from tinylm.optim import adamw
-from tinylm.rounds import score_samples
+from tinylm.training.optim import adamw
+from tinylm.training.rounds import score_samples
 
 
 def sync(device: torch.device) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from tinylm.model import ModelConfig, Transformer, cross_entropy, linear_cross_entropy
-from tinylm.throughput import measured_matmul_peak, peak_flops
+from tinylm.training.throughput import measured_matmul_peak, peak_flops
 
 CONFIGS = {
     "tiny": ModelConfig(vocab_size=8000, hidden_size=256, num_layers=8, num_heads=4, intermediate_size=688),

@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(names) == 1 and not failed:
         print((out / names[0] / "table.md").read_text())
     report = write_report(out)
-    print(f"\n{summary(out)}\n\nreport: {report}")
+    print(f"\n{summary(out, committed=RESULTS if out.resolve() != RESULTS.resolve() else None)}\n\nreport: {report}")
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0

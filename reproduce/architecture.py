@@ -1,5 +1,5 @@
 """Architecture tweak (PAPER.md §1): at a fixed parameter budget, which of depth, width and FFN expansion rate
-goes with a better model? Shapes sampled inside the budget (``tinylm.architecture.sample``) train with one recipe
+goes with a better model? Shapes sampled inside the budget (``reproduce.shapes.sample``) train with one recipe
 for equal tokens and are scored by held-out bpb; the table gives Spearman's ρ(factor, −bpb) (the paper's
 orientation: it correlates with accuracy) beside ρ(factor, bpb), and three scatter plots. The small and paper
 scales train with the ``recipes/architecture/`` recipes (those files are the variants of the speed table).
@@ -14,10 +14,22 @@ from typing import Any, Sequence
 
 import torch
 
-from reproduce.experiment import (PAPER_CORPUS, Experiment, Measured, Options, Recipe, fmt, markdown,
-                                  mean_sd, recipe, save_figure, scratch, subplots)
+from reproduce.experiment import (
+    PAPER_CORPUS,
+    Experiment,
+    Measured,
+    Options,
+    Recipe,
+    fmt,
+    markdown,
+    mean_sd,
+    recipe,
+    save_figure,
+    scratch,
+    subplots,
+)
+from reproduce.shapes import ShapeSpace, expansion_rate, sample, spearman
 from reproduce.verdict import Finding
-from tinylm.architecture import ShapeSpace, expansion_rate, sample, spearman
 from tinylm.model import ModelConfig
 
 FACTORS = {"depth": "num_layers", "width": "hidden_size", "expansion": "expansion"}

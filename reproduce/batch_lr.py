@@ -13,12 +13,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reproduce.experiment import (PAPER_CORPUS, Experiment, Measured, Options, Recipe, fmt, markdown, matching,
-                                  save_figure, scratch, seed_summary, subplots)
+from reproduce.experiment import (
+    PAPER_CORPUS,
+    Experiment,
+    Measured,
+    Options,
+    Recipe,
+    fmt,
+    markdown,
+    matching,
+    save_figure,
+    scratch,
+    seed_summary,
+    subplots,
+)
 from reproduce.verdict import Finding
-from tinylm.lm import LanguageModel
 from tinylm.model import ModelConfig
-from tinylm.optim import scaled_lr
+from tinylm.training.lm import LanguageModel
+from tinylm.training.optim import scaled_lr
 
 RATES = (0.5, 1.0)
 FINDINGS = (

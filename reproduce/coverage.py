@@ -9,19 +9,19 @@ counting uses no seed, so the one finding is a threshold on a measurement.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
-import json
 from pathlib import Path
 from typing import Any
 
+from reproduce import experiment
 from reproduce.experiment import Experiment, Measured, Options, fmt, markdown
 from reproduce.verdict import Finding
-from tinylm.compact import coverage_curve, count_frequencies, pieces_for_coverage, plot_coverage, read_frequencies
-from tinylm.corpus import resolve
-from tinylm.datamodule import TextDataModule, default_cache_dir
+from tinylm.artifacts.io import default_cache_dir
+from tinylm.data.corpus import resolve
+from tinylm.data.datamodule import TextDataModule
 from tinylm.errors import TinyLMError
 from tinylm.tokenizer import Tokenizer, load_tokenizer
+from tinylm.vocab.compact import count_frequencies, coverage_curve, pieces_for_coverage, plot_coverage, read_frequencies
 
 PAPER_VOCAB, PAPER_K, PAPER_COVERAGE = 100_883, 48_000, 0.9786  # [P]
 KS = (1000, 2000, 4000, 8000, 12000, 16000, 24000, 32000)
@@ -53,7 +53,7 @@ def own_tokenizer(sources: str, vocab_size: int) -> Tokenizer:
 
 def counted(tokenizer: Tokenizer, sources: str, val_every: int = 50) -> dict[str, Any]:
     """Token frequencies on the training documents of ``sources``, counted once into the tinylm cache."""
-    key = hashlib.sha256(json.dumps([tokenizer.sha256, sources, val_every]).encode()).hexdigest()[:16]
+    key = experiment.cache_key(tokenizer.sha256, sources, val_every, modules=["tinylm.vocab.counting"])
     folder = Path(default_cache_dir()) / "frequencies" / key
     if not (folder / "frequencies.json").is_file():
         count_frequencies(tokenizer, resolve(sources), folder, val_every=val_every)

@@ -30,7 +30,7 @@ import yaml
 
 from reproduce.plan import checked_tree, code_version, keep_history, plan, plan_hash, provenance, tree_state
 from reproduce.verdict import Finding, judged
-from tinylm.io import atomic_dir, atomic_file, check_output_dir
+from tinylm.artifacts.io import atomic_dir, atomic_file, check_output_dir
 
 SCALES = ("smoke", "small", "paper")
 # seeds per scale: smoke proves the pipeline; a finding needs at least 3 seeds to be judged (5 where arms are cheap)
@@ -216,7 +216,7 @@ class Recipe:
 
     def data(self, seed: int, tokenizer: str | Path | None = None, batch_size: int | None = None):
         """A prepared ``TextDataModule``; ``seed`` sets the data order, so seeds differ in data as well as init."""
-        from tinylm.datamodule import TextDataModule
+        from tinylm.data.datamodule import TextDataModule
 
         module = TextDataModule(sources=list(self.sources), tokenizer=None if tokenizer is None else str(tokenizer),
                                 vocab_size=self.vocab_size, seq_len=self.seq_len,
@@ -229,8 +229,8 @@ class Recipe:
             init_from: str | None = None, module=None, callbacks: tuple = (), **trainer_kwargs: Any) -> Trained:
         """Fit a ``LanguageModel`` of ``config`` (default: the recipe's), or the given ``module``, for ``steps``
         (default: the recipe's) and score it by held-out bits per byte."""
-        from tinylm.lm import LanguageModel
-        from tinylm.train import fit
+        from tinylm.training.fit import fit
+        from tinylm.training.lm import LanguageModel
 
         if module is None:
             module = LanguageModel(self.config if config is None else config, init_from=init_from, lr=self.lr,

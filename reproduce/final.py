@@ -7,7 +7,6 @@ zero-shot lm-eval with the prompts cited in the task files.
 
 from __future__ import annotations
 
-import json
 import statistics
 from pathlib import Path
 from typing import Mapping
@@ -15,6 +14,10 @@ from typing import Mapping
 from reproduce import experiment
 from reproduce.experiment import Experiment, Measured, Options, fmt, markdown, read_json, write_json
 from reproduce.verdict import Finding
+
+# the code that computes a cached benchmark score: a change to it rescores (cache keys carry its version)
+SCORING_CODE = ["tinylm.evaluation.adapter", "tinylm.evaluation.datasets", "tinylm.evaluation.command",
+                "tinylm.model.transformer", "tinylm.model.generate"]
 
 BENCHMARKS = ("C-Eval", "CMMLU", "MMLU", "AGI-Eval", "BoolQ", "AX-b", "PIQA", "EPRSTMT", "XSum", "C3")
 # [P] the ICML version's table: benchmark scores in BENCHMARKS order, then the average
@@ -87,9 +90,8 @@ def scores(model_dir: str, items: int | None, dtype: str = "float32",
     """The ten benchmarks on ``items`` items each and their plain average, as the paper averages; each benchmark
     is kept in the tinylm cache as it finishes (per model dir, its weights' size and time, items and dtype), so
     a run cut short resumes at the next benchmark. ``task_dtypes``: a dtype for some benchmarks (by task name)."""
-    import hashlib
 
-    from tinylm.datamodule import default_cache_dir
+    from tinylm.artifacts.io import default_cache_dir
     from tinylm.evaluation.adapter import TinyLMEval
     from tinylm.evaluation.tasks import PAPER_FINAL
 
@@ -97,8 +99,8 @@ def scores(model_dir: str, items: int | None, dtype: str = "float32",
     config = (Path(model_dir) / "config.json").read_text()
 
     def folder(dtype: str) -> Path:
-        key = hashlib.sha256(json.dumps([str(model_dir), config, weights, items, dtype]).encode())
-        return Path(default_cache_dir()) / "reproduce" / "final-scores" / key.hexdigest()[:16]
+        key = experiment.cache_key(str(model_dir), config, weights, items, dtype, modules=SCORING_CODE)
+        return Path(default_cache_dir()) / "reproduce" / "final-scores" / key
 
     models, row = {}, {}
     for name, (_, task, metric) in PAPER_FINAL.items():

@@ -19,11 +19,21 @@ from typing import Any
 import lightning as L
 import numpy as np
 
-from reproduce.experiment import (PAPER_CORPUS, Experiment, Measured, Options, Recipe, fmt, markdown, save_figure,
-                                  scratch, subplots)
+from reproduce.experiment import (
+    PAPER_CORPUS,
+    Experiment,
+    Measured,
+    Options,
+    Recipe,
+    fmt,
+    markdown,
+    save_figure,
+    scratch,
+    subplots,
+)
 from reproduce.verdict import Finding
 from tinylm.model import ModelConfig
-from tinylm.rounds import score_blocks
+from tinylm.training.rounds import score_blocks
 
 FINDINGS = (
     Finding("rise", "tiny models forget: the first part's loss rises again after later parts are trained", "P",

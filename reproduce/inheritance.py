@@ -12,16 +12,33 @@ Each (arm, seed) is cached as it finishes and shared with ``reproduce.layer_sele
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from pathlib import Path
 from typing import Any
 
 from reproduce import experiment, pretrained
-from reproduce.experiment import (Experiment, Measured, Options, Recipe, fmt, markdown, mean_sd, save_figure, subplots,
-                                  scratch, tokens_line)
+from reproduce.experiment import (
+    Experiment,
+    Measured,
+    Options,
+    Recipe,
+    fmt,
+    markdown,
+    mean_sd,
+    save_figure,
+    scratch,
+    subplots,
+    tokens_line,
+)
 from reproduce.verdict import Finding
+
+# the code behind each cache (its keys carry these modules' version, so changed code recomputes)
+COMPACT_CODE = ["tinylm.vocab.compact", "tinylm.vocab.counting", "tinylm.vocab.choose", "tinylm.vocab.bpe",
+                "tinylm.vocab.remap"]
+RUN_CODE = ["reproduce.inheritance", "tinylm.inherit.importance", "tinylm.inherit.layers",
+            "tinylm.inherit.materialize", "tinylm.inherit.mask_learner", "tinylm.inherit.learned",
+            "tinylm.training.lm", "tinylm.training.fit", "tinylm.model.transformer", "tinylm.model.scoring"]
 
 CORPUS = "builtin:wiki"  # English, like SmolLM2's pretraining; its every 50th document is the held-out sample
 SCALES: dict[str, dict[str, Any]] = {
@@ -64,19 +81,17 @@ def training(cfg: dict) -> Recipe:
 def compact_source(scale: str, given: Path | None, vocab_size: int, corpus: str = CORPUS) -> tuple[Path, dict]:
     """The pretrained source with its tokenizer compacted to ``vocab_size`` (counted on the ``wiki`` training
     documents) and its embedding rows remapped, cached; plus the compaction record."""
-    from tinylm.compact import compact_command, count_command, remap_command
-    from tinylm.datamodule import default_cache_dir
+    from tinylm.artifacts.io import default_cache_dir
     from tinylm.tokenizer import load_tokenizer
+    from tinylm.vocab.compact import compact_model
 
     source = pretrained.source(scale, given)
-    key = hashlib.sha256(json.dumps([str(source), load_tokenizer(source / "tokenizer.json").sha256, vocab_size,
-                                     corpus]).encode()).hexdigest()[:12]
+    key = experiment.cache_key(str(source), load_tokenizer(source / "tokenizer.json").sha256, vocab_size, corpus,
+                               modules=COMPACT_CODE)
     folder = Path(default_cache_dir()) / "reproduce" / f"compact-source-{key}"
     if not (folder / "source" / "config.json").is_file():
-        count_command(str(source), corpus, str(folder / "counts"), val_every=50, workers=1)
-        compact_command(str(source), str(folder / "counts"), vocab_size, str(folder / "tokenizer"),
-                        verify_chars=200_000, overwrite=True)
-        remap_command(str(source), str(folder / "tokenizer"), str(folder / "source"), overwrite=True)
+        compact_model(source, [corpus], folder, vocab_size=vocab_size, workers=1, verify_chars=200_000,
+                      overwrite=True)
     record = json.loads((folder / "tokenizer" / "compact.json").read_text())
     record.pop("id_map", None)
     return folder / "source", {"parent": str(source), **record}
@@ -85,9 +100,9 @@ def compact_source(scale: str, given: Path | None, vocab_size: int, corpus: str 
 def init_dir(arm: str, source: Path, shape, cfg: dict, root: Path, seed: int) -> tuple[Path | None, int]:
     """The child's initial model dir for one arm (None: random init) and the data tokens spent building it.
     Layer arms (first, last, both-ends, uniform) keep widths by L1; l2, taylor and learned keep both-ends."""
+    from tinylm.artifacts.model_dir import load_model_dir
     from tinylm.inherit import calibration_blocks, importance, resolve_target, save_inherited, select_layers
     from tinylm.inherit.mask_learner import MaskLearner
-    from tinylm.model_dir import load_model_dir
 
     if arm == "scratch":
         return None, 0
@@ -119,14 +134,13 @@ def run_arm(arm: str, seed: int, source: Path, shape, cfg: dict, scale: str) -> 
     """One (arm, seed): step-0 and trained held-out bpb, tokens, curve, seconds — cached once it finishes."""
     import torch
 
-    from tinylm.datamodule import default_cache_dir
+    from tinylm.artifacts.io import default_cache_dir
+    from tinylm.artifacts.model_dir import load_model_dir
     from tinylm.inherit.layers import bits_per_byte
     from tinylm.model import Transformer
-    from tinylm.model_dir import load_model_dir
     from tinylm.tokenizer import load_tokenizer
 
-    key = hashlib.sha256(json.dumps([str(source), str(shape), cfg, scale],
-                                    default=str).encode()).hexdigest()[:12]
+    key = experiment.cache_key(str(source), str(shape), cfg, scale, modules=RUN_CODE)
     cached = Path(default_cache_dir()) / "reproduce" / f"inherit-runs-{key}" / f"{arm}-seed{seed}.json"
     if (record := experiment.read_json(cached)) is not None:
         return record
@@ -155,8 +169,8 @@ def run_arm(arm: str, seed: int, source: Path, shape, cfg: dict, scale: str) -> 
 def runs(arms, cfg: dict, options: Options) -> tuple[dict[str, list[dict]], Path, Any, dict]:
     """Every arm at every seed (seed-major, so a cut-short run has whole seeds), the compact source, the child's
     shape and the compaction record."""
+    from tinylm.artifacts.model_dir import load_config
     from tinylm.inherit import resolve_target
-    from tinylm.model_dir import load_config
 
     source, record = compact_source(options.scale, options.source, cfg["vocab_size"], cfg.get("corpus", CORPUS))
     shape = resolve_target(cfg["target"], load_config(source))

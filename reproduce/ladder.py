@@ -28,10 +28,26 @@ from pathlib import Path
 from typing import Any
 
 from reproduce import experiment, pretrained
-from reproduce.experiment import (Experiment, Measured, Options, Recipe, fmt, markdown, mean_sd, save_figure, subplots,
-                                  scratch, tokens_line)
+from reproduce.experiment import (
+    Experiment,
+    Measured,
+    Options,
+    Recipe,
+    fmt,
+    markdown,
+    mean_sd,
+    save_figure,
+    scratch,
+    subplots,
+    tokens_line,
+)
+from reproduce.plan import code_version
 from reproduce.verdict import Finding
-from tinylm.datamodule import default_cache_dir
+
+# the code that builds and trains the ladder's step models (its cache folder carries their version)
+LADDER_CODE = ("reproduce.ladder", "tinylm.vocab.compact", "tinylm.inherit.importance", "tinylm.inherit.materialize",
+               "tinylm.training.lm", "tinylm.training.rounds", "tinylm.training.fit", "tinylm.model.transformer")
+from tinylm.artifacts.io import default_cache_dir
 
 STEPS = ("base", "+tokenizer", "+arch", "+inherit", "+rounds")
 PAPER = {"base": 42.41, "+tokenizer": 44.11, "+arch": 46.53, "+inherit": 49.79, "+rounds": 51.28}  # [R] Figure 1
@@ -115,8 +131,8 @@ def sample(scale: Scale, compact: Path, folder: Path, seed: int) -> Recipe:
 def inherit(source: Path, shape, data, scale: Scale, out: Path, seed: int) -> tuple[Path, int]:
     """``shape`` inherited from the compact source: both-ends layers, widths by Taylor scores on calibration blocks
     of the seed's training sample; returns the model dir and the calibration tokens read."""
+    from tinylm.artifacts.model_dir import load_model_dir
     from tinylm.inherit import calibration_blocks, importance, save_inherited, select_layers
-    from tinylm.model_dir import load_model_dir
 
     model, tokenizer = load_model_dir(source)
     blocks = calibration_blocks(data, scale.calibration, scale.seq_len, seed)
@@ -129,10 +145,10 @@ def inherit(source: Path, shape, data, scale: Scale, out: Path, seed: int) -> tu
 def run_seed(scale: Scale, seed: int, source: Path, big: Path, compact: Path, cache: Path,
              runs: Path) -> dict[str, dict[str, Any]]:
     """Train every step of the ladder for one seed; the model dirs are kept under ``cache/seed<seed>/``."""
+    from tinylm.artifacts.model_dir import load_config
     from tinylm.errors import TinyLMError
     from tinylm.inherit import resolve_target
-    from tinylm.model_dir import load_config
-    from tinylm.rounds import MultiRoundTraining
+    from tinylm.training.rounds import MultiRoundTraining
 
     recipe = sample(scale, compact, runs / f"sample-{seed}", seed)
     with_big, with_compact = recipe.data(seed, big), recipe.data(seed, compact)
@@ -170,13 +186,14 @@ def run_seed(scale: Scale, seed: int, source: Path, big: Path, compact: Path, ca
 
 def measure(settings: Scale, options: Options, folder: Path) -> Measured:
     from reproduce.inheritance import compact_source
-    from tinylm.model_dir import load_config
+    from tinylm.artifacts.model_dir import load_config
 
     scale, seeds = options.scale, options.seeds
     if scale == "paper":
         raise SystemExit("ladder --scale paper needs the 1.6T-token corpus and a GPU cluster; run each step with "
                          "`tinylm fit --config recipes/pretrain/pangu-pi-1b-pro.yaml` and `tinylm inherit` instead")
-    cache = Path(default_cache_dir()) / "ladder" / scale
+    # the step models are kept per code version: a change to how they are built or trained rebuilds them
+    cache = Path(default_cache_dir()) / "ladder" / f"{scale}-{code_version(*LADDER_CODE)}"
     parent = pretrained.source(scale, options.source)
     big_vocab = load_config(parent).vocab_size
     source, compacted = compact_source(scale, options.source,

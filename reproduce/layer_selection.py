@@ -24,8 +24,8 @@ FINDINGS = (
 
 
 def measure(cfg: dict, options: Options, folder: Path) -> Measured:
+    from tinylm.artifacts.model_dir import load_config
     from tinylm.inherit import select_layers
-    from tinylm.model_dir import load_config
 
     arms = ("scratch", *STRATEGIES)
     done, source, shape, record = inheritance.runs(arms, cfg, options)

@@ -16,7 +16,6 @@ layers after the span), and the accumulated scores are cached after every block 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
@@ -26,8 +25,18 @@ from typing import Any
 import torch
 
 from reproduce import pretrained
-from reproduce.experiment import (Experiment, Measured, Options, fmt, markdown, read_json, save_figure, subplots,
-                                  write_json)
+from reproduce.experiment import (
+    Experiment,
+    Measured,
+    Options,
+    cache_key,
+    fmt,
+    markdown,
+    read_json,
+    save_figure,
+    subplots,
+    write_json,
+)
 from reproduce.verdict import Finding
 
 SCALES: dict[str, dict[str, Any]] = {
@@ -119,13 +128,15 @@ def _summed(parts: list[dict]) -> dict:
 
 
 def arc_items(limit: int | None) -> list[dict]:
-    """The first ``limit`` ARC-Easy test items in file order: prompt, choices, answer index."""
-    from tinylm.errors import TinyLMError
-    from tinylm.evaluation.datasets import data_dir
+    """The first ``limit`` ARC-Easy test items in file order: prompt, choices, answer index; none (with a line
+    saying so) when the benchmark files are not there — the held-out part of the study runs without them."""
+    from tinylm.evaluation.datasets import DATA_ENV, data_dir, has_benchmark
 
+    if not has_benchmark(ARC):
+        print(f"layer_skip: ARC-Easy part skipped: no {ARC} (set ${DATA_ENV} to the paper's benchmark files to "
+              "score it)", flush=True)
+        return []
     path = Path(data_dir()) / ARC
-    if not path.is_file():
-        raise TinyLMError(f"ARC-Easy not found at {path}; set TINYLM_EVAL_DATA to the benchmark folder")
     items = []
     for line in path.read_text().splitlines()[:limit]:
         row = json.loads(line)
@@ -161,8 +172,8 @@ def sweep_arc(model, tokenizer, items, cache: Path) -> dict:
 
 
 def measure(cfg: dict, options: Options, folder: Path) -> Measured:
-    from tinylm.datamodule import default_cache_dir
-    from tinylm.model_dir import load_model_dir
+    from tinylm.artifacts.io import default_cache_dir
+    from tinylm.artifacts.model_dir import load_model_dir
 
     torch.manual_seed(0)
     source = pretrained.source(options.scale, options.source)
@@ -171,12 +182,12 @@ def measure(cfg: dict, options: Options, folder: Path) -> Measured:
     n, spans = model.config.num_layers, [x for x in cfg["spans"] if x < model.config.num_layers]
     blocks = pretrained.heldout_blocks(tokenizer, cfg["text_bytes"], cfg["seq_len"])
     token_bytes = torch.from_numpy(tokenizer.token_bytes)
-    key = hashlib.sha256(json.dumps([tokenizer.sha256, str(source), (source / "model.safetensors").stat().st_size,
-                                     cfg["seq_len"], spans], default=str).encode()).hexdigest()[:12]
+    key = cache_key(tokenizer.sha256, str(source), (source / "model.safetensors").stat().st_size, cfg["seq_len"],
+                    spans, modules=["reproduce.layer_skip", "tinylm.model.transformer"])
     cache = Path(default_cache_dir()) / "reproduce" / f"layer-skip-v2-{key}"  # blocks and items of any prefix
     text = sweep_bpb(model, blocks, token_bytes, spans, cache.with_suffix(".bpb.json"))
     items = arc_items(cfg["arc_items"])
-    arc = sweep_arc(model, tokenizer, items, cache.with_suffix(".arc.json"))
+    arc = sweep_arc(model, tokenizer, items, cache.with_suffix(".arc.json")) if items else None
     bpb = {k: v / (math.log(2) * text["bytes"]) for k, v in text["nll"].items()}
     full = bpb["0,0"]
     scores = {x: [bpb[f"{x},{s}"] for s in range(n - x + 1)] for x in spans}
@@ -184,8 +195,8 @@ def measure(cfg: dict, options: Options, folder: Path) -> Measured:
     tokens = text["tokens"]
     influence = {x: [1 - text["cos"][f"{x},{s}"] / tokens for s in range(n - x + 1)] for x in spans}
     angular = {x: [text["angle"][f"{x},{s}"] / tokens for s in range(n - x + 1)] for x in spans}
-    accuracy = {s: arc["correct"][f"1,{s}"] / len(items) for s in range(n)}
-    full_acc = arc["correct"]["0,0"] / len(items)
+    accuracy = {s: arc["correct"][f"1,{s}"] / len(items) if arc else float("nan") for s in range(n)}
+    full_acc = arc["correct"]["0,0"] / len(items) if arc else float("nan")
     long = [x for x in spans if len(scores[x]) > 2]  # spans with a middle position to compare with
     measured: dict[str, Any] = {
         **{f"{end}_costs_most": {"value": min((scores[x][pos] - min(scores[x][1:-1]) for x in long),
@@ -194,23 +205,25 @@ def measure(cfg: dict, options: Options, folder: Path) -> Measured:
         **{f"angular_predicts_skip{x}": {"x": angular.get(x, []), "y": cost.get(x, [])} for x in (1, 2, 4)}}
     lines = markdown(("start s", *(f"Δbpb x={x}" for x in spans), "BI (x=1)", "angular (x=1)", "ARC-E acc x=1"),
                      ((s, *(fmt(cost[x][s], 3) if s < len(cost[x]) else "" for x in spans), fmt(influence[1][s], 3),
-                       fmt(angular[1][s], 3), fmt(100 * accuracy[s], 1)) for s in range(n)))
+                       fmt(angular[1][s], 3), fmt(100 * accuracy[s], 1) if arc else "n/a") for s in range(n)))
     size = int(text["bytes"])
     table = (f"Source: {pretrained.BUILTIN if options.scale != 'smoke' and options.source is None else source} "
              f"({n} layers). Full model: {full:.4f} bpb on {tokens:,} held-out tokens ({len(blocks)} blocks of "
              f"{cfg['seq_len']} tokens scoring {size:,} bytes: the start of the held-out `{pretrained.SAMPLE_CORPUS}` "
-             f"documents, every {pretrained.SAMPLE_EVERY}th, joined by EOS), ARC-Easy {100 * full_acc:.1f}% on the "
-             f"first {len(items)} test items (chance 25%, standard error ≈ {100 * math.sqrt(0.25 / len(items)):.0f} "
-             "points). Paper: qualitative only [P] — the first and last layers matter most. Sweep compute (cached, "
-             f"summed over resumed runs): held-out {_timed(text, len(blocks), 'blocks')}, ARC-Easy "
-             f"{_timed(arc, len(items), 'items')}.\n\n" + "\n".join(lines) + "\n")
+             f"documents, every {pretrained.SAMPLE_EVERY}th, joined by EOS), "
+             + (f"ARC-Easy {100 * full_acc:.1f}% on the first {len(items)} test items (chance 25%, standard error ≈ "
+                f"{100 * math.sqrt(0.25 / len(items)):.0f} points)" if arc else "ARC-Easy n/a (no benchmark files)")
+             + ". Paper: qualitative only [P] — the first and last layers matter most. Sweep compute (cached, "
+             f"summed over resumed runs): held-out {_timed(text, len(blocks), 'blocks')}"
+             + (f", ARC-Easy {_timed(arc, len(items), 'items')}" if arc else "") + ".\n\n" + "\n".join(lines) + "\n")
     return Measured(table, measured, rows=[{"x": x, "bpb": scores[x], "block_influence": influence[x],
                                             "angular": angular[x]} for x in spans],
                     figures=[heatmap(cost, spans, n, folder)],
                     extra={"full_bpb": full, "source": str(source), "heldout_tokens": tokens, "heldout_bytes": size,
                            "arc_items": len(items), "arc_full": full_acc, "arc_x1": accuracy,
-                           "seconds": {"heldout": text["seconds"], "arc": arc["seconds"],
-                                       "untimed": {"heldout": text["untimed"], "arc": arc["untimed"]}}})
+                           "seconds": {"heldout": text["seconds"], "arc": arc["seconds"] if arc else None,
+                                       "untimed": {"heldout": text["untimed"],
+                                                   "arc": arc["untimed"] if arc else None}}})
 
 
 def _timed(sums: dict, count: int, what: str) -> str:

@@ -1,7 +1,7 @@
 """Multiple-round training (PAPER.md §3): 1, 2 and 3 rounds and sampling rates, against uniform resampling.
 
 Every condition trains the same model from the same seed: round 0 is one pass over all data, each later round
-re-trains on rate × N batches drawn by ``tinylm.rounds.MultiRoundTraining``; ``sampling=uniform`` draws as many
+re-trains on rate × N batches drawn by ``tinylm.training.rounds.MultiRoundTraining``; ``sampling=uniform`` draws as many
 batches at random (same tokens), so the difference is the effect of choosing *hard* batches. Every condition's
 tokens are reported (more rounds = more tokens, as in the paper). Scored by held-out bpb; the paper's benchmark
 averages [?] sit beside ours for direction only. Seeds vary init, data order and the rounds' draws.
@@ -15,11 +15,25 @@ from typing import Any
 
 import numpy as np
 
-from reproduce.experiment import (PAPER_CORPUS, Experiment, Measured, Options, Recipe, fmt, markdown, matching,
-                                  recipe, save_figure, scratch, seed_summary, subplots, tokens_line)
+from reproduce.experiment import (
+    PAPER_CORPUS,
+    Experiment,
+    Measured,
+    Options,
+    Recipe,
+    fmt,
+    markdown,
+    matching,
+    recipe,
+    save_figure,
+    scratch,
+    seed_summary,
+    subplots,
+    tokens_line,
+)
 from reproduce.verdict import Finding
-from tinylm.io import atomic_file
-from tinylm.rounds import MultiRoundTraining
+from tinylm.artifacts.io import atomic_file
+from tinylm.training.rounds import MultiRoundTraining
 
 # (rounds, sampling rate of the later rounds, sampling)
 CONDITIONS = [(1, None, "loss"), (2, 0.25, "loss"), (2, 0.5, "loss"), (2, 0.75, "loss"), (2, 1.0, "loss"),

@@ -21,7 +21,7 @@ TINY = {"hidden_size": 64, "num_layers": 6, "num_heads": 2, "num_kv_heads": 1, "
 
 def heldout_documents(min_bytes: int) -> list[str]:
     """The fixed held-out text sample: whole held-out documents, in corpus order, until ``min_bytes``."""
-    from tinylm.corpus import resolve, split_documents
+    from tinylm.data.corpus import resolve, split_documents
 
     _, held_out = split_documents(resolve(SAMPLE_CORPUS), SAMPLE_EVERY)
     docs, size = [], 0
@@ -53,20 +53,20 @@ def heldout_blocks(tokenizer, min_bytes: int, seq_len: int) -> list[torch.Tensor
 
 def source(scale: str, given: Path | str | None = None) -> Path:
     """The source model dir: ``given`` if any, else SmolLM2-135M (small, paper) or the tiny stand-in (smoke)."""
-    from tinylm.model_dir import resolve_model_dir
+    from tinylm.artifacts.builtin import resolve
 
     if given is not None:
-        return resolve_model_dir(given)
-    return tiny_pretrained() if scale == "smoke" else resolve_model_dir(BUILTIN)
+        return resolve(given)
+    return tiny_pretrained() if scale == "smoke" else resolve(BUILTIN)
 
 
 def tiny_pretrained(seed: int = 0) -> Path:
     """A random-init 6-layer model with a 512-token byte-level BPE tokenizer (SmolLM2's layout), cached."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
-    from tinylm.datamodule import default_cache_dir
+    from tinylm.artifacts.io import default_cache_dir
+    from tinylm.artifacts.model_dir import write_model_dir
     from tinylm.model import ModelConfig, Transformer
-    from tinylm.model_dir import write_model_dir
     from tinylm.tokenizer import load_tokenizer
 
     folder = Path(default_cache_dir()) / "reproduce" / f"tiny-pretrained-v1-{seed}"

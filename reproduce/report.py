@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 import json
 import math
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -83,17 +84,40 @@ def _seeds(record: dict) -> str:
     return record["seeds"] if isinstance(record["seeds"], str) else f"{record['seeds']} seed(s)"
 
 
-def summary(out: Path) -> str:
-    """One line per experiment for the terminal: scale, seeds, wall time and its verdicts (Holm over the report)."""
+def tally(findings: list[dict]) -> str:
+    """Verdicts counted, most common first: ``2 reproduced, 1 underpowered``."""
+    if findings and all("verdict" not in f for f in findings):
+        return f"{len(findings)} finding(s) {OLD_RULE}"
+    counts = Counter(f.get("verdict", OLD_RULE) for f in findings)
+    return ", ".join(f"{n} {verdict}" for verdict, n in counts.most_common()) or "no finding to judge"
+
+
+def summary(out: Path, committed: Path | None = None) -> str:
+    """What the terminal shows after a run: one line per experiment (scale, seeds, wall time, verdicts, Holm over
+    the report). A smoke run's verdicts are inconclusive by design, so its lines say what ran and, beside them,
+    the committed small-scale verdicts from ``committed``."""
     records, width = read_records(out), max(map(len, EXPERIMENTS))
     found = across(records)
-    return "\n".join(f"{name:<{width}}  not run" if (r := records.get(name)) is None else
-                     f"{name:<{width}}  {r['scale']:<5}  {_seeds(r)}  {r['wall_seconds']:>6.0f} s  "
-                     f"{verdicts(found[name])}" for name in EXPERIMENTS)
+    smoke = bool(records) and all(r["scale"] == "smoke" for r in records.values())
+    if not smoke:
+        return "\n".join(f"{name:<{width}}  not run" if (r := records.get(name)) is None else
+                         f"{name:<{width}}  {r['scale']:<5}  {_seeds(r)}  {r['wall_seconds']:>6.0f} s  "
+                         f"{verdicts(found[name])}" for name in EXPERIMENTS)
+    small = read_records(committed) if committed is not None and Path(committed).is_dir() else {}
+    small_found = across(small) if small else {}
+    lines = ["Smoke scale ran each experiment's whole pipeline (data, training, scoring, tables, figures, judge) on "
+             "tiny models: it proves the code, not the findings, so its own verdicts are inconclusive by design.",
+             f"Beside each: the committed small-scale verdicts ({committed}/REPORT.md)." if small else "", ""]
+    for name in EXPERIMENTS:
+        r = records.get(name)
+        ran = "not run" if r is None else f"ran in {r['wall_seconds']:.0f} s ({len(found[name])} findings)"
+        kept = f"small: {tally(small_found[name])}" if name in small_found else ("small: not run" if small else "")
+        lines.append(f"{name:<{width}}  {ran:<26}  {kept}".rstrip())
+    return "\n".join(line for line in lines if line is not None)
 
 
 def write_report(out: Path) -> Path:
-    from tinylm.io import atomic_file
+    from tinylm.artifacts.io import atomic_file
 
     out = Path(out)
     records = read_records(out)

@@ -1,7 +1,7 @@
 """Inference speed of the depth/width variants (PAPER.md §1): deeper models are slower to generate from.
 
 The architecture study's budget and recipe, at a fixed list of depths (width solved at expansion 8/3,
-``tinylm.architecture.grid``); each variant is trained (so the table carries its held-out bpb), then timed
+``reproduce.shapes.grid``); each variant is trained (so the table carries its held-out bpb), then timed
 generating with the KV cache under the protocol reported for the paper (batch 20, 2-token prefix, 510 new tokens)
 on this CPU in fp32, and on a GPU in fp16 when there is one. The finding pairs the shallowest and deepest variant
 over ``REPEATS`` interleaved timed rounds (every variant once per round). Said openly: this test replaced the first
@@ -20,8 +20,8 @@ import torch
 
 from reproduce.architecture import SCALES, Scale, budget_words, trained_shape
 from reproduce.experiment import Experiment, Measured, Options, fmt, markdown, save_figure, scratch, subplots
+from reproduce.shapes import decode_speeds, grid
 from reproduce.verdict import Finding
-from tinylm.architecture import decode_speeds, grid
 
 PROTOCOL = {"batch_size": 20, "prefix": 2, "new_tokens": 510}  # third-party notes [?]: one V100, fp16
 REPEATS = 5  # timed rounds; each times every variant once

@@ -2,7 +2,7 @@
 tokenizer, 48k best [?]; embedding + head take 38.19% of the 1B model at 100k vs 18.07% at 48k [?].
 
 mistral-common's 32,000-piece tokenizer (trained elsewhere: the paper's inherited tokenizer) is counted on the
-corpus and cut to several sizes (``tinylm.compact``). Each size trains a model of the same total parameters (depth
+corpus and cut to several sizes (``tinylm.vocab.compact``). Each size trains a model of the same total parameters (depth
 fixed, width chosen and FFN solved for the budget) for equal tokens, scored by held-out bpb (per-token loss is not
 comparable across vocabularies); the table adds the embedding + head share and the sequence inflation against the
 uncut tokenizer. Seeds vary init and data order. Arms: the paper's 47.6% cut of the largest size ("paper cut"),
@@ -18,13 +18,24 @@ from pathlib import Path
 from typing import Any
 
 from reproduce.coverage import counted, mistral_tokenizer
-from reproduce.experiment import (Experiment, Measured, Options, Recipe, fmt, markdown, mean_sd, save_figure, subplots,
-                                  scratch, tokens_line)
+from reproduce.experiment import (
+    Experiment,
+    Measured,
+    Options,
+    Recipe,
+    fmt,
+    markdown,
+    mean_sd,
+    save_figure,
+    scratch,
+    subplots,
+    tokens_line,
+)
 from reproduce.verdict import Finding
-from tinylm.compact import compact_tokenizer, sample_documents
-from tinylm.datamodule import default_cache_dir
+from tinylm.artifacts.io import default_cache_dir
 from tinylm.model import ModelConfig
 from tinylm.tokenizer import Tokenizer
+from tinylm.vocab.compact import compact_tokenizer, sample_documents
 
 PAPER_SHARE = {100_883: 0.3819, 48_000: 0.1807}  # embedding + head share of the 1B model [?]
 PAPER_SIZES = (8000, 16000, 32000, 48000, 72000, 100000)  # compared in the paper [?]; 48k best [?]

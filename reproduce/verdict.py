@@ -3,7 +3,7 @@
 A finding is declared in its experiment module before anything runs (``Finding``); the experiment measures and
 ``judge`` rules as ``RULE`` says: paired per-seed differences (95% t interval, two-sided one-sample t-test,
 ``scipy.stats``) with the minimal detectable effect at the run's n, two one-sided tests (TOST) against a declared
-margin for claims of no difference, Spearman's rho for correlations (``tinylm.architecture.spearman``), thresholds
+margin for claims of no difference, Spearman's rho for correlations (``reproduce.shapes.spearman``), thresholds
 for deterministic measurements. ``across`` then judges the whole report at once: Holm–Bonferroni over every
 counted test, each comparison counted once. Smoke scale and fewer than ``MIN_SEEDS`` seeds are inconclusive;
 exploratory readings are reported with their numbers and never judged.
@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from tinylm.architecture import spearman
+from reproduce.shapes import spearman
 
 REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, EXPLORATORY = "reproduced", "not reproduced", "inconclusive", "exploratory"
 UNDERPOWERED = "underpowered"  # not significant, and the run could not have seen the effect that matters

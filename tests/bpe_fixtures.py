@@ -32,7 +32,7 @@ def train_bpe_dir(texts: list[str], folder: Path, vocab_size: int = 600) -> Path
 
 
 def llama_cpp_permute(weight: torch.Tensor, heads: int) -> torch.Tensor:
-    """llama.cpp's q/k row order (what convert_hf_to_gguf.py writes): the inverse of tinylm.convert.unpermute_qk."""
+    """llama.cpp's q/k row order (what convert_hf_to_gguf.py writes): the inverse of tinylm.artifacts.convert.unpermute_qk."""
     rows = weight.shape[0]
     return weight.reshape(heads, 2, rows // heads // 2, -1).transpose(1, 2).reshape(weight.shape)
 
@@ -103,8 +103,8 @@ def bpe_texts(corpus_dir: Path) -> list[str]:
 
 def random_model_dir(tokenizer, folder: Path, preset: str = "debug", seed: int = 0, **overrides) -> Path:
     """A seeded random model dir for ``tokenizer`` with non-trivial norm gains (they catch layout mistakes)."""
+    from tinylm.artifacts.model_dir import save_model_dir
     from tinylm.model import ModelConfig, Transformer
-    from tinylm.model_dir import save_model_dir
 
     torch.manual_seed(seed)
     model = Transformer(ModelConfig.from_preset(preset, vocab_size=tokenizer.vocab_size, **overrides))

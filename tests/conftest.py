@@ -25,7 +25,7 @@ MIXED_TEXT = (
 @pytest.fixture(scope="session")
 def corpus_dir(tmp_path_factory) -> Path:
     """A small bilingual corpus of local .txt files cut from the built-in sources (real text)."""
-    from tinylm.corpus import resolve
+    from tinylm.data.corpus import resolve
 
     folder = tmp_path_factory.mktemp("corpus")
     for source in resolve("builtin:kjv,peoples,lee"):
@@ -47,8 +47,8 @@ def tokenizer(corpus_dir, tmp_path_factory):
 @pytest.fixture(scope="session")
 def model_dir_factory(tokenizer, tmp_path_factory):
     """Writes a randomly initialised model dir for a preset (seeded) and returns its path."""
+    from tinylm.artifacts.model_dir import save_model_dir
     from tinylm.model import ModelConfig, Transformer
-    from tinylm.model_dir import save_model_dir
 
     made: dict[str, Path] = {}
 

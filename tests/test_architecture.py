@@ -16,7 +16,7 @@ import pytest
 import scipy.stats
 import yaml
 
-from tinylm.architecture import EXACT_UP_TO, ShapeSpace, expansion_rate, feasible_shapes, grid, rank, sample, spearman
+from reproduce.shapes import EXACT_UP_TO, ShapeSpace, expansion_rate, feasible_shapes, grid, rank, sample, spearman
 from tinylm.errors import TinyLMError
 from tinylm.model import ModelConfig
 

@@ -310,7 +310,7 @@ def precious(world, tmp_path) -> dict[str, str]:
     """Copies of tinylm-written folders and user folders, each with the user's notes.txt inside."""
     import shutil
 
-    from tinylm.io import MARKER
+    from tinylm.artifacts.io import MARKER
 
     paths = {name: tmp_path / name for name in ("M", "T", "F", "RUN", "U", "R")}
     shutil.copytree(world["model"], paths["M"])

@@ -10,12 +10,12 @@ import torch
 
 from tests.bpe_fixtures import SPECIALS, bpe_texts, random_model_dir, train_bpe_dir
 from tests.conftest import MIXED_TEXT
+from tinylm.artifacts.model_dir import load_model_dir
 from tinylm.cli import main as cli
-from tinylm.compact import compact_tokenizer, count_frequencies, read_frequencies, remap_model
-from tinylm.corpus import Source
-from tinylm.model_dir import load_model_dir
+from tinylm.data.corpus import Source
 from tinylm.tokenizer import HFTokenizer, bytes_to_unicode, load_tokenizer
 from tinylm.vocab.bpe import read_bpe
+from tinylm.vocab.compact import compact_tokenizer, count_frequencies, read_frequencies, remap_model
 
 transformers = pytest.importorskip("transformers")
 
@@ -174,7 +174,7 @@ def test_a_swapped_tokenizer_is_refused_on_load(bpe_dir, tmp_path):
     a, b = list(spec["model"]["vocab"])[300:302]
     spec["model"]["vocab"][a], spec["model"]["vocab"][b] = spec["model"]["vocab"][b], spec["model"]["vocab"][a]
     (model / "tokenizer.json").write_text(json.dumps(spec))
-    with pytest.raises(TinyLMError, match="not the tokenizer the model was written with"):
+    with pytest.raises(TinyLMError, match="not the file the model was written with"):
         load_model_dir(model)
 
 
@@ -182,9 +182,9 @@ def test_a_swapped_tokenizer_is_refused_on_load(bpe_dir, tmp_path):
 @pytest.mark.slow
 def test_smollm2_compacted_to_16000_on_the_builtin_corpus(tmp_path):
     """The issue's acceptance: lossless round trip, coverage reported, same logits on kept ids (~1 min)."""
-    from tinylm.compact import sample_documents
-    from tinylm.corpus import resolve
-    from tinylm.model_dir import resolve_model_dir
+    from tinylm.artifacts.builtin import resolve as resolve_model_dir
+    from tinylm.data.corpus import resolve
+    from tinylm.vocab.compact import sample_documents
 
     source = resolve_model_dir("builtin:smollm2-135m")
     old = load_tokenizer(source)

@@ -11,15 +11,15 @@ import pytest
 import torch
 
 from tests.bpe_fixtures import bpe_texts, random_model_dir, train_bpe_dir
-from tinylm.datamodule import TextDataModule
-from tinylm.generate import generate
-from tinylm.inherit.command import inherit
+from tinylm.artifacts.model_dir import load_model_dir, read_provenance
+from tinylm.cli.inherit import inherit
+from tinylm.data.datamodule import TextDataModule
 from tinylm.inherit.layers import bits_per_byte, layer_skip_scores
-from tinylm.lm import LanguageModel
 from tinylm.model import cross_entropy
-from tinylm.model_dir import load_model_dir, read_provenance
-from tinylm.rounds import MultiRoundTraining, score_blocks
+from tinylm.model.generate import generate
 from tinylm.tokenizer import HFTokenizer, load_tokenizer
+from tinylm.training.lm import LanguageModel
+from tinylm.training.rounds import MultiRoundTraining, score_blocks
 
 
 @pytest.fixture(scope="module")

@@ -146,7 +146,7 @@ def test_overwrite_replaces_only_a_model_dir_tinylm_wrote(corpus_dir, tokenizer,
 
 
 def test_bare_bool_flag_means_true_in_function_commands():
-    from tinylm.cli import bare_flags_true
+    from tinylm.cli.main import bare_flags_true
 
     def command(out: str, overwrite: bool = False, limit: int = 0) -> None: ...
 

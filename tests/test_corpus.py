@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from tinylm.corpus import BUILTIN, resolve, split_documents
+from tinylm.data.corpus import BUILTIN, resolve, split_documents
 from tinylm.errors import TinyLMError
 
 

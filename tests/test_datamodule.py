@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-import tinylm.packing as packing
-from tinylm.datamodule import TextDataModule
+import tinylm.data.packing as packing
+from tinylm.data.datamodule import TextDataModule
 from tinylm.errors import TinyLMError
 
 

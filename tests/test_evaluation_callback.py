@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from tinylm.datamodule import TextDataModule
+from tinylm.data.datamodule import TextDataModule
 from tinylm.errors import TinyLMError
 from tinylm.evaluation.callback import LMEvalCallback
-from tinylm.lm import LanguageModel
 from tinylm.model import ModelConfig
-from tinylm.train import fit
+from tinylm.training.fit import fit
+from tinylm.training.lm import LanguageModel
 
 
 def test_callback_logs_accuracy_every_n_steps(corpus_dir, tokenizer, tmp_path):

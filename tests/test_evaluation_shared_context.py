@@ -7,9 +7,9 @@ import pytest
 from lm_eval.api.instance import Instance
 
 from tinylm.evaluation.adapter import TinyLMEval, _share_contexts
-from tinylm.evaluation.datasets import data_dir
+from tinylm.evaluation.datasets import has_benchmark
 
-needs_data = pytest.mark.skipif(not (data_dir() / "c3").is_dir(),
+needs_data = pytest.mark.skipif(not has_benchmark("c3"),
                                 reason="offline benchmarks not found (set TINYLM_EVAL_DATA)")
 
 

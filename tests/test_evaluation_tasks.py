@@ -8,11 +8,11 @@ import pytest
 
 from tinylm.cli import main
 from tinylm.errors import TinyLMError
-from tinylm.evaluation.datasets import data_dir
+from tinylm.evaluation.datasets import has_benchmark
 from tinylm.evaluation.metrics import rouge_l, rouge_n, tokens, xsum_rouge
 from tinylm.evaluation.tasks import local_task_names, paper_table
 
-needs_data = pytest.mark.skipif(not (data_dir() / "arc_easy").is_dir(),
+needs_data = pytest.mark.skipif(not has_benchmark("arc_easy"),
                                 reason="offline benchmarks not found (set TINYLM_EVAL_DATA)")
 
 # Item counts of each split, from ../shared/benchmarks/README.md (the official counts), and of the built-ins.

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from tinylm.errors import TinyLMError
-from tinylm.generate import generate, generate_ragged
 from tinylm.model import ModelConfig, Transformer
+from tinylm.model.generate import generate, generate_ragged
 
 
 @pytest.mark.parametrize("preset", ["tiny", "tiny-gqa"])

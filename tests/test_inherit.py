@@ -7,11 +7,18 @@ import json
 import pytest
 import torch
 
+from tinylm.artifacts.model_dir import load_model_dir, read_provenance
 from tinylm.errors import TinyLMError
-from tinylm.inherit import (Plan, calibration_blocks, importance, materialize, resolve_target, save_inherited,
-                            select_layers)
+from tinylm.inherit import (
+    Plan,
+    calibration_blocks,
+    importance,
+    materialize,
+    resolve_target,
+    save_inherited,
+    select_layers,
+)
 from tinylm.model import Masks, ModelConfig, Transformer
-from tinylm.model_dir import load_model_dir, read_provenance
 
 VOCAB = 97
 
@@ -225,6 +232,6 @@ def test_reading_scores_and_masks_does_not_import_training():
     import sys
 
     code = ("import sys, tinylm.inherit as i, tinylm.inherit.learned; i.load_masks; i.learned_importance; "
-            "assert 'lightning' not in sys.modules and 'tinylm.lm' not in sys.modules, 'training imported'; "
-            "from tinylm.inherit import MaskLearner; assert 'tinylm.lm' in sys.modules")
+            "assert 'lightning' not in sys.modules and 'tinylm.training.lm' not in sys.modules, 'training imported'; "
+            "from tinylm.inherit import MaskLearner; assert 'tinylm.training.lm' in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)

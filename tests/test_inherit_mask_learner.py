@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tinylm.datamodule import TextDataModule
+from tinylm.artifacts.model_dir import load_model_dir, read_provenance
+from tinylm.data.datamodule import TextDataModule
 from tinylm.inherit import MaskLearner, load_masks
-from tinylm.model_dir import load_model_dir, read_provenance
-from tinylm.train import fit
+from tinylm.training.fit import fit
 
 
 def data(corpus_dir, source, tmp_path) -> TextDataModule:
@@ -65,7 +65,7 @@ def test_frozen_weights_stay_put_and_mismatched_tokenizer_is_an_error(corpus_dir
     frozen, _ = load_model_dir(tmp_path / "frozen")
     assert frozen.config.intermediate_size == 64
     # `tinylm inherit --criterion learned` reads the saved masks and rebuilds the same model from the source
-    from tinylm.inherit.command import inherit
+    from tinylm.cli.inherit import inherit
 
     inherit(source=str(source), target='{"intermediate_size": 64}', out=str(tmp_path / "again"), layers="first",
             criterion="learned", masks=str(tmp_path / "frozen"))
@@ -76,8 +76,8 @@ def test_frozen_weights_stay_put_and_mismatched_tokenizer_is_an_error(corpus_dir
     with pytest.raises(TinyLMError, match="learned masks have no hidden"):
         inherit(source=str(source), target='{"hidden_size": 32, "num_heads": 2}', out=str(tmp_path / "x"),
                 layers="first", criterion="learned", masks=str(tmp_path / "frozen"))
+    from tinylm.artifacts.model_dir import save_model_dir
     from tinylm.model import ModelConfig, Transformer
-    from tinylm.model_dir import save_model_dir
 
     other = save_model_dir(tmp_path / "other", Transformer(ModelConfig.from_preset(
         "debug", vocab_size=tokenizer.vocab_size + 5)), None)
@@ -111,7 +111,7 @@ def test_the_base_class_steps_with_the_hooks_give_the_mask_learners_own_loss_and
 
     from tinylm.inherit.hard_concrete import lagrangian
     from tinylm.model import cross_entropy
-    from tinylm.optim import warmup_cosine
+    from tinylm.training.optim import warmup_cosine
 
     class Check(L.Callback):
         def __init__(self) -> None:

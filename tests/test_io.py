@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tinylm.artifacts.io import MARKER, atomic_dir, atomic_file, check_output_dir, check_output_file, is_tinylm_dir
 from tinylm.errors import TinyLMError
-from tinylm.io import MARKER, atomic_dir, atomic_file, check_output_dir, check_output_file, is_tinylm_dir
 
 
 def user_folder(path: Path) -> Path:
@@ -113,7 +113,7 @@ def test_files_where_folders_are_expected_and_folders_where_files_are(tmp_path):
 
 KILLED_WRITER = """
 import os, signal, sys
-from tinylm.io import atomic_dir, atomic_file
+from tinylm.artifacts.io import atomic_dir, atomic_file
 target = sys.argv[1]
 if sys.argv[2] == "dir":
     with atomic_dir(target, overwrite=True) as tmp:

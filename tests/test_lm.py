@@ -9,13 +9,13 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from tinylm.datamodule import TextDataModule
+from tinylm.artifacts.model_dir import load_model_dir, read_provenance
+from tinylm.data.datamodule import TextDataModule
 from tinylm.errors import TinyLMError
-from tinylm.lm import LanguageModel
 from tinylm.model import ModelConfig
-from tinylm.model_dir import load_model_dir, read_provenance
-from tinylm.optim import scaled_lr, warmup_cosine
-from tinylm.train import fit
+from tinylm.training.fit import fit
+from tinylm.training.lm import LanguageModel
+from tinylm.training.optim import scaled_lr, warmup_cosine
 
 
 class LossRecorder(L.Callback):
@@ -165,7 +165,7 @@ def test_the_model_dir_is_checked_before_training(corpus_dir, tokenizer, tmp_pat
 
 
 def test_the_text_datamodule_fulfils_the_declared_contract(corpus_dir, tokenizer, tmp_path):
-    from tinylm.datamodule import TrainingData
+    from tinylm.data.datamodule import TrainingData
 
     datamodule = data(corpus_dir, tokenizer, tmp_path / "cache")
     datamodule.setup("fit")

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from tests.conftest import MIXED_TEXT
+from tinylm.artifacts.model_dir import load_model_dir, read_provenance, save_model_dir
 from tinylm.errors import TinyLMError
 from tinylm.model import ModelConfig, Transformer
-from tinylm.model_dir import load_model_dir, read_provenance, save_model_dir
 
 transformers = pytest.importorskip("transformers")
 
@@ -83,7 +83,7 @@ def test_tokenizer_larger_than_the_model_is_refused(tokenizer, tmp_path):
 
 def test_a_failed_write_leaves_nothing_behind(tmp_path, monkeypatch):
     model = Transformer(ModelConfig.from_preset("debug", vocab_size=64))
-    import tinylm.model_dir as md
+    import tinylm.artifacts.model_dir as md
 
     def boom(*args, **kwargs):
         raise OSError("disk full")
@@ -95,7 +95,7 @@ def test_a_failed_write_leaves_nothing_behind(tmp_path, monkeypatch):
 
 
 def test_extra_files_are_written_inside_the_atomic_write(tmp_path):
-    from tinylm.model_dir import write_model_dir
+    from tinylm.artifacts.model_dir import write_model_dir
 
     model = Transformer(ModelConfig.from_preset("debug", vocab_size=64))
     seen = []

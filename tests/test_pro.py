@@ -29,8 +29,8 @@ STAGE_FOLDERS = ["1-tokenizer", "2-architecture", "3-inherit", "data", "4-train/
 @pytest.fixture(scope="module")
 def source(tokenizer, tmp_path_factory) -> Path:
     """A random-init GQA source (head size 32, 2 query heads per KV head) with the SentencePiece test tokenizer."""
+    from tinylm.artifacts.model_dir import save_model_dir
     from tinylm.model import Transformer
-    from tinylm.model_dir import save_model_dir
 
     torch.manual_seed(0)
     config = ModelConfig(vocab_size=tokenizer.vocab_size, hidden_size=128, num_layers=4, num_heads=4, num_kv_heads=2,
@@ -74,7 +74,7 @@ def test_whole_chain_on_a_tiny_source(finished):
     assert (finished / "4-train" / "pro" / "rounds" / "round_1.npz").is_file()
     assert training["pro"]["lr"] == pytest.approx((4 * 32 / 2048) ** 0.5 * 1e-3)
     # 3. the inherited model is the compact source's both-ends layers, and training moved it
-    from tinylm.model_dir import load_model_dir
+    from tinylm.artifacts.model_dir import load_model_dir
 
     inherited, _ = load_model_dir(finished / "3-inherit" / "model")
     trained, _ = load_model_dir(finished / "4-train" / "pro" / "model")

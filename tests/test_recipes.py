@@ -3,19 +3,19 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import importlib
 import inspect
+from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
 import yaml
-from tinylm.datamodule import TextDataModule
-from tinylm.lm import LanguageModel
+
+from tinylm.data.datamodule import TextDataModule
 from tinylm.model import ModelConfig
-from tinylm.runs import RunCLI, RunLogger
+from tinylm.training.lm import LanguageModel
+from tinylm.training.runs import RunCLI, RunLogger
 
 ROOT = Path(__file__).resolve().parents[1] / "recipes"
 # recipes/pro/ holds `tinylm pro` configs (a function command); tests/test_pro.py parses those

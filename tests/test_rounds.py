@@ -11,12 +11,12 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from scipy.stats import spearmanr
 
-from tinylm.corpus import BUILTIN
-from tinylm.datamodule import TextDataModule
+from tinylm.data.corpus import BUILTIN
+from tinylm.data.datamodule import TextDataModule
 from tinylm.errors import TinyLMError
-from tinylm.lm import LanguageModel
 from tinylm.model import ModelConfig, Transformer, cross_entropy
-from tinylm.rounds import MultiRoundTraining, draw, make_groups, score_blocks, score_samples
+from tinylm.training.lm import LanguageModel
+from tinylm.training.rounds import MultiRoundTraining, draw, make_groups, score_blocks, score_samples
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""``tinylm.scoring``: one loop equals a direct cross-entropy, and every caller gives the numbers it gave before.
+"""``tinylm.model.scoring``: one loop equals a direct cross-entropy, and every caller gives the numbers it gave before.
 
 The "before" references below are the loops each caller had before they shared ``block_nll`` (copied verbatim in
 spirit: same slicing, same reductions), so a change in any caller's numbers fails here.
@@ -16,10 +16,10 @@ import torch.nn.functional as F
 from tinylm.errors import TinyLMError
 from tinylm.inherit.importance import _loss_gradients
 from tinylm.inherit.layers import bits_per_byte, layer_skip_scores
-from tinylm.lm import LanguageModel
 from tinylm.model import ModelConfig, Transformer, cross_entropy
-from tinylm.rounds import score_blocks, score_samples
-from tinylm.scoring import block_nll, token_nll
+from tinylm.model.scoring import block_nll, token_nll
+from tinylm.training.lm import LanguageModel
+from tinylm.training.rounds import score_blocks, score_samples
 
 VOCAB, SEQ = 61, 12
 

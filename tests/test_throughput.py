@@ -1,6 +1,6 @@
 import torch
 
-from tinylm import throughput
+from tinylm.training import throughput
 
 
 def test_known_gpus_use_the_dense_datasheet_peak(monkeypatch):

@@ -36,12 +36,11 @@ BUILTIN_PREFIX = "builtin:"
 
 
 def load_tokenizer(path: str | os.PathLike) -> "Tokenizer":
-    """The tokenizer at ``path``: a model/tokenizer dir, a ``.model`` (SentencePiece) or ``.json`` (HF) file,
-    or a built-in model name such as ``builtin:smollm2-135m``."""
+    """The tokenizer at ``path``: a model/tokenizer dir, a ``.model`` (SentencePiece) or ``.json`` (HF) file.
+    (A built-in model's name is resolved to its dir where the user gave it: ``tinylm.artifacts.builtin``.)"""
     if str(path).startswith(BUILTIN_PREFIX):
-        from tinylm.model_dir import resolve_model_dir
-
-        path = resolve_model_dir(str(path))
+        raise TinyLMError(f"{path}: a built-in name reached the tokenizer loader unresolved; pass it through "
+                          "tinylm.artifacts.builtin.resolve first")
     path = Path(path).expanduser()
     if path.is_dir():
         if (path / SP_FILE).is_file():
@@ -405,32 +404,3 @@ def _lines(texts: Iterable[str], limit: int) -> Iterator[str]:
 def _chain(first: str, rest: Iterator[str]) -> Iterator[str]:
     yield first
     yield from rest
-
-
-def train_command(
-    input: list[str] | str = "builtin",
-    out: str = "tokenizer.model",
-    vocab_size: int = 8000,
-    val_every: int = 50,
-    text_field: str = "text",
-    overwrite: bool = False,
-) -> None:
-    """Train a LLaMA-style SentencePiece BPE tokenizer (byte fallback) on text sources.
-
-    Args:
-        input: text sources: ``builtin``, files/dirs/globs of .txt/.jsonl/.parquet, or ``hf:<name>``.
-        out: the .model file to write.
-        vocab_size: number of pieces.
-        val_every: leave out every val_every-th document (the validation split of ``tinylm fit``).
-        text_field: the text column of jsonl/parquet sources.
-        overwrite: replace an existing ``out`` file.
-    """
-    from tinylm.corpus import resolve, split_documents
-    from tinylm.io import check_output_file
-
-    check_output_file(out, overwrite, "--out")
-    specs = [input] if isinstance(input, str) else input
-    sources = [s for spec in specs for s in resolve(spec, text_field)]
-    train_docs, _ = split_documents(sources, val_every)
-    tokenizer = train_tokenizer(train_docs, out, vocab_size=vocab_size)
-    print(f"tinylm: wrote {out} ({tokenizer.vocab_size} pieces)")

@@ -34,10 +34,11 @@ from lm_eval.api.registry import register_model
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tqdm import tqdm
 
+from tinylm.artifacts import builtin
+from tinylm.artifacts.model_dir import load_model_dir
 from tinylm.errors import TinyLMError
-from tinylm.generate import generate_ragged
 from tinylm.model import KVCache, Transformer
-from tinylm.model_dir import load_model_dir
+from tinylm.model.generate import generate_ragged
 from tinylm.tokenizer import Tokenizer, load_tokenizer
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -86,7 +87,9 @@ class TinyLMEval(TemplateLM):
         elif isinstance(pretrained, (str, os.PathLike)):
             if dtype not in _DTYPES:
                 raise TinyLMError(f"dtype {dtype!r} is not supported; choose one of {', '.join(_DTYPES)}")
-            model, dir_tokenizer = load_model_dir(pretrained, attention=attention, dtype=_DTYPES[dtype])
+            # lm-eval's --model_args pretrained=... is an edge: a built-in name is resolved here
+            model, dir_tokenizer = load_model_dir(builtin.resolve(pretrained), attention=attention,
+                                                  dtype=_DTYPES[dtype])
             tokenizer = tokenizer if tokenizer is not None else dir_tokenizer
             model = model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         else:

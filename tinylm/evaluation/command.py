@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tinylm.artifacts.io import atomic_file, check_output_file, stamp
 from tinylm.errors import TinyLMError
-from tinylm.io import atomic_file, check_output_file, stamp
 
 
 def run_tasks(lm: Any, tasks: list[str], num_fewshot: int | None = None, limit: float | None = None,
@@ -67,8 +67,7 @@ def evaluate(
         limit: evaluate only the first N documents of each task (a fraction if below 1).
         batch_size: sequences per forward pass.
         output: write lm-eval's results to this JSON file and the tables to the same name with .md.
-        data_dir: folder of the offline benchmark files (default: $TINYLM_EVAL_DATA, else
-            <repo>/../shared/benchmarks).
+        data_dir: folder of the offline benchmark files (default: $TINYLM_EVAL_DATA).
         device: cpu, cuda, cuda:1, ... (default: cuda when available).
         add_bos_token: start every context with BOS; default: the tokenizer's own setting, as lm-eval's hf
             backend does (our SentencePiece tokenizers add BOS, SmolLM2's byte-level BPE does not).

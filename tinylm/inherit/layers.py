@@ -14,7 +14,7 @@ from torch import Tensor
 
 from tinylm.errors import TinyLMError
 from tinylm.model import Transformer
-from tinylm.scoring import block_nll
+from tinylm.model.scoring import block_nll
 
 STRATEGIES = ("first", "last", "both-ends", "uniform", "learned")
 

@@ -23,8 +23,8 @@ from tinylm.inherit.layers import select_layers
 from tinylm.inherit.learned import MASK_TYPES, MASKS_FILE, learned_importance, load_masks, save_masks
 from tinylm.inherit.materialize import save_inherited
 from tinylm.inherit.plan import Plan, resolve_target
-from tinylm.lm import LanguageModel
 from tinylm.model import Masks, ModelConfig
+from tinylm.training.lm import LanguageModel
 
 __all__ = ["MASKS_FILE", "MASK_TYPES", "MaskLearner", "learned_importance", "load_masks", "save_masks"]
 

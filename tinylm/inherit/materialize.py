@@ -15,9 +15,9 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
+from tinylm.artifacts.model_dir import write_model_dir
 from tinylm.inherit.plan import Plan, kv_groups
 from tinylm.model import ModelConfig, Transformer
-from tinylm.model_dir import write_model_dir
 from tinylm.tokenizer import Tokenizer
 
 
@@ -65,7 +65,7 @@ def materialize_state(state: dict[str, Tensor], config: ModelConfig, plan: Plan)
         out["model.norm.weight"] = norm
         out["lm_head.weight"] = state["lm_head.weight"][:, hidden]
     if plan.keep_ids is not None:
-        from tinylm.compact import select_vocab_rows
+        from tinylm.vocab.compact import select_vocab_rows
 
         out = select_vocab_rows(out, plan.keep_ids)
     if config.tie_embeddings:

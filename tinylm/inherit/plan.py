@@ -166,15 +166,15 @@ def resolve_target(target: ModelConfig | str | dict, source: ModelConfig) -> Mod
     """
     if isinstance(target, str):
         if (Path(target) / "config.json").is_file():
-            from tinylm.model_dir import load_config
+            from tinylm.artifacts.model_dir import load_config
 
             target = load_config(target)
         elif target.lstrip().startswith("{"):
             try:
                 target = json.loads(target)
             except json.JSONDecodeError as err:
-                raise TinyLMError(f"target {target!r} is not valid JSON ({err.msg}); quote the field names, "
-                                  "e.g. '{\"num_layers\": 2}'") from None
+                raise TinyLMError(f"--target is not valid JSON ({err.msg} at character {err.pos}); write a mapping "
+                                  "such as '{\"hidden_size\": 128, \"num_heads\": 2}'") from None
         elif target in PRESETS:
             target = PRESETS[target]
         else:

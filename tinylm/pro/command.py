@@ -9,8 +9,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
+from tinylm.artifacts import builtin
+from tinylm.artifacts.io import atomic_file
 from tinylm.errors import TinyLMError
-from tinylm.io import atomic_file
 from tinylm.model import ModelConfig
 from tinylm.pro.compaction import compact_tokenizer
 from tinylm.pro.data import read_jsonl, write_sample
@@ -109,7 +110,7 @@ def pro(
         raise TinyLMError("--data is empty; give at least one text source (e.g. builtin)")
     # Everything is checked before anything is written: the run folder, the source, the data and the target.
     run = check_run_out(out, overwrite, inputs=[source, *specs, eval_data_dir])
-    from tinylm.corpus import resolve
+    from tinylm.data.corpus import resolve
 
     data_ids = [s.fingerprint for spec in specs for s in resolve(spec, text_field)]
     source_config = _source_config(source)
@@ -126,7 +127,7 @@ def pro(
         json.dump({"command": "tinylm pro", "settings": settings}, handle, indent=2, default=str)
     source_dir = _source_dir(source, run, overwrite)
     source_id = fingerprint_dir(source_dir)
-    from tinylm.model_dir import load_config
+    from tinylm.artifacts.model_dir import load_config
 
     done: dict[str, dict[str, Any]] = {}
 
@@ -280,17 +281,17 @@ def _check_settings(coverage: float, vocab_size: int | None, tokens: int, rounds
 
 def _source_config(source: str) -> ModelConfig:
     """The source's config, read without writing anything into the run (a GGUF's header is enough)."""
-    from tinylm.model_dir import load_config, resolve_model_dir
+    from tinylm.artifacts.model_dir import load_config
 
     if str(source).lower().endswith(".gguf"):
         path = Path(source).expanduser()
         if not path.is_file():
             raise TinyLMError(f"--source {path} does not exist; give a .gguf file, a model dir or "
                               "builtin:smollm2-135m")
-        from tinylm.convert import _reader, gguf_config
+        from tinylm.artifacts.convert import _reader, gguf_config
 
         return gguf_config(_reader(path))
-    directory = resolve_model_dir(source)
+    directory = builtin.resolve(source)
     if not (directory / "config.json").is_file():
         raise TinyLMError(f"--source {source} is not a model dir (no config.json); give a model dir, a .gguf file "
                           "or builtin:smollm2-135m")
@@ -299,21 +300,20 @@ def _source_config(source: str) -> ModelConfig:
 
 def _source_dir(source: str, run: Path, overwrite: bool) -> Path:
     """The source as a model dir: a built-in is converted once into the cache, a GGUF into ``0-source``."""
-    from tinylm.model_dir import resolve_model_dir
 
     if str(source).lower().endswith(".gguf"):
         path = Path(source).expanduser()
         if not path.is_file():
             raise TinyLMError(f"--source {path} does not exist; give a .gguf file, a model dir or "
                               "builtin:smollm2-135m")
-        from tinylm.convert import convert_gguf
+        from tinylm.artifacts.convert import convert_gguf
 
         stat = path.stat()
         record = run_stage(run / "0-source", {"gguf": [str(path.resolve()), stat.st_size, stat.st_mtime_ns]},
                            lambda tmp: {"model": str(convert_gguf(path, tmp / "model").relative_to(tmp))},
                            overwrite)
         return record["folder"] / "model"
-    directory = resolve_model_dir(source)
+    directory = builtin.resolve(source)
     if not (directory / "config.json").is_file():
         raise TinyLMError(f"--source {source} is not a model dir (no config.json); give a model dir, a .gguf file "
                           "or builtin:smollm2-135m")

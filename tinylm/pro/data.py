@@ -18,7 +18,7 @@ def sample_documents(specs: list[str], text_field: str, val_every: int, train_ch
     """A seeded sample of the training documents (at least ``train_chars``, in the drawn order) and the first
     held-out documents of each source (about ``heldout_chars`` in all); held-out documents are every
     ``val_every``-th, as in fit."""
-    from tinylm.corpus import resolve
+    from tinylm.data.corpus import resolve
 
     sources = [s for spec in specs for s in resolve(spec, text_field)]
     sizes, heldout = [], []

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from tinylm.errors import TinyLMError
-from tinylm.lm import LanguageModel
 from tinylm.model import Transformer, cross_entropy
+from tinylm.training.lm import LanguageModel
 
 
 class DistilledLanguageModel(LanguageModel):
@@ -33,7 +33,7 @@ class DistilledLanguageModel(LanguageModel):
     def configure_model(self) -> None:
         super().configure_model()
         if not self._teacher:
-            from tinylm.model_dir import load_model_dir
+            from tinylm.artifacts.model_dir import load_model_dir
 
             teacher, _ = load_model_dir(self.hparams.teacher, with_tokenizer=False)
             if teacher.config.vocab_size != self.config.vocab_size:

@@ -15,9 +15,15 @@ def inherit_model(tmp: Path, compact: Path, shape: ModelConfig, data_dir: Path, 
                   seed: int) -> dict[str, Any]:
     """Select layers and widths of the compact source (``tinylm inherit``'s path); Taylor's gradients come from
     the training sample, never the held-out text. Writes ``model/``."""
-    from tinylm.inherit import (calibration_blocks, importance, learned_importance, load_masks, save_inherited,
-                                select_layers)
-    from tinylm.model_dir import load_model_dir
+    from tinylm.artifacts.model_dir import load_model_dir
+    from tinylm.inherit import (
+        calibration_blocks,
+        importance,
+        learned_importance,
+        load_masks,
+        save_inherited,
+        select_layers,
+    )
 
     model, tokenizer = load_model_dir(compact)
     provenance: dict[str, Any] = {"parent": str(compact), "criterion": criterion, "layer_strategy": layers,
@@ -49,10 +55,10 @@ def inherit_model(tmp: Path, compact: Path, shape: ModelConfig, data_dir: Path, 
 def _learn_masks(folder: Path, compact: Path, shape: ModelConfig, data_dir: Path, steps: int, seq_len: int,
                  batch_size: int, seed: int) -> str:
     """Train hard-concrete masks towards the target for ``steps`` steps (the learned criterion's input)."""
-    from tinylm.datamodule import TextDataModule
+    from tinylm.data.datamodule import TextDataModule
     from tinylm.inherit.mask_learner import MaskLearner
     from tinylm.inherit.plan import SHAPE_FIELDS
-    from tinylm.train import fit
+    from tinylm.training.fit import fit
 
     target = {name: getattr(shape, name) for name in SHAPE_FIELDS}
     learner = MaskLearner(source=str(compact), target=target, model_dir=str(folder / "model"))

@@ -13,8 +13,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from tinylm.artifacts.io import atomic_file
 from tinylm.errors import TinyLMError
-from tinylm.io import atomic_file
 from tinylm.model import ModelConfig, Transformer
 from tinylm.pro.data import token_stream
 from tinylm.pro.target import describe
@@ -26,7 +26,7 @@ ARM_NAMES = {"pro": "Pro (inherited + rounds)", "scratch": "scratch (same shape,
 def evaluate(path: Path | None, tokenizer_dir: Path, shape: ModelConfig, seed: int, heldout: list[str],
              seq_len: int, tasks: list[str], limit: int | None, data_dir: str | None) -> dict[str, Any]:
     """Held-out bpb and benchmark scores of a model dir (``None``: a seeded random init of the target shape)."""
-    from tinylm.model_dir import load_model_dir
+    from tinylm.artifacts.model_dir import load_model_dir
     from tinylm.tokenizer import load_tokenizer
 
     start = time.perf_counter()

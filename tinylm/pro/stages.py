@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from tinylm.artifacts.io import MARKER, atomic_dir, check_output_dir, is_tinylm_dir
 from tinylm.errors import TinyLMError
-from tinylm.io import MARKER, atomic_dir, check_output_dir, is_tinylm_dir
 
 RUN_FILE = "pro.json"  # marks a folder as a tinylm pro run (resumable)
 STAGE_FILE = "stage.json"

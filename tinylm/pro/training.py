@@ -7,11 +7,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tinylm.lm import LanguageModel
 from tinylm.model import ModelConfig
 from tinylm.pro.distill import DistilledLanguageModel
 from tinylm.pro.stages import stage_record
-
+from tinylm.training.lm import LanguageModel
 
 CHECKPOINTS = 10  # checkpoints per arm: a killed run loses at most a tenth of its training
 
@@ -28,11 +27,11 @@ def train_arm(tmp: Path, arm: str, shape: ModelConfig, init: Path | None, data_d
 
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from tinylm.datamodule import TextDataModule
-    from tinylm.optim import scaled_lr
-    from tinylm.rounds import MultiRoundTraining
-    from tinylm.runs import LAST, trim_metrics
-    from tinylm.train import fit
+    from tinylm.data.datamodule import TextDataModule
+    from tinylm.training.fit import fit
+    from tinylm.training.optim import scaled_lr
+    from tinylm.training.rounds import MultiRoundTraining
+    from tinylm.training.runs import LAST, trim_metrics
 
     every = stage_record(data_dir)["result"]["fit_val_every"]
     data = TextDataModule(sources=[str(data_dir / "train.jsonl")], tokenizer=str(compact), seq_len=recipe["seq_len"],

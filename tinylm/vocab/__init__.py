@@ -1,2 +1,2 @@
 """Vocabulary work behind ``tinylm tokenizer``: counting, choosing pieces (SentencePiece and BPE), row remap,
-coverage. ``tinylm.compact`` joins them into the commands."""
+coverage. ``tinylm.vocab.compact`` joins them into the commands."""

@@ -26,9 +26,9 @@ import numpy as np
 import sentencepiece as spm
 from sentencepiece import sentencepiece_model_pb2 as sp_pb2
 
-from tinylm.corpus import Source, split_documents
+from tinylm.artifacts.io import atomic_file
+from tinylm.data.corpus import Source, split_documents
 from tinylm.errors import TinyLMError
-from tinylm.io import atomic_file
 from tinylm.tokenizer import SentencePieceTokenizer, Tokenizer
 from tinylm.vocab.choose import load_proto
 

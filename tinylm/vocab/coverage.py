@@ -7,8 +7,8 @@ from typing import Sequence
 
 import numpy as np
 
+from tinylm.artifacts.io import atomic_file
 from tinylm.errors import TinyLMError
-from tinylm.io import atomic_file
 
 DEFAULT_KS = (1000, 2000, 4000, 8000, 16000, 24000, 32000, 48000, 64000, 100000)
 

@@ -10,8 +10,8 @@ from typing import Sequence
 
 import torch
 
+from tinylm.artifacts.io import check_output_dir
 from tinylm.errors import TinyLMError
-from tinylm.io import check_output_dir
 from tinylm.tokenizer import Tokenizer, load_tokenizer
 
 EMBED = "model.embed_tokens.weight"
@@ -52,7 +52,13 @@ def vocab_map(old: Tokenizer, new: Tokenizer) -> list[int]:
 def remap_model(model: str | os.PathLike, tokenizer: str | os.PathLike, out: str | os.PathLike,
                 overwrite: bool = False) -> Path:
     """Write a copy of the model dir ``model`` whose embedding and head rows follow the compact ``tokenizer``."""
-    from tinylm.model_dir import load_config, load_state_dict, read_provenance, resolve_model_dir, write_model_dir
+    from tinylm.artifacts.model_dir import (
+        load_config,
+        load_state_dict,
+        read_provenance,
+        resolve_model_dir,
+        write_model_dir,
+    )
 
     check_output_dir(out, overwrite, inputs=[model, tokenizer])
     model = resolve_model_dir(model)

@@ -38,10 +38,13 @@ PAPER_ABLATION = {"ARC-E": ("arc_easy", "acc"), "HellaSwag": ("hellaswag", "acc"
 def task_manager(data_dir: str | os.PathLike | None = None, include_defaults: bool = False):
     from lm_eval.tasks import TaskManager
 
+    from tinylm.evaluation.datasets import DATA_ENV
     from tinylm.evaluation.datasets import data_dir as resolve_data_dir
 
+    # no folder set: tasks that need no files still run; one that does names the setting when it loads
+    given = data_dir or os.environ.get(DATA_ENV)
     return TaskManager(include_path=str(EVAL_DIR), include_defaults=include_defaults,
-                       metadata={"data_dir": str(resolve_data_dir(data_dir))})
+                       metadata={"data_dir": str(resolve_data_dir(data_dir))} if given else {})
 
 
 def local_task_names() -> list[str]:

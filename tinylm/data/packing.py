@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from tinylm.corpus import Source, split_documents
+from tinylm.artifacts.io import atomic_dir
+from tinylm.data.corpus import Source, split_documents
 from tinylm.errors import TinyLMError
-from tinylm.io import atomic_dir
 from tinylm.tokenizer import Tokenizer
 
 FORMAT_VERSION = 1

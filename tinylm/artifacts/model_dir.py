@@ -7,7 +7,9 @@
     tinylm.json          provenance: recipe, parent model, vocab map, tokenizer sha256, tokens seen, seed ...
 
 So transformers' LlamaForCausalLM, lm-eval's ``hf`` backend and a user's own LLaMA checkpoints need no
-converter. Wherever a model dir is read, ``builtin:<name>`` names a built-in pretrained model (``tinylm.convert``). Writes are atomic; loading never unpickles (safetensors, or torch.load(weights_only=True)).
+converter. Functions here take paths; a ``builtin:<name>`` is resolved to its converted dir at the edge
+(``tinylm.artifacts.builtin``). Writes are atomic; loading never unpickles (safetensors, or
+torch.load(weights_only=True)).
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from tinylm.artifacts.io import atomic_dir
 from tinylm.errors import TinyLMError
-from tinylm.io import atomic_dir
 from tinylm.model import ModelConfig, Transformer
 from tinylm.tokenizer import BUILTIN_PREFIX, Tokenizer, load_tokenizer
 
@@ -35,11 +37,11 @@ TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json",
 
 
 def resolve_model_dir(directory: str | os.PathLike) -> Path:
-    """The folder a model-dir argument names: ``builtin:smollm2-135m`` is converted once into the cache."""
+    """The model dir's folder. ``builtin:`` names are resolved where the user gave them
+    (``tinylm.artifacts.builtin.resolve``); here they are a mistake of the caller."""
     if str(directory).startswith(BUILTIN_PREFIX):
-        from tinylm.convert import builtin_model_dir
-
-        return builtin_model_dir(str(directory)[len(BUILTIN_PREFIX):])
+        raise TinyLMError(f"{directory}: a built-in name reached the model-dir loader unresolved; pass it through "
+                          "tinylm.artifacts.builtin.resolve first")
     return Path(directory).expanduser()
 
 
@@ -67,7 +69,7 @@ def write_model_dir(
     """Write a config, a state dict with HF names, a tokenizer and provenance as a model dir, atomically.
 
     An existing non-empty ``directory`` is refused unless ``overwrite`` and tinylm wrote it, and so is one that
-    is, contains or lies inside any of ``inputs`` (``tinylm.io``).
+    is, contains or lies inside any of ``inputs`` (``tinylm.artifacts.io``).
     ``extra(folder)`` writes any further files into the folder before it is renamed into place, so they appear
     together with the model or not at all.
     """

@@ -8,8 +8,8 @@ from typing import Any, Sequence
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from tinylm.datamodule import TextDataModule
-from tinylm.runs import LOGS, RunLogger, versions
+from tinylm.data.datamodule import TextDataModule
+from tinylm.training.runs import LOGS, RunLogger, versions
 
 
 def fit(

@@ -24,13 +24,13 @@ import time
 from dataclasses import dataclass
 from typing import Sequence
 
-import torch
 import numpy as np
 import scipy.stats
+import torch
 
 from tinylm.errors import TinyLMError
-from tinylm.generate import generate
 from tinylm.model import ModelConfig, Transformer
+from tinylm.model.generate import generate
 
 
 @dataclass(frozen=True)

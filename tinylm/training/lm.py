@@ -16,16 +16,17 @@ import lightning as L
 import torch
 from torchmetrics import SumMetric
 
-from tinylm.datamodule import TrainingData
+from tinylm.artifacts import builtin
+from tinylm.artifacts.io import check_output_dir
+from tinylm.artifacts.model_dir import check_same_tokenizer, load_model_dir, write_model_dir
+from tinylm.data.datamodule import TrainingData
 from tinylm.errors import TinyLMError
-from tinylm.io import check_output_dir
 from tinylm.model import ModelConfig, Transformer, linear_cross_entropy
-from tinylm.model_dir import check_same_tokenizer, load_model_dir, write_model_dir
-from tinylm.optim import PAPER_BS0_TOKENS, scaled_lr, warmup_cosine
-from tinylm.runs import SaveOnSigterm
-from tinylm.scoring import token_nll
-from tinylm.throughput import SpeedMonitor
+from tinylm.model.scoring import token_nll
 from tinylm.tokenizer import Tokenizer
+from tinylm.training.optim import PAPER_BS0_TOKENS, scaled_lr, warmup_cosine
+from tinylm.training.runs import SaveOnSigterm
+from tinylm.training.throughput import SpeedMonitor
 
 
 class LanguageModel(L.LightningModule):
@@ -101,9 +102,10 @@ class LanguageModel(L.LightningModule):
             return
         tokenizer = self.tokenizer
         if self.hparams.init_from:
-            net, _ = load_model_dir(self.hparams.init_from, attention=self.hparams.attention, with_tokenizer=False)
+            start = builtin.resolve(self.hparams.init_from)
+            net, _ = load_model_dir(start, attention=self.hparams.attention, with_tokenizer=False)
             if tokenizer is not None:
-                check_same_tokenizer(self.hparams.init_from, tokenizer)
+                check_same_tokenizer(start, tokenizer)
             self.config = net.config
         else:
             config = self.config

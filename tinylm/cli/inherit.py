@@ -5,14 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tinylm.artifacts import builtin
+from tinylm.artifacts.io import check_output_dir
+from tinylm.artifacts.model_dir import load_model_dir
 from tinylm.errors import TinyLMError
 from tinylm.inherit.importance import CRITERIA, calibration_blocks, importance
 from tinylm.inherit.layers import select_layers
 from tinylm.inherit.learned import learned_importance, load_masks
 from tinylm.inherit.materialize import save_inherited
 from tinylm.inherit.plan import resolve_target
-from tinylm.io import check_output_dir
-from tinylm.model_dir import load_model_dir
 from tinylm.tokenizer import load_tokenizer
 
 
@@ -56,13 +57,7 @@ def inherit(
         raise TinyLMError(f"unknown criterion {criterion!r}; choose one of {', '.join((*CRITERIA, 'learned'))}")
     inputs = [p for p in (source, masks, keep_ids, tokenizer) if p is not None]
     check_output_dir(out, overwrite, "--out", inputs=inputs)  # before any work, and never over an input
-    if target.lstrip().startswith("{"):
-        try:
-            target = json.loads(target)
-        except json.JSONDecodeError as err:
-            raise TinyLMError(f"--target is not valid JSON ({err.msg} at character {err.pos}); write a mapping "
-                              "such as '{\"hidden_size\": 128, \"num_heads\": 2}'") from None
-    model, source_tokenizer = load_model_dir(source)
+    model, source_tokenizer = load_model_dir(builtin.resolve(source))
     config = model.config
     shape = resolve_target(target, config)
     learned = None
@@ -76,7 +71,7 @@ def inherit(
     ids = _read_keep_ids(keep_ids) if keep_ids is not None else None
     new_tokenizer = source_tokenizer
     if tokenizer is not None:
-        new_tokenizer = load_tokenizer(tokenizer)
+        new_tokenizer = load_tokenizer(builtin.resolve(tokenizer))
     elif ids is not None:
         raise TinyLMError("--keep_ids changes the vocabulary; give the matching compact tokenizer with --tokenizer")
     provenance = {"parent": str(source), "criterion": criterion, "layer_strategy": layers, "seed": seed}
@@ -86,7 +81,7 @@ def inherit(
     else:
         blocks = None
         if criterion == "taylor":
-            from tinylm.datamodule import TextDataModule
+            from tinylm.data.datamodule import TextDataModule
 
             data = TextDataModule(sources=calibration, tokenizer=source, seq_len=seq_len, seed=seed)
             blocks = calibration_blocks(data, calibration_size, seq_len, seed)

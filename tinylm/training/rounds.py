@@ -31,10 +31,10 @@ import lightning as L
 import numpy as np
 import torch
 
-from tinylm.datamodule import TrainingData
+from tinylm.artifacts.io import atomic_file
+from tinylm.data.datamodule import TrainingData
 from tinylm.errors import TinyLMError
-from tinylm.io import atomic_file
-from tinylm.scoring import block_nll
+from tinylm.model.scoring import block_nll
 
 SAMPLINGS = ("loss", "uniform")
 
@@ -198,6 +198,7 @@ class MultiRoundTraining(L.Callback):
                                      trainer.accumulate_grad_batches))
         # The run ends by steps, not epochs: with max_epochs = -1 Lightning's step estimate (which the LR schedule
         # spans) is max_steps itself, not rounds × the current loader's length — that length changes per round.
+        # Trainer.max_steps/max_epochs have no setters: the loops' attributes (tests/test_lightning_contract.py)
         trainer.fit_loop.max_epochs = -1
         trainer.reload_dataloaders_every_n_epochs = 1
         if trainer.max_steps == -1 or trainer.max_steps > steps:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -21,9 +20,11 @@ import lightning as L
 import numpy as np
 from torch.utils.data import DataLoader, DistributedSampler
 
-from tinylm.corpus import Source, resolve, split_documents
+from tinylm.artifacts import builtin
+from tinylm.artifacts.io import default_cache_dir
+from tinylm.data.corpus import Source, resolve, split_documents
+from tinylm.data.packing import PackedBlocks, open_stream, pack
 from tinylm.errors import TinyLMError
-from tinylm.packing import PackedBlocks, open_stream, pack
 from tinylm.tokenizer import Tokenizer, load_tokenizer, train_tokenizer
 
 
@@ -50,15 +51,11 @@ class TrainingData(Protocol):
     def set_round_plan(self, ids: np.ndarray | list[int] | None) -> None: ...  # train the next epochs on these ids
 
 
-def default_cache_dir() -> str:
-    return os.environ.get("TINYLM_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "tinylm"))
-
-
 class TextDataModule(L.LightningDataModule):
     """Packed next-token blocks from text sources.
 
     Args:
-        sources: text sources (see ``tinylm.corpus``): ``builtin``, local files, ``hf:<name>``.
+        sources: text sources (see ``tinylm.data.corpus``): ``builtin``, local files, ``hf:<name>``.
         tokenizer: a SentencePiece ``.model`` or a model dir; ``None`` trains a BPE tokenizer of
             ``vocab_size`` pieces on the training documents (cached).
         vocab_size: size of the tokenizer trained when ``tokenizer`` is None.
@@ -109,7 +106,7 @@ class TextDataModule(L.LightningDataModule):
     def resolve_tokenizer(self) -> Tokenizer:
         """The given tokenizer, or one trained on the training documents and cached by their fingerprint."""
         if self.tokenizer_path is not None:
-            return load_tokenizer(self.tokenizer_path)
+            return load_tokenizer(builtin.resolve(self.tokenizer_path))
         sources = self._sources()
         key = hashlib.sha256(json.dumps([[s.fingerprint for s in sources], self.vocab_size, self.val_every,
                                          "bpe-v1"]).encode()).hexdigest()[:20]

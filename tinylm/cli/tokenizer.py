@@ -1,141 +1,48 @@
-"""Compact tokenizer (PanGu-π Pro §1): one interface over SentencePiece and Hugging Face BPE tokenizers.
-
-A tokenizer inherited from a big multilingual model spends a tiny model's parameters on pieces its corpus
-rarely uses. ``tinylm tokenizer count | compact | remap | coverage``: count each piece on the corpus
-(``tinylm.vocab.counting``), keep the special and byte pieces plus the most frequent ones up to k
-(``tinylm.vocab.choose`` for SentencePiece, ``tinylm.vocab.bpe`` for tokenizer.json), slice the embedding and
-output-head rows so a model keeps its weights under the new ids (``tinylm.vocab.remap``), and draw the
-coverage curve (``tinylm.vocab.coverage``). This module joins them and checks every compaction on real text.
-"""
+"""``tinylm tokenizer train | count | compact | remap | coverage``: the commands over ``tinylm.vocab`` (the compact
+tokenizer pipeline) and ``tinylm.tokenizer`` (training). Each checks every input and output before any work."""
 
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
-from typing import Any, Sequence
 
-import numpy as np
-
-from tinylm.corpus import resolve
-from tinylm.errors import TinyLMError
-from tinylm.io import MARKER, atomic_dir, check_output_dir, is_tinylm_dir
-from tinylm.tokenizer import SentencePieceTokenizer, Tokenizer, load_tokenizer
-from tinylm.vocab.bpe import choose_tokens, compact_spec
-from tinylm.vocab.choose import choose_pieces, compact_proto, load_proto
+from tinylm.artifacts import builtin
+from tinylm.artifacts.io import MARKER, atomic_dir, check_output_dir, check_output_file, is_tinylm_dir
+from tinylm.data.corpus import resolve, split_documents
+from tinylm.tokenizer import load_tokenizer, train_tokenizer
+from tinylm.vocab.compact import compact_tokenizer, sample_documents
 from tinylm.vocab.counting import FREQ_FILE, count_frequencies, read_frequencies
-from tinylm.vocab.coverage import (
-    DEFAULT_KS,
-    coverage_curve,
-    coverage_markdown,
-    coverage_rows,
-    pieces_for_coverage,
-    plot_coverage,
-)
-from tinylm.vocab.remap import EMBED, HEAD, remap_model, select_vocab_rows, vocab_map
-
-__all__ = [  # the names reproduce/, inherit and tests import from here
-    "COMPACT_FILE", "DEFAULT_KS", "EMBED", "FREQ_FILE", "HEAD", "compact_tokenizer", "count_frequencies",
-    "coverage_curve", "coverage_rows", "pieces_for_coverage", "plot_coverage", "read_frequencies", "remap_model",
-    "sample_documents", "select_vocab_rows", "verify_compaction", "vocab_map",
-]
-
-COMPACT_FILE = "compact.json"
+from tinylm.vocab.coverage import DEFAULT_KS, coverage_markdown, coverage_rows, pieces_for_coverage, plot_coverage
+from tinylm.vocab.remap import remap_model
 
 
-def verify_compaction(old: Tokenizer, new: Tokenizer, docs: Sequence[str]) -> dict[str, Any]:
-    """Round-trip the documents through both tokenizers; count tokens (the sequence-length inflation)."""
-    old_ids, new_ids = old.encode(list(docs)), new.encode(list(docs))
-    old_text, new_text = [old.decode(ids) for ids in old_ids], [new.decode(ids) for ids in new_ids]
-    old_tokens, new_tokens = sum(map(len, old_ids)), sum(map(len, new_ids))
-    return {
-        "documents": len(docs),
-        "bytes": sum(len(d.encode()) for d in docs),
-        "old_tokens": old_tokens,
-        "new_tokens": new_tokens,
-        "inflation": new_tokens / old_tokens if old_tokens else None,
-        "lossless": sum(t == d for t, d in zip(new_text, docs)),
-        "changed_by_compaction": sum(a != b for a, b in zip(old_text, new_text)),
-    }
-
-
-def sample_documents(specs: Sequence[str], chars: int, text_field: str = "text") -> list[str]:
-    """The first documents of each source, about ``chars`` characters in all, split evenly over the sources."""
-    sources = [s for spec in specs for s in resolve(spec, text_field)]
-    docs: list[str] = []
-    for source in sources:
-        size = 0
-        for doc in source.documents():
-            if size >= chars / len(sources):
-                break
-            if doc.strip():
-                docs.append(doc)
-                size += len(doc)
-    return docs
-
-
-def compact_tokenizer(
-    tokenizer: Tokenizer,
-    frequencies: dict[str, Any],
-    vocab_size: int,
-    out: str | os.PathLike,
-    verify_docs: Sequence[str] = (),
-    keep_reachable: bool = True,
+def train_command(
+    input: list[str] | str = "builtin",
+    out: str = "tokenizer.model",
+    vocab_size: int = 8000,
+    val_every: int = 50,
+    text_field: str = "text",
     overwrite: bool = False,
-    inputs: Sequence[str | os.PathLike] = (),
-) -> dict[str, Any]:
-    """Write the compact tokenizer (``tokenizer.model`` or ``tokenizer.json``, + Hugging Face files) keeping
-    ``vocab_size`` pieces to ``out``, and ``out/compact.json`` with the id map (``id_map[new id] = old id``), the
-    coverage of the counted tokens and the round-trip check on ``verify_docs``.
+) -> None:
+    """Train a LLaMA-style SentencePiece BPE tokenizer (byte fallback) on text sources.
 
-    Nothing is written if the counts belong to another tokenizer or compaction loses text; ``out`` is never
-    the tokenizer itself, nor any of ``inputs``.
+    Args:
+        input: text sources: ``builtin``, files/dirs/globs of .txt/.jsonl/.parquet, or ``hf:<name>``.
+        out: the .model file to write.
+        vocab_size: number of pieces.
+        val_every: leave out every val_every-th document (the validation split of ``tinylm fit``).
+        text_field: the text column of jsonl/parquet sources.
+        overwrite: replace an existing ``out`` file.
     """
-    if frequencies.get("tokenizer_sha256") != tokenizer.sha256:
-        raise TinyLMError(f"the frequency file was counted with another tokenizer ({frequencies.get('tokenizer')}, "
-                          f"sha256 {str(frequencies.get('tokenizer_sha256'))[:12]}…) than {tokenizer.path} "
-                          f"(sha256 {tokenizer.sha256[:12]}…); recount with this tokenizer")
-    counts = np.asarray(frequencies["counts"], dtype=np.int64)
-    sentencepiece = isinstance(tokenizer, SentencePieceTokenizer)
-    if sentencepiece:
-        proto = load_proto(tokenizer)
-        keep, info = choose_pieces(proto, counts, vocab_size, keep_reachable)
-    else:
-        spec = json.loads(tokenizer.path.read_text(encoding="utf-8"))
-        keep, info = choose_tokens(spec, counts, vocab_size)
-    with atomic_dir(out, overwrite, inputs=[tokenizer.path, *inputs]) as tmp:
-        if sentencepiece:
-            (tmp / "tokenizer.model").write_bytes(compact_proto(proto, keep).SerializeToString())
-            new = load_tokenizer(tmp / "tokenizer.model")
-        else:
-            tokenizer.save_hf(tmp)  # the special tokens and BOS setting; tokenizer.json is replaced next
-            (tmp / "tokenizer.json").write_text(json.dumps(compact_spec(spec, keep), ensure_ascii=False),
-                                                encoding="utf-8")
-            new = load_tokenizer(tmp / "tokenizer.json")
-        check = verify_compaction(tokenizer, new, verify_docs) if verify_docs else None
-        if check and check["changed_by_compaction"]:
-            raise TinyLMError(f"compaction changed the decoded text of {check['changed_by_compaction']} of "
-                              f"{check['documents']} documents (the tokenizer has no byte fallback for the "
-                              "dropped characters); use a byte-fallback tokenizer or a larger vocab_size")
-        if sentencepiece:
-            new.save_hf(tmp)
-        record = {
-            "parent_tokenizer": str(tokenizer.path),
-            "parent_sha256": tokenizer.sha256,
-            "parent_vocab_size": tokenizer.vocab_size,
-            "kind": "sentencepiece" if sentencepiece else "bpe",
-            "vocab_size": len(keep),
-            **info,
-            "counted_coverage": float(counts[keep].sum() / max(1, counts.sum())),
-            "frequency_sources": frequencies.get("sources"),
-            "verify": check,
-            "id_map": keep,
-        }
-        (tmp / COMPACT_FILE).write_text(json.dumps(record) + "\n")
-    return record
+    check_output_file(out, overwrite, "--out")
+    specs = [input] if isinstance(input, str) else input
+    sources = [s for spec in specs for s in resolve(spec, text_field)]
+    train_docs, _ = split_documents(sources, val_every)
+    tokenizer = train_tokenizer(train_docs, out, vocab_size=vocab_size)
+    print(f"tinylm: wrote {out} ({tokenizer.vocab_size} pieces)")
 
 
-# ---- command line ------------------------------------------------------------------------------------------
 def count_command(
     tokenizer: str,
     input: list[str] | str = "builtin",
@@ -161,7 +68,7 @@ def count_command(
     """
     specs = [input] if isinstance(input, str) else input
     out_dir = check_output_dir(out, overwrite or _resumable_count(out), inputs=[tokenizer, *specs])
-    tok = load_tokenizer(tokenizer)  # every input is read before anything is written
+    tok = load_tokenizer(builtin.resolve(tokenizer))  # every input is read before anything is written
     sources = [s for spec in specs for s in resolve(spec, text_field)]
     if _resumable_count(out_dir) and not overwrite:  # an earlier count's shards are reused
         record = count_frequencies(tok, sources, out_dir, val_every=val_every, workers=workers,
@@ -211,7 +118,7 @@ def compact_command(
     verify = [verify_input] if isinstance(verify_input, str) else list(verify_input or [])
     inputs = [tokenizer, freq, *verify]
     check_output_dir(out, overwrite, inputs=inputs)
-    tok = load_tokenizer(tokenizer)
+    tok = load_tokenizer(builtin.resolve(tokenizer))
     frequencies = read_frequencies(freq)
     specs = frequencies.get("sources", []) if verify_input is None else verify
     specs = [specs] if isinstance(specs, str) else specs
@@ -236,7 +143,8 @@ def remap_command(model: str, tokenizer: str, out: str, overwrite: bool = False)
         out: the new model dir.
         overwrite: replace an ``out`` that tinylm wrote.
     """
-    path = remap_model(model, tokenizer, out, overwrite)
+    check_output_dir(out, overwrite, inputs=[model, tokenizer])
+    path = remap_model(builtin.resolve(model), builtin.resolve(tokenizer), out, overwrite)
     print(f"tinylm: wrote {path} ({load_tokenizer(path).vocab_size} embedding rows)")
 
 

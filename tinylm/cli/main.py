@@ -20,14 +20,14 @@ LIGHTNING_COMMANDS = ("fit", "validate", "test")
 
 COMMANDS: dict[str, str | dict[str, str]] = {
     "tokenizer": {
-        "train": "tinylm.tokenizer:train_command",
-        "count": "tinylm.compact:count_command",
-        "compact": "tinylm.compact:compact_command",
-        "remap": "tinylm.compact:remap_command",
-        "coverage": "tinylm.compact:coverage_command",
+        "train": "tinylm.cli.tokenizer:train_command",
+        "count": "tinylm.cli.tokenizer:count_command",
+        "compact": "tinylm.cli.tokenizer:compact_command",
+        "remap": "tinylm.cli.tokenizer:remap_command",
+        "coverage": "tinylm.cli.tokenizer:coverage_command",
     },
-    "inherit": "tinylm.inherit.command:inherit",
-    "convert": "tinylm.convert:convert_command",
+    "inherit": "tinylm.cli.inherit:inherit",
+    "convert": "tinylm.cli.convert:convert_command",
     "eval": "tinylm.evaluation.command:evaluate",
     "pro": "tinylm.pro:pro",
 }
@@ -46,9 +46,9 @@ def _usage() -> str:
 
 
 def run_lightning(args: list[str] | None) -> None:
-    from tinylm.datamodule import TextDataModule
-    from tinylm.lm import LanguageModel
-    from tinylm.runs import RunCLI
+    from tinylm.data.datamodule import TextDataModule
+    from tinylm.training.lm import LanguageModel
+    from tinylm.training.runs import RunCLI
 
     RunCLI(
         LanguageModel,
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
             run_lightning(argv)  # None: LightningCLI reads sys.argv itself
         else:
             run_function(args)
-    except SystemExit as stop:  # tinylm.runs.Stopped: a signal ended the run after saving (exit 143)
+    except SystemExit as stop:  # tinylm.training.runs.Stopped: a signal ended the run after saving (exit 143)
         if getattr(stop, "message", None):
             print(f"tinylm: {stop.message}", file=sys.stderr)
         raise

@@ -1,0 +1,3 @@
+from tinylm.cli.main import main
+
+main()
