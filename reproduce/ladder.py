@@ -43,15 +43,15 @@ from reproduce.experiment import (
 )
 from reproduce.plan import code_version
 from reproduce.verdict import Finding
+from tinylm.artifacts.io import default_cache_dir
+from tinylm.evaluation.tasks import ABLATION_TASKS
 
 # the code that builds and trains the ladder's step models (its cache folder carries their version)
 LADDER_CODE = ("reproduce.ladder", "tinylm.vocab.compact", "tinylm.inherit.importance", "tinylm.inherit.materialize",
                "tinylm.training.lm", "tinylm.training.rounds", "tinylm.training.fit", "tinylm.model.transformer")
-from tinylm.artifacts.io import default_cache_dir
 
 STEPS = ("base", "+tokenizer", "+arch", "+inherit", "+rounds")
 PAPER = {"base": 42.41, "+tokenizer": 44.11, "+arch": 46.53, "+inherit": 49.79, "+rounds": 51.28}  # [R] Figure 1
-ABLATION_TASKS = ("arc_easy", "hellaswag", "c3")
 PAPER_FRACTION = 48_000 / 100_883  # the compact tokenizer keeps this share of the big one's pieces [R]
 HELDOUT_EVERY = 50  # every 50th document of each corpus part is held out
 FINDINGS = (

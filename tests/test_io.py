@@ -169,3 +169,32 @@ def test_outputs_get_the_usual_modes(tmp_path):
     assert mode(tmp_path / "out") == 0o755
     assert mode(tmp_path / "out" / "model.txt") == 0o644 and mode(tmp_path / "out" / MARKER) == 0o644
     assert mode(tmp_path / "results.json") == 0o644
+
+
+def test_a_symlinked_output_is_written_through_and_leaves_nothing_beside_it(tmp_path):
+    real = tmp_path / "real"
+    with atomic_dir(real) as tmp:
+        (tmp / "a.txt").write_text("first")
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    with atomic_dir(link, overwrite=True) as tmp:
+        (tmp / "a.txt").write_text("second")
+    assert link.is_symlink() and (link / "a.txt").read_text() == "second"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "real"]  # no .link.tinylm-old.<pid>
+
+
+def test_an_output_is_refused_when_it_is_contains_or_lies_inside_an_input(tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    for target in (model, model / "freq", tmp_path):
+        with pytest.raises(TinyLMError, match="input of this command"):
+            check_output_dir(target, overwrite=True, inputs=[model])
+    assert check_output_dir(tmp_path / "elsewhere", inputs=[model, "builtin:smollm2-135m"]) == tmp_path / "elsewhere"
+
+
+def test_only_the_marker_makes_a_folder_tinylms(tmp_path):
+    (tmp_path / "tinylm.json").write_text("{}")
+    (tmp_path / "shards").mkdir()
+    assert not is_tinylm_dir(tmp_path)
+    (tmp_path / MARKER).write_text("")
+    assert is_tinylm_dir(tmp_path)

@@ -33,6 +33,7 @@ PAPER_FINAL = {
     "C3": ("Understanding", "c3", "acc"),
 }
 PAPER_ABLATION = {"ARC-E": ("arc_easy", "acc"), "HellaSwag": ("hellaswag", "acc"), "C3": ("c3", "acc")}
+ABLATION_TASKS = [task for task, _ in PAPER_ABLATION.values()]  # the paper's ablation trio, as task names
 
 
 def task_manager(data_dir: str | os.PathLike | None = None, include_defaults: bool = False):
