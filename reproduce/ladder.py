@@ -20,6 +20,7 @@ draws and Taylor's calibration blocks; the source is one model, like the paper's
 
 from __future__ import annotations
 
+import functools
 import itertools
 import shutil
 import statistics
@@ -98,10 +99,20 @@ SCALES = {
 }
 
 
+@functools.cache
+def _say_skipped(reason: str) -> None:
+    """One line per run, not one per model, when the ablation benchmarks cannot be scored."""
+    print(f"ladder: ablation tasks skipped, reported n/a ({reason})", flush=True)
+
+
 def ablation_scores(model_dir: Path, limit: int | None) -> dict[str, float] | None:
     """Accuracy on ARC-E / HellaSwag / C3 (acc_norm where lm-eval reports it), or None without the data."""
     from tinylm.errors import TinyLMError
+    from tinylm.evaluation.datasets import DATA_ENV, has_benchmark
 
+    if missing := [task for task in ABLATION_TASKS if not has_benchmark(task)]:
+        _say_skipped(f"no {', '.join(missing)} benchmark files; set ${DATA_ENV} to the paper's benchmark files")
+        return None
     try:
         from tinylm.evaluation.adapter import TinyLMEval
         from tinylm.evaluation.command import run_tasks
@@ -109,7 +120,7 @@ def ablation_scores(model_dir: Path, limit: int | None) -> dict[str, float] | No
         results = run_tasks(TinyLMEval(str(model_dir), batch_size=16, device="cpu"), list(ABLATION_TASKS),
                             limit=limit, bootstrap_iters=0)["results"]
     except TinyLMError as err:
-        print(f"ladder: ablation tasks skipped ({err})")
+        _say_skipped(str(err))
         return None
     scores = {task: 100 * results[task].get("acc_norm,none", results[task].get("acc,none")) for task in ABLATION_TASKS}
     scores["avg"] = statistics.fmean(scores[t] for t in ABLATION_TASKS)
