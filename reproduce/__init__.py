@@ -1,1 +1,1 @@
-"""One module per experiment of the paper (PAPER.md §6); run with ``python -m reproduce <id> --scale ...``."""
+"""One module per experiment of the paper (docs/paper.md §6); run with ``python -m reproduce <id> --scale ...``."""

@@ -1,4 +1,4 @@
-"""Architecture tweak (PAPER.md §1): at a fixed parameter budget, which of depth, width and FFN expansion rate
+"""Architecture tweak (docs/paper.md §1): at a fixed parameter budget, which of depth, width and FFN expansion rate
 goes with a better model? Shapes sampled inside the budget (``reproduce.shapes.sample``) train with one recipe
 for equal tokens and are scored by held-out bpb; the table gives Spearman's ρ(factor, −bpb) (the paper's
 orientation: it correlates with accuracy) beside ρ(factor, bpb), and three scatter plots. The small and paper

@@ -1,4 +1,4 @@
-"""Batch size and learning rate (PAPER.md §3): lr = (bs / bs0)^r × lr0, several batch sizes × r ∈ {0.5, 1.0}.
+"""Batch size and learning rate (docs/paper.md §3): lr = (bs / bs0)^r × lr0, several batch sizes × r ∈ {0.5, 1.0}.
 
 Every run trains the same model for the same tokens; only the batch (tokens per optimizer step) changes, and the
 peak lr follows the rule (``LanguageModel(lr_scaling_r=r, lr_scaling_bs0=bs0)``). The paper's bs0 = 1M tokens and

@@ -1,4 +1,4 @@
-"""Coverage of the top-k pieces (PAPER.md §1): the 48k most frequent of PanGu's 100,883 pieces cover 97.86% of the
+"""Coverage of the top-k pieces (docs/paper.md §1): the 48k most frequent of PanGu's 100,883 pieces cover 97.86% of the
 pre-training corpus [P].
 
 Counts mistral-common's 32,000-piece tokenizer (trained on other text: the paper's inherited tokenizer) and a

@@ -1,4 +1,4 @@
-"""The final comparison (PAPER.md §5): the paper's table with our rows added — the ladder's first and last models
+"""The final comparison (docs/paper.md §5): the paper's table with our rows added — the ladder's first and last models
 (every seed), any ``--model DIR``, and a pretrained reference (SmolLM2-135M; the tiny stand-in at smoke scale) —
 on the ``paper_final`` suite: the same seeded sample of each benchmark for every model (500 items for the reference
 at small scale, 200 for ours, everything at paper scale). The paper used OpenCompass (shots unknown); ours is

@@ -1,4 +1,4 @@
-"""Forgetting (PAPER.md §3): do tiny models lose what they saw early in training?
+"""Forgetting (docs/paper.md §3): do tiny models lose what they saw early in training?
 
 The training samples are split (seeded) into K equal parts trained one after another (part k is epoch k, through
 the DataModule's round plan); a few times inside every part, the frozen model's mean loss on *every* part is

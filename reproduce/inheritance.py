@@ -1,4 +1,4 @@
-"""Parameter inheritance (PAPER.md §2) from a real pretrained model: Base (random init) vs L1, L2, Taylor, Learned.
+"""Parameter inheritance (docs/paper.md §2) from a real pretrained model: Base (random init) vs L1, L2, Taylor, Learned.
 
 As in the paper, the source's tokenizer is compacted first (SmolLM2-135M's 49,152 pieces → ``vocab_size`` by
 frequency on the ``wiki`` training documents, embedding rows remapped), then a small child is inherited. Every

@@ -1,4 +1,4 @@
-"""Layer selection (PAPER.md §2): which layers of a pretrained model to inherit — first, last, both ends, uniform
+"""Layer selection (docs/paper.md §2): which layers of a pretrained model to inherit — first, last, both ends, uniform
 stride — vs scratch. The child of ``reproduce.inheritance`` keeps its layers by each strategy and its widths by L1,
 trains for equal tokens and is scored by held-out bpb at step 0 and after the budget (runs shared with
 ``reproduce.inheritance``: both-ends is its L1 arm). Seeds vary the data order and scratch's init.

@@ -1,4 +1,4 @@
-"""Layer redundancy (PAPER.md §2): skip x adjacent layers of a pretrained LLM at every start position.
+"""Layer redundancy (docs/paper.md §2): skip x adjacent layers of a pretrained LLM at every start position.
 
 The paper finds skipping costs little in the middle and a lot near the first and last layers. Small scale:
 SmolLM2-135M (30 layers × 576; ``reproduce.pretrained``), x ∈ {1, 2, 4} at every start, scored by held-out bits per

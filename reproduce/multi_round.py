@@ -1,4 +1,4 @@
-"""Multiple-round training (PAPER.md §3): 1, 2 and 3 rounds and sampling rates, against uniform resampling.
+"""Multiple-round training (docs/paper.md §3): 1, 2 and 3 rounds and sampling rates, against uniform resampling.
 
 Every condition trains the same model from the same seed: round 0 is one pass over all data, each later round
 re-trains on rate × N batches drawn by ``tinylm.training.rounds.MultiRoundTraining``; ``sampling=uniform`` draws as many

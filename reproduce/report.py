@@ -15,7 +15,7 @@ from typing import Any
 from reproduce.plan import history
 from reproduce.verdict import RULE, across
 
-# PAPER.md §6, in dependency order
+# docs/paper.md §6, in dependency order
 EXPERIMENTS = ("coverage", "tokenizer", "architecture", "speed", "layer_skip", "layer_selection", "inheritance",
                "batch_lr", "forgetting", "multi_round", "ladder", "final")
 OLD_RULE = "judged by the old rule (before issue 15); rerun for a verdict"

@@ -1,4 +1,4 @@
-"""Inference speed of the depth/width variants (PAPER.md §1): deeper models are slower to generate from.
+"""Inference speed of the depth/width variants (docs/paper.md §1): deeper models are slower to generate from.
 
 The architecture study's budget and recipe, at a fixed list of depths (width solved at expansion 8/3,
 ``reproduce.shapes.grid``); each variant is trained (so the table carries its held-out bpb), then timed

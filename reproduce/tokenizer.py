@@ -1,4 +1,4 @@
-"""Vocabulary size at a fixed parameter budget (PAPER.md §1): tokenizers of 8k…100k pieces cut from one big
+"""Vocabulary size at a fixed parameter budget (docs/paper.md §1): tokenizers of 8k…100k pieces cut from one big
 tokenizer, 48k best [?]; embedding + head take 38.19% of the 1B model at 100k vs 18.07% at 48k [?].
 
 mistral-common's 32,000-piece tokenizer (trained elsewhere: the paper's inherited tokenizer) is counted on the

@@ -66,7 +66,7 @@ class Finding:
     ``at_least``: the paper's value (threshold). ``smallest_effect``: the smallest difference that matters (or the
     paper's effect) in metric units, so that a run too small to see it is called underpowered, not refuted.
     ``same_as``: ``"<experiment>/<finding key>"`` when this finding compares the very runs of another one; the
-    report refers to that verdict. ``tag``: the paper's reliability tag (PAPER.md: P, R, D, ?), or X for a claim
+    report refers to that verdict. ``tag``: the paper's reliability tag (docs/paper.md: P, R, D, ?), or X for a claim
     of other published work named in ``claim``. ``note``: anything a reader must know about the test itself.
     """
 

@@ -81,7 +81,7 @@ def test_unknown_model_dir_is_a_clear_error(tmp_path):
 
 
 def test_paper_table_averages_like_the_paper():
-    # PanGu-π-1B Pro's row of the paper's final table (PAPER.md §5) must average to its 51.28
+    # PanGu-π-1B Pro's row of the paper's final table (docs/paper.md §5) must average to its 51.28
     row = {"ceval": 46.50, "cmmlu": 46.56, "mmlu": 50.38, "agieval": 41.58, "boolq": 63.43, "axb": 53.99,
            "piqa": 64.96, "eprstmt": 74.38, "c3": 52.66}
     results = {task: {"acc,none": value / 100} for task, value in row.items()} | {"xsum": {"rouge1,none": 18.40}}

@@ -1,4 +1,4 @@
-"""Parameter inheritance (PAPER.md §2): initialise a small model from a larger one.
+"""Parameter inheritance (docs/paper.md §2): initialise a small model from a larger one.
 
 Pick the layers (``layers``), score heads, FFN neurons and hidden channels (``importance``: L1, L2, Taylor; or
 learn hard-concrete masks with ``MaskLearner``), turn the scores into a uniform ``Plan`` and fold-and-slice it

@@ -157,7 +157,7 @@ def _round_up(x: int, multiple: int) -> int:
     return multiple * math.ceil(x / multiple)
 
 
-# The paper's models (PAPER.md §4) and small shapes for tests and smoke runs. The released PanGu-π-1B Pro
+# The paper's models (docs/paper.md §4) and small shapes for tests and smoke runs. The released PanGu-π-1B Pro
 # config has 20 layers; the paper's table says 21 — the preset follows the table.
 PRESET_ARGS: dict[str, dict] = {
     "pangu-pi-1b": dict(vocab_size=100883, hidden_size=2048, num_layers=12, num_heads=16),

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-PAPER_BS0_TOKENS = 1_048_576  # bs0 = 1M tokens (PAPER.md §3)
+PAPER_BS0_TOKENS = 1_048_576  # bs0 = 1M tokens (docs/paper.md §3)
 PAPER_LR0 = 1e-4
 
 

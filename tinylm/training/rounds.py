@@ -1,4 +1,4 @@
-"""Multiple-round training (PAPER.md §3): re-train, in later rounds, on the batches the model finds hard.
+"""Multiple-round training (docs/paper.md §3): re-train, in later rounds, on the batches the model finds hard.
 
 Round 0 trains on every packed sample. At the end of round r the model, frozen as it is (eval mode, no
 grad, batched), scores every *group* of samples — a fixed, seeded grouping of the sample ids into groups of

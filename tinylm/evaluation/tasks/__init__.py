@@ -19,7 +19,7 @@ from tinylm.errors import TinyLMError
 EVAL_DIR = Path(__file__).resolve().parent  # the task YAMLs live beside this module
 REGISTRY_PREFIX = "lm_eval:"
 
-# The paper's final table (PAPER.md §5): benchmark → (group, task, metric reported in the table).
+# The paper's final table (docs/paper.md §5): benchmark → (group, task, metric reported in the table).
 PAPER_FINAL = {
     "C-Eval": ("Examination", "ceval", "acc"),
     "CMMLU": ("Examination", "cmmlu", "acc"),
