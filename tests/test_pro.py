@@ -114,6 +114,7 @@ def test_a_killed_run_resumes_at_the_stage_it_had_not_finished(source, corpus_di
     log = capsys.readouterr().out
     assert all(f"{Path(name).name}: skipped" in log for name in hashes)
     assert "scratch: running" in log and (out / "report.md").is_file()
+    assert "tinylm-tmp" not in log and f"scratch model dir: {out / '4-train' / 'scratch' / 'model'}" in log  # final paths
     assert (out / "4-train" / "pro" / "model" / "model.safetensors").stat().st_mtime_ns == weights
     # a changed training setting redoes training, not the tokenizer, shape or inheritance
     small_run(source, corpus_dir, out, distill=0.0, tasks=[], lr0=2e-3)

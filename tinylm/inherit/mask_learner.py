@@ -185,4 +185,5 @@ class MaskLearner(LanguageModel):
         path = save_inherited(self.output_dir(), state, self.source_config, plan, self.tokenizer, provenance,
                               overwrite=self.overwrite,
                               extra=lambda folder: save_masks(folder / MASKS_FILE, log_alphas, self.hparams.temperature))
-        print(f"tinylm: pruned model dir written to {path}")
+        if self.announce_model_dir:
+            print(f"tinylm: pruned model dir written to {path}")

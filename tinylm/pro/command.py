@@ -14,10 +14,10 @@ from tinylm.artifacts.io import atomic_file
 from tinylm.errors import TinyLMError
 from tinylm.evaluation.tasks import ABLATION_TASKS
 from tinylm.model import ModelConfig
-from tinylm.pro.compaction import compact_tokenizer
+from tinylm.pro.compaction import compact_stage
 from tinylm.pro.data import read_jsonl, write_sample
 from tinylm.pro.inheritance import inherit_model
-from tinylm.pro.report import ARM_NAMES, evaluate, tokenizer_line, write_report
+from tinylm.pro.report import ARM_NAMES, score_model, tokenizer_line, write_pro_report
 from tinylm.pro.stages import RUN_FILE, check_run_out, digest, fingerprint_dir, run_stage, stage_record, start_run
 from tinylm.pro.target import describe, parse_budget, read_target, write_shape
 from tinylm.pro.training import train_arm
@@ -158,7 +158,7 @@ def pro(
     inputs = {"source": source_id, "data": data_ids, "coverage": coverage, "vocab_size": vocab_size,
               "val_every": val_every, "text_field": text_field}
     folder = run / "1-tokenizer"
-    done["tokenizer"] = stage("tokenizer", folder, inputs, lambda tmp: compact_tokenizer(
+    done["tokenizer"] = stage("tokenizer", folder, inputs, lambda tmp: compact_stage(
         tmp, source_dir, specs, coverage, vocab_size, val_every, text_field))
     compact = done["tokenizer"]["folder"] / "source"
     print(f"tinylm pro: compact tokenizer: {tokenizer_line(done['tokenizer']['result'])}", flush=True)
@@ -221,6 +221,7 @@ def pro(
             stage_record(folder)
         if done[arm] is not None:
             done[arm]["folder"] = folder
+            print(f"tinylm pro: {arm} model dir: {folder / 'model'}", flush=True)
 
     if stop_after("train"):
         return results()
@@ -239,10 +240,10 @@ def pro(
     for name, (path, key) in models.items():
         folder = run / "5-report" / re.sub(r"[^A-Za-z0-9]+", "-", name.split(" (")[0]).strip("-")
         record = run_stage(folder, {"model": key, **evaluation},
-                           lambda tmp, path=path: evaluate(path, compact, shape, seed, heldout, seq_len,
+                           lambda tmp, path=path: score_model(path, compact, shape, seed, heldout, seq_len,
                                                            list(tasks), eval_limit, eval_data_dir), overwrite)
         scores[name] = record["result"]
-    report = write_report(run, str(source), done, scores, arms, shape, list(tasks), tokens, recipe, eval_limit)
+    report = write_pro_report(run, str(source), done, scores, arms, shape, list(tasks), tokens, recipe, eval_limit)
     print(f"tinylm pro: report -> {run / 'report.md'}", flush=True)
     return report
 

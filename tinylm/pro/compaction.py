@@ -10,7 +10,7 @@ from typing import Any
 from tinylm.vocab.compact import compact_model
 
 
-def compact_tokenizer(tmp: Path, source_dir: Path, specs: list[str], coverage: float, vocab_size: int | None,
+def compact_stage(tmp: Path, source_dir: Path, specs: list[str], coverage: float, vocab_size: int | None,
                       val_every: int, text_field: str) -> dict[str, Any]:
     """Count, pick k, compact the tokenizer, remap the source: ``counts/``, ``tokenizer/``, ``source/``."""
     record = compact_model(source_dir, specs, tmp, None if vocab_size else coverage, vocab_size, val_every,

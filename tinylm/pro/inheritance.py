@@ -62,6 +62,7 @@ def _learn_masks(folder: Path, compact: Path, shape: ModelConfig, data_dir: Path
 
     target = {name: getattr(shape, name) for name in SHAPE_FIELDS}
     learner = MaskLearner(source=str(compact), target=target, model_dir=str(folder / "model"))
+    learner.announce_model_dir = False  # inside the stage's temp folder; the stage names the final one
     every = stage_record(data_dir)["result"]["fit_val_every"]
     data = TextDataModule(sources=[str(data_dir / "train.jsonl")], tokenizer=str(compact), seq_len=seq_len,
                           batch_size=batch_size, val_every=every, seed=seed)

@@ -23,7 +23,7 @@ ARM_NAMES = {"pro": "Pro (inherited + rounds)", "scratch": "scratch (same shape,
               "distill": "Pro + distill"}
 
 
-def evaluate(path: Path | None, tokenizer_dir: Path, shape: ModelConfig, seed: int, heldout: list[str],
+def score_model(path: Path | None, tokenizer_dir: Path, shape: ModelConfig, seed: int, heldout: list[str],
              seq_len: int, tasks: list[str], limit: int | None, data_dir: str | None) -> dict[str, Any]:
     """Held-out bpb and benchmark scores of a model dir (``None``: a seeded random init of the target shape)."""
     from tinylm.artifacts.model_dir import load_model_dir
@@ -115,7 +115,7 @@ def _fmt(value: float | None, digits: int = 2) -> str:
     return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
-def write_report(run: Path, source: str, done: dict[str, dict[str, Any]], scores: dict[str, dict[str, Any]], arms: dict,
+def write_pro_report(run: Path, source: str, done: dict[str, dict[str, Any]], scores: dict[str, dict[str, Any]], arms: dict,
                  shape: ModelConfig, tasks: list[str], tokens: int, recipe: dict[str, Any],
                  eval_limit: int | None = None) -> dict[str, Any]:
     """``report.md``, ``report.json`` and ``loss_curves.png`` at the top of the run folder."""

@@ -51,6 +51,7 @@ def train_arm(tmp: Path, arm: str, shape: ModelConfig, init: Path | None, data_d
                                         **common)
     else:
         module = LanguageModel(config=shape, init_from=init_from, **common)
+    module.announce_model_dir = False  # it lands in the stage's temp folder; the stage names the final one
     print(f"tinylm pro: training {arm}: {steps} steps × {batch_tokens} tokens in {recipe['rounds']} round(s), "
           f"lr = ({batch_tokens}/{recipe['bs0']})^{recipe['lr_r']} × {recipe['lr0']:g} = {lr:.2e}", flush=True)
     last = work / "checkpoints" / LAST

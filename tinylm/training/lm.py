@@ -49,6 +49,8 @@ class LanguageModel(L.LightningModule):
         overwrite: replace an existing ``model_dir`` that tinylm wrote (``tinylm fit --overwrite true``).
     """
 
+    # a caller that writes into a temp folder (a `tinylm pro` stage) names the final path itself instead
+    announce_model_dir = True
     zero_lr_allowed = False  # a learning rate of 0 trains nothing here; MaskLearner still trains its masks
 
     def __init__(
@@ -306,4 +308,5 @@ class LanguageModel(L.LightningModule):
             weights = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
             path = write_model_dir(self.output_dir(), self.config, weights, self.tokenizer, self.provenance(),
                                    overwrite=self.overwrite)
-            print(f"tinylm: model dir written to {path}")
+            if self.announce_model_dir:
+                print(f"tinylm: model dir written to {path}")
