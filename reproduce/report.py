@@ -73,7 +73,12 @@ def _columns(f: dict) -> tuple[str, str, str, str]:
 
 def _provenance(record: dict) -> str:
     if "plan_hash" not in record:
-        return "Recorded before plans and provenance (issue 24): no commit, plan hash or versions."
+        later = record.get("recorded_later") or {}
+        code = f"code commit `{later['code_commit'][:10]}` (as its commit message states)" if later.get("code_commit") \
+            else "code commit not recorded"
+        where = f"committed in `{later['committed_in'][:10]}`, {code}" if later.get("committed_in") else \
+            "no commit recorded"
+        return f"Run before plans and provenance were recorded: {where}; no plan hash, dirty flag or versions."
     versions = ", ".join(f"{k} {v}" for k, v in record.get("versions", {}).items())
     dirty = {True: " (dirty tree)", False: "", None: " (dirty: unknown)"}[record.get("dirty")]
     return (f"Plan `{record['plan_hash']}`, commit `{(record.get('commit') or 'unknown')[:10]}`{dirty}, "

@@ -183,3 +183,13 @@ def test_a_cache_key_changes_when_the_code_that_computes_it_changes(tmp_path):
     assert plans.code_version("reproduce.verdict") == plans.code_version(sys.modules["reproduce.verdict"])
     with pytest.raises(ValueError, match="modules"):
         cache_key("model", 3, modules=())  # a key without a code version is what let stale numbers through
+
+
+def test_a_result_from_before_provenance_says_what_git_knows_and_no_more():
+    from reproduce.report import _provenance
+
+    later = {"committed_in": "80caa317e771", "code_commit": None, "dirty": None, "plan_hash": None}
+    line = _provenance({"recorded_later": later})
+    assert "committed in `80caa317e7`" in line and "code commit not recorded" in line and "no plan hash" in line
+    assert "code commit `b9533f8b8f`" in _provenance({"recorded_later": {**later, "code_commit": "b9533f8b8f57"}})
+    assert "no commit recorded" in _provenance({})

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tinylm.artifacts.io import check_output_dir
+from tinylm.artifacts.io import check_output_dir, sha256_file
 from tinylm.artifacts.model_dir import (
     check_finite,
     check_tokenizer_files,
@@ -60,14 +60,6 @@ _PRE_TOKENIZERS = {
                {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}],
 }
 _CONTROL, _USER_DEFINED = 3, 4  # llama.cpp token types
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ---- GGUF ------------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ the usual modes (0644 / 0755).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -26,6 +27,15 @@ from tinylm.errors import TinyLMError
 MARKER = ".tinylm"  # present in every folder tinylm wrote; only such folders may be overwritten
 STAMP = "written by tinylm"  # near the start of every stamped text file tinylm wrote (eval's results)
 FILE_MODE, DIR_MODE = 0o644, 0o755
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file, read in 1 MiB blocks (model weights need not fit in memory twice)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def default_cache_dir() -> str:
@@ -80,13 +90,21 @@ def _protected(target: Path, protect: Paths = (), inputs: Paths = ()) -> str | N
         return "it is the filesystem root or the home folder"
     if resolved in cwd.parents:
         return "it contains the working directory"
-    for spec in inputs:
-        read = input_path(spec)
-        if read is not None and (_within(resolved, read.resolve()) or _within(read.resolve(), resolved)):
-            return f"it is, contains or lies inside {spec}, an input of this command; write the output elsewhere"
+    if (spec := _overlapping_input(target, inputs)) is not None:
+        return f"it is, contains or lies inside {spec}, an input of this command; write the output elsewhere"
     for keep in protect:
         if keep is not None and _within(Path(keep).expanduser().resolve(), resolved):
             return f"it is or contains {Path(keep).expanduser().resolve()}, which this run also writes"
+    return None
+
+
+def _overlapping_input(target: Path, inputs: Paths) -> str | None:
+    """The first input that ``target`` is, contains or lies inside (as the user named it), or None."""
+    resolved = target.resolve()
+    for spec in inputs:
+        read = input_path(spec)
+        if read is not None and (_within(resolved, read.resolve()) or _within(read.resolve(), resolved)):
+            return str(spec)
     return None
 
 
@@ -94,11 +112,9 @@ def check_apart(target: str | os.PathLike, inputs: Paths, what: str) -> None:
     """Refuse an output location (e.g. a run's root, which may already exist) that is, contains or lies inside
     one of the command's inputs."""
     target = Path(target).expanduser()
-    for spec in inputs:
-        read = input_path(spec)
-        if read is not None and (_within(target.resolve(), read.resolve()) or _within(read.resolve(), target.resolve())):
-            raise TinyLMError(f"{what} {target} is refused: it is, contains or lies inside {spec}, an input of this "
-                              "command; write the output elsewhere")
+    if (spec := _overlapping_input(target, inputs)) is not None:
+        raise TinyLMError(f"{what} {target} is refused: it is, contains or lies inside {spec}, an input of this "
+                          "command; write the output elsewhere")
 
 
 def check_output_dir(target: str | os.PathLike, overwrite: bool = False, what: str = "--out",

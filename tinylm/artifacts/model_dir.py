@@ -15,7 +15,6 @@ torch.load(weights_only=True)).
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -25,7 +24,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from tinylm.artifacts.io import atomic_dir
+from tinylm.artifacts.io import atomic_dir, sha256_file
 from tinylm.errors import TinyLMError
 from tinylm.model import ModelConfig, Transformer
 from tinylm.tokenizer import BUILTIN_PREFIX, Tokenizer, load_tokenizer
@@ -91,16 +90,12 @@ def write_model_dir(
                   "num_params": config.num_params(), **(provenance or {})}
         if tokenizer is not None:
             record["tokenizer_sha256"] = tokenizer.sha256  # checked on load
-            record["tokenizer_files"] = {name: _sha256(tmp / name) for name in TOKENIZER_FILES
+            record["tokenizer_files"] = {name: sha256_file(tmp / name) for name in TOKENIZER_FILES
                                          if (tmp / name).is_file()}
         (tmp / PROVENANCE).write_text(json.dumps(record, indent=2, default=str) + "\n")
         if extra is not None:
             extra(tmp)
     return directory
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def check_tokenizer_files(directory: str | os.PathLike) -> None:
@@ -120,8 +115,8 @@ def check_tokenizer_files(directory: str | os.PathLike) -> None:
         if name not in recorded:
             raise TinyLMError(f"{directory}: {name} was added after the model was written (tinylm.json records "
                               f"{', '.join(recorded) or 'no tokenizer'}); remove it, or put the model's own back")
-        if _sha256(directory / name) != recorded[name]:
-            raise TinyLMError(f"{directory}: {name} (sha256 {_sha256(directory / name)[:12]}…) is not the file the "
+        if sha256_file(directory / name) != recorded[name]:
+            raise TinyLMError(f"{directory}: {name} (sha256 {sha256_file(directory / name)[:12]}…) is not the file the "
                               f"model was written with (sha256 {recorded[name][:12]}…); put the model's own "
                               f"{name} back")
     for name in set(recorded) - set(present):
@@ -136,7 +131,7 @@ def check_same_tokenizer(directory: str | os.PathLike, tokenizer: Tokenizer) -> 
     provenance = read_provenance(directory)
     own = {provenance.get("tokenizer_sha256"), *provenance.get("tokenizer_files", {}).values()} - {None}
     if not own:  # no provenance: the tokenizer files it carries
-        own = {_sha256(directory / n) for n in TOKENIZER_FILES[:2] if (directory / n).is_file()}
+        own = {sha256_file(directory / n) for n in TOKENIZER_FILES[:2] if (directory / n).is_file()}
     if own and tokenizer.sha256 not in own:
         raise TinyLMError(f"{directory} was trained with another tokenizer than {tokenizer.path} (sha256 "
                           f"{tokenizer.sha256[:12]}…); use the model's own (--data.tokenizer {directory}), or remap "

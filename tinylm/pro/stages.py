@@ -50,14 +50,18 @@ def run_stage(folder: Path, inputs: dict[str, Any], build: Callable[..., dict[st
     folder.parent.mkdir(parents=True, exist_ok=True)
     work = folder.parent / f".{folder.name}.work-{key}"
     for stale in folder.parent.glob(f".{folder.name}.work-*"):  # other settings' leftovers, or a forced redo
-        if stale != work or force:
+        if (stale != work or force) and is_tinylm_dir(stale):  # only what run_stage made (marked) is removed
             shutil.rmtree(stale)
+    if resumable:
+        work.mkdir(exist_ok=True)
+        (work / MARKER).touch()
     with atomic_dir(folder, overwrite=True, what=f"stage folder {folder.name}") as tmp:
         result = build(tmp, work) if resumable else build(tmp)
         record = {"stage": folder.name, "hash": key, "inputs": inputs, "result": result,
                   "seconds": round(time.perf_counter() - start, 1)}
         (tmp / STAGE_FILE).write_text(json.dumps(record, indent=2, default=str) + "\n")
-    shutil.rmtree(work, ignore_errors=True)  # the stage is done: what it saved to resume is not needed
+    if is_tinylm_dir(work):  # the stage is done: what it saved to resume is not needed
+        shutil.rmtree(work)
     print(f"tinylm pro: {folder.name}: done in {record['seconds']:.0f} s", flush=True)
     return {**record, "folder": folder}
 

@@ -207,11 +207,17 @@ def check_steps(max_steps: int | None, max_epochs: int | None = None, rounds: bo
                           "for N passes over the data")
 
 
+def _init_args(config: Namespace) -> tuple[Namespace, Namespace]:
+    """The model's and the data's arguments of a parsed fit config (class_path form or plain)."""
+    init = config.model.init_args if "init_args" in config.model else Namespace()
+    data = config.data.init_args if "init_args" in (config.data or {}) else (config.data or Namespace())
+    return init, data
+
+
 def fit_inputs(config: Namespace) -> list[str]:
     """Everything a fit reads from disk (the model it starts from, the tokenizer, the text): no output may be,
     contain or lie inside one of them."""
-    init = config.model.init_args if "init_args" in config.model else Namespace()
-    data = config.data.init_args if "init_args" in (config.data or {}) else (config.data or Namespace())
+    init, data = _init_args(config)
     sources = data.get("sources") or []
     return [p for p in (init.get("init_from"), init.get("source"), data.get("tokenizer"),
                         *([sources] if isinstance(sources, str) else sources)) if p]
@@ -220,8 +226,7 @@ def fit_inputs(config: Namespace) -> list[str]:
 def check_init_tokenizer(config: Namespace) -> None:
     """Weights taken from a model dir must train under that model's own tokenizer: refused before anything is
     written (``LanguageModel.configure_model`` checks it again for Python callers)."""
-    init = config.model.init_args if "init_args" in config.model else Namespace()
-    data = config.data.init_args if "init_args" in (config.data or {}) else (config.data or Namespace())
+    init, data = _init_args(config)
     start, tokenizer = init.get("init_from") or init.get("source"), data.get("tokenizer")
     if start and tokenizer:
         check_same_tokenizer(builtin.resolve(start), load_tokenizer(builtin.resolve(tokenizer)))
