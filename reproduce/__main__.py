@@ -1,7 +1,10 @@
-"""``python -m reproduce <experiment>|all|report [--scale smoke|small|paper] [--seeds N] [--out DIR] [--overwrite]``.
+"""``python -m reproduce <experiment>|all|report|plan [--scale smoke|small|paper] [--seeds N] [--out DIR]
+[--overwrite]``.
 
 ``all`` runs every experiment in dependency order (later ones reuse cached tokenizers and models), then writes
-``<out>/REPORT.md``; ``report`` only rewrites it from the ``results.json`` files there. ``<out>`` defaults to
+``<out>/REPORT.md``; ``report`` only rewrites it from the ``results.json`` files there; ``plan`` writes every
+experiment's plan at ``--scale`` to ``reproduce/plans/`` (commit it before a small or paper run: they refuse
+declarations that differ from it). ``<out>`` defaults to
 ``results/`` (small, paper, report) and ``runs/smoke/`` (smoke: never the committed results).
 """
 
@@ -11,12 +14,17 @@ import sys
 import traceback
 
 from reproduce.experiment import RESULTS, check_out, options_from, parser, run, seeds_words
+from reproduce.plan import write_plan
 from reproduce.report import EXPERIMENTS, load, summary, write_report
 from tinylm.errors import TinyLMError
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser(EXPERIMENTS, ("all", "report")).parse_args(argv)
+    args = parser(EXPERIMENTS, ("all", "report", "plan")).parse_args(argv)
+    if args.experiment == "plan":
+        for name in EXPERIMENTS:
+            print(f"plan: {write_plan(load(name), args.scale)}")
+        return 0
     if args.experiment == "report":  # rewrites the committed report unless --out names another folder
         out = args.out or RESULTS
         if not list(out.glob("*/results.json")):

@@ -144,4 +144,5 @@ def measure(scale: Scale, options: Options, folder: Path) -> Measured:
 
 EXPERIMENT = Experiment(
     "architecture", "Depth / width / expansion sweep at a fixed budget (§1, architecture tweak)", SCALES, FINDINGS,
-    measure, paper={f"spearman_{factor}": {"value": value, "tag": tag} for factor, (value, tag) in PAPER_RHO.items()})
+    measure, paper={f"spearman_{factor}": {"value": value, "tag": tag} for factor, (value, tag) in PAPER_RHO.items()},
+    core_hours={"small": 1.3})

@@ -27,7 +27,7 @@ from reproduce.experiment import (
     seed_summary,
     subplots,
 )
-from reproduce.verdict import Finding
+from reproduce.verdict import SMALLEST_BPB, Finding
 from tinylm.model import ModelConfig
 from tinylm.training.lm import LanguageModel
 from tinylm.training.optim import scaled_lr
@@ -35,9 +35,9 @@ from tinylm.training.optim import scaled_lr
 RATES = (0.5, 1.0)
 FINDINGS = (
     *(Finding(f"small_batch_r{r}", f"a batch under 4 × bs0 beats one at ≥ 4 × bs0 (r = {r}, equal tokens)", "P",
-              "held-out bpb", ("under 4 × bs0", "at ≥ 4 × bs0")) for r in RATES),
+              "held-out bpb", ("under 4 × bs0", "at ≥ 4 × bs0"), smallest_effect=SMALLEST_BPB) for r in RATES),
     Finding("r_half", "r = 0.5 beats r = 1.0 (mean over batch sizes, per seed)", "?", "held-out bpb",
-            ("r = 0.5", "r = 1.0")),
+            ("r = 0.5", "r = 1.0"), smallest_effect=SMALLEST_BPB),
 )
 
 
@@ -145,4 +145,5 @@ def measure(setting: Scale, options: Options, folder: Path) -> Measured:
 
 EXPERIMENT = Experiment(
     "batch_lr", "Batch size and the learning-rate rule (§3)", SCALES, FINDINGS, measure,
-    paper={"bs0_tokens": 1_048_576, "lr0": 1e-4, "rates": list(RATES), "claim": "bs < 4M tokens better", "tag": "P"})
+    paper={"bs0_tokens": 1_048_576, "lr0": 1e-4, "rates": list(RATES), "claim": "bs < 4M tokens better", "tag": "P"},
+    core_hours={"small": 0.35})

@@ -97,4 +97,5 @@ def measure(setting: dict[str, Any], options: Options, folder: Path) -> Measured
 
 EXPERIMENT = Experiment("coverage", "Token coverage of the top-k pieces (§1, compact tokenizer)", SCALES, FINDINGS,
                         measure, deterministic=True,
-                        paper={"vocab": PAPER_VOCAB, "k": PAPER_K, "coverage": PAPER_COVERAGE, "tag": "P"})
+                        paper={"vocab": PAPER_VOCAB, "k": PAPER_K, "coverage": PAPER_COVERAGE, "tag": "P"},
+                        core_hours={"small": 0.01})

@@ -28,13 +28,23 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 import torch
 import yaml
 
-from reproduce.plan import checked_tree, code_version, keep_history, plan, plan_hash, provenance, tree_state
+from reproduce.plan import (
+    check_plan_written,
+    checked_tree,
+    code_version,
+    keep_history,
+    plan,
+    plan_hash,
+    provenance,
+    tree_state,
+)
 from reproduce.verdict import Finding, judged
 from tinylm.artifacts.io import atomic_dir, atomic_file, check_output_dir
 
 SCALES = ("smoke", "small", "paper")
-# seeds per scale: smoke proves the pipeline; a finding needs at least 3 seeds to be judged (5 where arms are cheap)
-DEFAULT_SEEDS = {"smoke": 1, "small": 3, "paper": 3}
+# seeds per scale: smoke proves the pipeline; a finding needs at least 3 seeds to be judged; small runs 5 (every
+# small arm costs under ~5 minutes a seed, or says otherwise in its plan)
+DEFAULT_SEEDS = {"smoke": 1, "small": 5, "paper": 3}
 RESULTS = Path("results")  # the committed small-scale results and REPORT.md
 REPO = Path(__file__).resolve().parents[1]
 PAPER_CORPUS = tuple(os.environ.get("TINYLM_CORPUS", "builtin").split(","))  # paper scales: comma-separated sources
@@ -76,6 +86,7 @@ class Experiment:
     seeds: Mapping[str, int] = field(default_factory=lambda: DEFAULT_SEEDS)
     deterministic: bool = False  # uses no seed: reported as "deterministic", run once
     paper: Mapping[str, Any] = field(default_factory=dict)
+    core_hours: Mapping[str, float] = field(default_factory=dict)  # the plan's estimate per scale, one CPU core
 
 
 def default_out(scale: str) -> Path:
@@ -270,10 +281,13 @@ def scratch(name: str) -> Iterator[Path]:
 
 def check_out(experiment: Experiment, options: Options) -> Path:
     """Refuse ``<out>/<id>`` before any work: an existing result is replaced only with --overwrite, and only when
-    tinylm wrote it; small and paper scale also refuse a git tree with uncommitted changes outside ``<out>`` (their
-    results must name the code and plan they came from)."""
+    tinylm wrote it; small and paper scale also refuse declarations that differ from their plan file
+    (``reproduce/plans/``) and a git tree with uncommitted changes outside ``<out>`` (their results must name the
+    code and plan they came from)."""
     target = check_output_dir(Path(options.out) / experiment.name, options.overwrite,
                               what=f"--out ({experiment.name})")
+    if options.scale != "smoke":  # a committed result promises what its committed plan file says
+        check_plan_written(experiment, options.scale)
     checked_tree(options.scale, (Path(options.out),))
     return target
 

@@ -37,7 +37,7 @@ from tinylm.training.rounds import score_blocks
 
 FINDINGS = (
     Finding("rise", "tiny models forget: the first part's loss rises again after later parts are trained", "P",
-            "probe loss of part 1 (nats/token)", ("part 1 right after it", "part 1 at the end")),
+            "probe loss of part 1 (nats/token)", ("part 1 right after it", "part 1 at the end"), smallest_effect=0.02),
     Finding("recency", "the earlier a part was trained, the higher its loss at the end (Spearman of training order "
             "and end loss over the parts, seed means)", "P", "probe loss (nats/token)", ("part", "end loss"),
             kind="correlation", sign=-1, exploratory=True,
@@ -158,4 +158,5 @@ def measure(setting: Scale, options: Options, folder: Path) -> Measured:
 
 
 EXPERIMENT = Experiment("forgetting", "Forgetting of early data (§3, multiple-round training)", SCALES, FINDINGS,
-                        measure, paper={"claim": "the loss of early parts rises again", "tag": "P"})
+                        measure, paper={"claim": "the loss of early parts rises again", "tag": "P"},
+                        core_hours={"small": 0.4})

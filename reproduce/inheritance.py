@@ -31,7 +31,7 @@ from reproduce.experiment import (
     subplots,
     tokens_line,
 )
-from reproduce.verdict import Finding
+from reproduce.verdict import SMALLEST_BPB, Finding
 
 # the code behind each cache (its keys carry these modules' version, so changed code recomputes)
 COMPACT_CODE = ["tinylm.vocab.compact", "tinylm.vocab.counting", "tinylm.vocab.choose", "tinylm.vocab.bpe",
@@ -64,11 +64,13 @@ VARIANTS = ("base", "l1", "l2", "taylor", "learned")
 ARM = {"base": "scratch", "l1": "both-ends", "l2": "l2", "taylor": "taylor", "learned": "learned"}  # cached runs
 FINDINGS = (
     Finding("inherit_beats_init", "inheriting beats random init, even with the weakest criterion (L1 46.06 vs Base "
-            "42.06 avg.)", "P", "held-out bpb", ("l1", "base")),
+            "42.06 avg.)", "P", "held-out bpb", ("l1", "base"), smallest_effect=SMALLEST_BPB),
     Finding("criteria_order", "criteria rank Learned > Taylor > L2 > L1 > Base (48.08, 47.90, 47.00, 46.06, 42.06 "
-            "avg.)", "P", "held-out bpb", ("learned", "taylor", "l2", "l1", "base")),
+            "avg.)", "P", "held-out bpb", ("learned", "taylor", "l2", "l1", "base"),
+            smallest_effect=SMALLEST_BPB),
     Finding("criteria_order_step0", "the same ranking holds right after inheritance (step 0: what each criterion "
-            "kept)", "P", "held-out bpb at step 0", ("learned", "taylor", "l2", "l1", "base")),
+            "kept)", "P", "held-out bpb at step 0", ("learned", "taylor", "l2", "l1", "base"),
+            smallest_effect=SMALLEST_BPB),
 )
 
 
@@ -227,4 +229,5 @@ def plot(curves: dict[str, list[tuple[float, float]]], folder: Path) -> str:
 
 EXPERIMENT = Experiment(
     "inheritance", "Base / L1 / L2 / Taylor / Learned inheritance (§2, the printed table)", SCALES, FINDINGS, measure,
-    paper={v: dict(zip(("arc_e", "hellaswag", "c3", "avg"), PAPER[v])) for v in VARIANTS})
+    paper={v: dict(zip(("arc_e", "hellaswag", "c3", "avg"), PAPER[v])) for v in VARIANTS},
+    core_hours={"small": 0.4})

@@ -43,7 +43,7 @@ from reproduce.experiment import (
     tokens_line,
 )
 from reproduce.plan import code_version
-from reproduce.verdict import Finding
+from reproduce.verdict import SMALLEST_BPB, Finding
 from tinylm.artifacts.io import default_cache_dir
 from tinylm.evaluation.tasks import ABLATION_TASKS
 
@@ -57,10 +57,10 @@ PAPER_FRACTION = 48_000 / 100_883  # the compact tokenizer keeps this share of t
 HELDOUT_EVERY = 50  # every 50th document of each corpus part is held out
 FINDINGS = (
     *(Finding(f"step_{after.strip('+')}", f"{after} improves on {before} (held-out bpb; paper {PAPER[before]:.2f} → "
-              f"{PAPER[after]:.2f})", "R", "held-out bpb", (after, before))
+              f"{PAPER[after]:.2f})", "R", "held-out bpb", (after, before), smallest_effect=SMALLEST_BPB)
       for before, after in itertools.pairwise(STEPS)),
     Finding("whole_recipe", f"the whole recipe (+rounds) improves on the base (paper {PAPER['base']:.2f} → "
-            f"{PAPER['+rounds']:.2f})", "R", "held-out bpb", ("+rounds", "base")),
+            f"{PAPER['+rounds']:.2f})", "R", "held-out bpb", ("+rounds", "base"), smallest_effect=SMALLEST_BPB),
 )
 
 
@@ -263,4 +263,5 @@ def plot(rows: list[dict[str, Any]], folder: Path) -> str:
 
 
 EXPERIMENT = Experiment("ladder", "Figure 1: the improvement ladder", SCALES, FINDINGS, measure,
-                        paper={"average": PAPER, "tag": "R"})
+                        paper={"average": PAPER, "tag": "R"},
+                        core_hours={"small": 1.15})

@@ -10,16 +10,16 @@ from pathlib import Path
 
 from reproduce import inheritance
 from reproduce.experiment import Experiment, Measured, Options, fmt, markdown, tokens_line
-from reproduce.verdict import Finding
+from reproduce.verdict import SMALLEST_BPB, Finding
 
 STRATEGIES = ("first", "last", "both-ends", "uniform")
 FINDINGS = (
     Finding("inherit_beats_scratch", "inherited layers train to a lower loss than random init", "P", "held-out bpb",
-            ("both-ends", "scratch"), same_as="inheritance/inherit_beats_init"),
+            ("both-ends", "scratch"), smallest_effect=SMALLEST_BPB, same_as="inheritance/inherit_beats_init"),
     Finding("ends_beat_first", "keeping both ends beats keeping only the first layers", "P", "held-out bpb",
-            ("both-ends", "first")),
+            ("both-ends", "first"), smallest_effect=SMALLEST_BPB),
     Finding("ends_beat_last", "keeping both ends beats keeping only the last layers", "P", "held-out bpb",
-            ("both-ends", "last")),
+            ("both-ends", "last"), smallest_effect=SMALLEST_BPB),
 )
 
 
@@ -48,4 +48,5 @@ def measure(cfg: dict, options: Options, folder: Path) -> Measured:
 
 EXPERIMENT = Experiment(
     "layer_selection", "Which layers to inherit (§2, parameter inheritance)", inheritance.SCALES, FINDINGS, measure,
-    paper={"finding": "inherited layers reach lower training loss; first and last layers matter most [P]"})
+    paper={"finding": "inherited layers reach lower training loss; first and last layers matter most [P]"},
+    core_hours={"small": 0.25})

@@ -251,4 +251,5 @@ def heatmap(cost: dict[int, list[float]], spans: list[int], n: int, folder: Path
 EXPERIMENT = Experiment("layer_skip", "Skipping adjacent layers of a pretrained LLM (§2, layer redundancy)",
                         SCALES, FINDINGS, measure, deterministic=True,
                         paper={"finding": "skipping layers near the first and last costs most [P]",
-                               "criteria": "ShortGPT Block Influence; Gromov et al. angular distance"})
+                               "criteria": "ShortGPT Block Influence; Gromov et al. angular distance"},
+                        core_hours={"small": 1.0})

@@ -24,8 +24,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from tinylm.errors import TinyLMError
+
 REPO = Path(__file__).resolve().parents[1]
 HISTORY = "history"
+PLANS = Path(__file__).resolve().parent / "plans"  # the committed plans, one JSON file per experiment and scale
 
 
 def canonical(value: Any) -> Any:
@@ -53,12 +56,13 @@ def canonical(value: Any) -> Any:
 
 def plan(experiment: Any, scale: str) -> dict[str, Any]:
     """What ``experiment`` promises at ``scale`` before it runs: its findings (claim, arms, metric, direction,
-    smallest effect, margin, exploratory or not), the scale's settings (sizes, token budgets), the seeds and the
-    paper's numbers it is compared with."""
+    smallest effect, margin, exploratory or not), the scale's settings (sizes, token budgets), the seeds, its
+    estimated cost (single-core hours) and the paper's numbers it is compared with."""
     return {"experiment": experiment.name, "scale": scale,
             "seeds": "deterministic" if experiment.deterministic else experiment.seeds[scale],
             "settings": canonical(experiment.scales[scale]),
             "findings": [_declared(f) for f in experiment.findings],
+            "core_hours": experiment.core_hours.get(scale),
             "paper": canonical(experiment.paper)}
 
 
@@ -76,6 +80,35 @@ def digest(data: Any, length: int = 16) -> str:
 def plan_hash(experiment: Any, scale: str) -> str:
     """A stable fingerprint of ``plan(experiment, scale)``: the same declarations give the same hash anywhere."""
     return digest(plan(experiment, scale))
+
+
+def plan_file(name: str, scale: str) -> Path:
+    """Where the committed plan of experiment ``name`` at ``scale`` lives: ``reproduce/plans/<name>.<scale>.json``."""
+    return PLANS / f"{name}.{scale}.json"
+
+
+def write_plan(experiment: Any, scale: str) -> Path:
+    """Write ``plan(experiment, scale)`` with its hash to its plan file (``python -m reproduce plan``); commit it
+    before the run it promises."""
+    path = plan_file(experiment.name, scale)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"plan_hash": plan_hash(experiment, scale), **plan(experiment, scale)}, indent=2,
+                               ensure_ascii=False) + "\n")
+    return path
+
+
+def check_plan_written(experiment: Any, scale: str) -> None:
+    """Refuse a small or paper run whose declarations differ from the plan file (or that has none): what runs is
+    what was written down first. ``checked_tree`` then makes sure that file is committed."""
+    path = plan_file(experiment.name, scale)
+    try:
+        written = json.loads(path.read_text())
+    except (OSError, ValueError):
+        written = None
+    if written != {"plan_hash": plan_hash(experiment, scale), **plan(experiment, scale)}:
+        state = "has no plan file" if written is None else "differs from its plan file"
+        raise TinyLMError(f"{experiment.name} at {scale} scale {state} ({path}); write the plan with `python -m "
+                          f"reproduce plan --scale {scale}`, review and commit it, then run")
 
 
 def code_version(*modules: ModuleType | str) -> str:
@@ -175,8 +208,6 @@ def tree_state(outside: tuple[Path, ...] = ()) -> tuple[str | None, bool | None]
 def checked_tree(scale: str, outside: tuple[Path, ...]) -> tuple[str | None, bool | None]:
     """The git state a run records; small and paper scale refuse an unknown or dirty tree (their results are
     committed, and must name the code they came from), smoke records whatever it finds."""
-    from tinylm.errors import TinyLMError
-
     commit, dirty = tree_state(outside)
     if scale != "smoke":
         if commit is None:

@@ -90,4 +90,5 @@ def measure(scale: Scale, options: Options, folder: Path) -> Measured:
 EXPERIMENT = Experiment(
     "speed", "Inference speed of the depth/width variants (§1, architecture tweak)", SCALES, FINDINGS, measure,
     paper={"protocol": {**PROTOCOL, "dtype": "float16", "device": "one V100", "tag": "?"}, "tokens_per_s": None,
-           "chosen_depth_for_1b": {"value": 20, "tag": "P"}})
+           "chosen_depth_for_1b": {"value": 20, "tag": "P"}},
+    core_hours={"small": 0.15})

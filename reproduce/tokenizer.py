@@ -31,7 +31,7 @@ from reproduce.experiment import (
     subplots,
     tokens_line,
 )
-from reproduce.verdict import Finding
+from reproduce.verdict import SMALLEST_BPB, Finding
 from tinylm.artifacts.io import default_cache_dir
 from tinylm.model import ModelConfig
 from tinylm.tokenizer import Tokenizer
@@ -65,9 +65,9 @@ SCALES = {
 
 FINDINGS = (
     Finding("paper_vs_largest", "the paper's 47.6% cut beats the largest size tried (fixed parameter budget)", "?",
-            "held-out bpb", ("paper cut", "largest")),
+            "held-out bpb", ("paper cut", "largest"), smallest_effect=SMALLEST_BPB),
     Finding("paper_vs_smallest", "the paper's 47.6% cut beats the smallest size tried (fixed parameter budget)", "?",
-            "held-out bpb", ("paper cut", "smallest")),
+            "held-out bpb", ("paper cut", "smallest"), smallest_effect=SMALLEST_BPB),
 )
 
 
@@ -158,4 +158,5 @@ def measure(config: Scale, options: Options, folder: Path) -> Measured:
 EXPERIMENT = Experiment(
     "tokenizer", "Vocabulary size at a fixed parameter budget (§1, compact tokenizer)", SCALES, FINDINGS, measure,
     paper={"shares": {str(k): {"value": v, "tag": "?"} for k, v in PAPER_SHARE.items()}, "sizes": list(PAPER_SIZES),
-           "best": {"value": 48000, "tag": "?"}})
+           "best": {"value": 48000, "tag": "?"}},
+    core_hours={"small": 0.5})

@@ -55,7 +55,7 @@ def test_the_plan_hash_is_stable_across_processes_and_changes_with_the_plan():
     resized = dataclasses.replace(ladder, scales={**ladder.scales,
                                                   "small": dataclasses.replace(ladder.scales["small"], train_tokens=1)})
     assert plans.plan_hash(resized, "small") != other
-    effect = dataclasses.replace(ladder, findings=(dataclasses.replace(ladder.findings[0], smallest_effect=0.02),
+    effect = dataclasses.replace(ladder, findings=(dataclasses.replace(ladder.findings[0], smallest_effect=0.05),
                                                    *ladder.findings[1:]))
     assert plans.plan_hash(effect, "small") != other
     assert plans.plan_hash(ladder, "paper") != other  # each scale has its own plan
@@ -72,6 +72,28 @@ def test_every_reference_to_another_finding_names_a_declared_one_of_the_same_kin
 def _git(folder: Path, *args: str) -> None:
     subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", *args], cwd=folder, check=True,
                    capture_output=True)
+
+
+@pytest.mark.parametrize("scale", ["small", "paper"])
+def test_the_committed_plan_files_are_what_the_declarations_say(scale):
+    """A declaration changed without `python -m reproduce plan` (and a commit) fails here, before any run."""
+    for name in EXPERIMENTS:
+        experiment = load(name)
+        written = json.loads(plans.plan_file(name, scale).read_text())
+        assert written == {"plan_hash": plans.plan_hash(experiment, scale), **plans.plan(experiment, scale)}, name
+        plans.check_plan_written(experiment, scale)
+
+
+def test_a_small_run_refuses_declarations_that_differ_from_the_plan_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(plans, "PLANS", tmp_path / "plans")
+    coverage = load("coverage")
+    with pytest.raises(TinyLMError, match="has no plan file"):
+        run(coverage, Options(scale="small", out=tmp_path / "out"))
+    plans.write_plan(coverage, "small")
+    resized = dataclasses.replace(coverage, seeds={**coverage.seeds, "small": 7}, deterministic=False)
+    with pytest.raises(TinyLMError, match="differs from its plan file"):
+        run(resized, Options(scale="small", out=tmp_path / "out"))
+    assert not (tmp_path / "out").exists()  # refused before any work
 
 
 def test_small_scale_refuses_a_dirty_tree_and_smoke_records_it(tmp_path, monkeypatch):
