@@ -6,6 +6,11 @@ measured on a fixed random probe of its samples. The paper's claim is qualitativ
 rises again later. Per part j < K at the end: rise = loss_j(end) − loss_j(right after part j), > 0 is the paper's
 forgetting; gap = loss_j(end) − loss_K(end). Seeds vary init, the split, the probes and the data order. The
 "recency" reading was added after the first run's rise finding failed, so it is exploratory: reported, never judged.
+
+The paper's setting is a pretrained model meeting new data; since plan v3 the scale's ``pretrained`` setting runs
+it beside the from-scratch reading: the pretrained source (SmolLM2-135M at small scale, ``reproduce.pretrained``)
+continues on seeded parts of new text in its own tokenizer, its parts' losses tracked the same way
+(``blocks_per_part`` keeps a 135M model's CPU cost to minutes).
 """
 
 from __future__ import annotations
@@ -29,9 +34,12 @@ from reproduce.experiment import (
     markdown,
     save_figure,
     scratch,
+    shown,
     subplots,
 )
+from reproduce import pretrained
 from reproduce.verdict import Finding
+from tinylm.artifacts.model_dir import load_config
 from tinylm.model import ModelConfig
 from tinylm.training.rounds import score_blocks
 
@@ -42,6 +50,10 @@ FINDINGS = (
             "and end loss over the parts, seed means)", "P", "probe loss (nats/token)", ("part", "end loss"),
             kind="correlation", sign=-1, exploratory=True,
             note="added after the first run's rise finding failed; the paper claims a rise, not this"),
+    Finding("rise_pretrained", "a pretrained model forgets: the first part of new data's loss rises again after "
+            "later parts are trained (the paper's setting; SmolLM2-135M at small scale)", "P",
+            "probe loss of part 1 (nats/token)", ("part 1 right after it", "part 1 at the end"),
+            smallest_effect=0.02),
 )
 
 
@@ -51,15 +63,22 @@ class Scale(Recipe):
     measures_per_part: int
     probe_batches: int = 4  # each part's loss is measured on this many batches of its samples
     val_batches: int = 0
+    blocks_per_part: int | None = None  # None: the training blocks split into equal parts
+    pretrained: Scale | None = None  # the same reading from the pretrained source, on new text in its tokenizer
 
 
 SCALES = {
     "smoke": Scale(sources=("builtin:lee",), vocab_size=2000, batch_size=16, parts=4, measures_per_part=2,
-                   lr=3e-3, min_lr=3e-4),
-    # sized for 2 CPU cores: one pass of a 128 × 4 model over the built-in Wikipedia text (~700k tokens)
+                   lr=3e-3, min_lr=3e-4,
+                   pretrained=Scale(sources=("builtin:lee",), batch_size=4, parts=4, blocks_per_part=8,
+                                    measures_per_part=2, probe_batches=2, lr=1e-3, min_lr=1e-4, warmup=0.1)),
+    # sized for 2 CPU cores: one pass of a 128 × 4 model over the built-in Wikipedia text (~700k tokens); the
+    # pretrained reading: SmolLM2-135M on 4 parts of 32 news blocks (16k tokens, ~7 min a seed on one core)
     "small": Scale(config=ModelConfig(hidden_size=128, num_layers=4, num_heads=4, intermediate_size=352),
                    sources=("builtin:wiki",), vocab_size=4000, seq_len=128, batch_size=16, parts=8,
-                   measures_per_part=4, lr=2e-3, min_lr=2e-4, warmup=0.03),
+                   measures_per_part=4, lr=2e-3, min_lr=2e-4, warmup=0.03,
+                   pretrained=Scale(sources=("builtin:lee",), seq_len=128, batch_size=4, parts=4, blocks_per_part=32,
+                                    measures_per_part=2, probe_batches=4, lr=3e-4, min_lr=3e-5, warmup=0.1)),
     "paper": Scale(config="pangu-pi-1b", sources=PAPER_CORPUS, vocab_size=48000, seq_len=2048, batch_size=8,
                    accumulate=64, parts=10, measures_per_part=4, lr=1e-4, min_lr=1e-5, warmup=0.03,
                    precision="bf16-mixed"),
@@ -99,17 +118,21 @@ class SequentialParts(L.Callback):
             trainer.datamodule.set_round_plan(self.parts[trainer.current_epoch + 1])
 
 
-def train(scale: Scale, seed: int, root: Path) -> dict[str, Any]:
-    data = scale.data(seed)
+def train(scale: Scale, seed: int, root: Path, source: Path | None = None) -> dict[str, Any]:
+    """Train ``scale.parts`` seeded parts in sequence, from random init (or from the ``source`` model dir, reading
+    the data in its tokenizer), measuring every part's probe loss along the way."""
+    data = scale.data(seed, tokenizer=None if source is None else source)
     order = np.random.default_rng(seed).permutation(data.num_train_blocks)
-    size = data.num_train_blocks // scale.parts
+    size = min(data.num_train_blocks // scale.parts, scale.blocks_per_part or data.num_train_blocks)
     parts = [np.sort(order[k * size : (k + 1) * size]) for k in range(scale.parts)]
     batches_per_part = size // scale.batch_size
     probe = min(size, scale.probe_batches * scale.batch_size)  # samples per part, seeded, scored at every measure
     probes = [np.sort(order[k * size : k * size + probe]) for k in range(scale.parts)]
     callback = SequentialParts(parts, probes, batches_per_part, scale.measures_per_part, scale.batch_size)
     steps_per_part = math.ceil(batches_per_part / scale.accumulate)
-    trained = scale.fit(data, root, seed, steps=steps_per_part * scale.parts, callbacks=(callback,))
+    trained = scale.fit(data, root, seed, steps=steps_per_part * scale.parts, callbacks=(callback,),
+                        config=None if source is None else load_config(source),
+                        init_from=None if source is None else str(source))
     return {"curve": callback.curve, "steps_per_part": steps_per_part, "tokens": trained.tokens}
 
 
@@ -121,7 +144,8 @@ def ends(curve: list[dict[str, Any]], parts: int) -> dict[str, list[float]]:
             "gap": [end[j] - end[-1] for j in range(parts)]}
 
 
-def figure(curve: list[dict[str, Any]], parts: int, steps_per_part: int, out: Path) -> list[str]:
+def figure(curve: list[dict[str, Any]], parts: int, steps_per_part: int, out: Path,
+           name: str = "forgetting.png") -> str:
     fig, ax = subplots(figsize=(7, 4))
     steps = [c["step"] for c in curve]
     for j in range(parts):
@@ -131,12 +155,34 @@ def figure(curve: list[dict[str, Any]], parts: int, steps_per_part: int, out: Pa
     ax.set(xlabel="training step (parts trained in sequence; dotted: part boundaries)",
            ylabel="mean loss on the part (nats/token)", title="loss of each data part during sequential training")
     ax.legend(ncol=2, fontsize=8)
-    return [save_figure(fig, out, "forgetting.png")]
+    return save_figure(fig, out, name)
+
+
+def rise(runs: list[dict[str, Any]], parts: int) -> dict[str, list[float]]:
+    """Part 1's probe loss right after it and at the end, per seed: the paired arms of a rise finding."""
+    summaries = [ends(r["curve"], parts) for r in runs]
+    return {"part 1 right after it": [s["after"][0] for s in summaries],
+            "part 1 at the end": [s["end"][0] for s in summaries]}
+
+
+def pretrained_reading(setting: Scale, options: Options, tmp: Path) -> tuple[list[str], dict[str, Any], dict]:
+    """The pretrained source continued on new text: its table lines, its rise arms and its record."""
+    source = pretrained.source(options.scale, options.source)
+    runs = [train(setting, seed, tmp / f"p{seed}", source) for seed in range(options.seeds)]
+    arms = rise(runs, setting.parts)
+    named = options.source or (pretrained.BUILTIN if options.scale != "smoke" else "a tiny random-init stand-in")
+    lines = ["", f"**From the pretrained source** ({shown(named)}, its own tokenizer) on {setting.parts} seeded parts "
+             f"of {setting.blocks_per_part} blocks of {'; '.join(setting.sources)} ({runs[0]['tokens']:,} tokens a "
+             f"seed): part 1's probe loss {statistics.mean(arms['part 1 right after it']):.4f} right after it, "
+             f"{statistics.mean(arms['part 1 at the end']):.4f} at the end (seed means; a rise is forgetting)."]
+    return lines, arms, {"source": str(source), "curves": [r["curve"] for r in runs], "tokens": runs[0]["tokens"],
+                         "steps_per_part": runs[0]["steps_per_part"]}
 
 
 def measure(setting: Scale, options: Options, folder: Path) -> Measured:
     with scratch("forgetting") as tmp:
         runs = [train(setting, seed, tmp / f"s{seed}") for seed in range(options.seeds)]
+        after_pretraining = pretrained_reading(setting.pretrained, options, tmp) if setting.pretrained else None
     curves, K = [r["curve"] for r in runs], setting.parts
     summaries = [ends(c, K) for c in curves]
     rows = [{"part": j + 1, **{key: statistics.mean(s[key][j] for s in summaries) for key in ("after", "end", "rise",
@@ -150,13 +196,20 @@ def measure(setting: Scale, options: Options, folder: Path) -> Measured:
              f"of {setting.probe_batches * setting.batch_size} of its samples (fewer if the part is smaller). The "
              "paper gives a figure, no numbers: the loss of early parts rises again after later parts are trained "
              "[P]."]
-    measured = {"rise": {"part 1 right after it": [s["after"][0] for s in summaries],
-                         "part 1 at the end": [s["end"][0] for s in summaries]},
-                "recency": {"x": [r["part"] for r in rows], "y": [r["end"] for r in rows]}}
-    return Measured("\n".join(lines), measured, rows=rows, tokens={"each seed": runs[0]["tokens"]},
-                    figures=figure(curves[0], K, runs[0]["steps_per_part"], folder), extra={"curves": curves})
+    measured = {"rise": rise(runs, K), "recency": {"x": [r["part"] for r in rows], "y": [r["end"] for r in rows]},
+                "rise_pretrained": after_pretraining[1] if after_pretraining else {}}
+    extra: dict[str, Any] = {"curves": curves}
+    tokens = {"each seed": runs[0]["tokens"]}
+    figures = [figure(curves[0], K, runs[0]["steps_per_part"], folder)]
+    if after_pretraining:
+        lines += after_pretraining[0]
+        extra["pretrained"] = record = after_pretraining[2]
+        tokens["each seed, pretrained"] = record["tokens"]
+        figures.append(figure(record["curves"][0], setting.pretrained.parts, record["steps_per_part"], folder,
+                              "forgetting_pretrained.png"))
+    return Measured("\n".join(lines), measured, rows=rows, tokens=tokens, figures=figures, extra=extra)
 
 
 EXPERIMENT = Experiment("forgetting", "Forgetting of early data (§3, multiple-round training)", SCALES, FINDINGS,
                         measure, paper={"claim": "the loss of early parts rises again", "tag": "P"},
-                        core_hours={"small": 0.4})
+                        core_hours={"small": 1.0})

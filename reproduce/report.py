@@ -53,7 +53,9 @@ def _columns(f: dict) -> tuple[str, str, str, str]:
     """A finding's effect with its interval, raw p, Holm p and detectable effect, one entry per test."""
     tests = f.get("pairs") or []
     if f.get("kind") == "threshold" and isinstance(f.get("data"), dict):
-        return f"{_num(f['data'].get('value'), '.4g')} (≥ {_num(f.get('at_least'), '.4g')})", "–", "–", "–"
+        data = f["data"]
+        interval = f" [{_num(data['low'], '.4g')}, {_num(data['high'], '.4g')}]" if "low" in data else ""
+        return f"{_num(data.get('value'), '.4g')}{interval} (≥ {_num(f.get('at_least'), '.4g')})", "–", "–", "–"
     effects, raws, holms, detectable = [], [], [], []
     for t in tests:
         pair = f"{t['better']} vs {t['worse']}: " if len(tests) > 1 else ""

@@ -52,8 +52,9 @@ RULE = (
     "reproduced when the 95% interval lies wholly outside it, underpowered when the run could not show equivalence "
     "even for a true difference of zero, otherwise inconclusive. Correlations use Spearman's p (exact permutation "
     f"for small samples) with the same rule (over the points of one deterministic measurement, no seeds are "
-    "needed); deterministic measurements are thresholds (at least the paper's value). Over the whole report, every "
-    "counted p-value is Holm–Bonferroni adjusted (each comparison of the same numbers counted once) and the verdicts "
+    "needed); seed-free measurements are thresholds (at least the paper's value), decided by their 95% bootstrap "
+    "interval over held-out documents, benchmark items or timed rounds where they have one. Over the whole report, "
+    "every counted p-value is Holm–Bonferroni adjusted (each comparison of the same numbers counted once) and the verdicts "
     "are decided again with the adjusted p, which can only turn a verdict inconclusive or underpowered. A finding "
     "that reuses another finding's runs refers to that verdict instead of being judged again. Fewer than "
     f"{MIN_SEEDS} seeds or smoke scale are inconclusive; exploratory readings, chosen after a run, are never judged."
@@ -345,6 +346,23 @@ def _decide_correlation(finding: Finding, r: Mapping[str, Any], p_key: str = "p"
     return INCONCLUSIVE
 
 
+def _judge_threshold(finding: Finding, data: Mapping[str, float]) -> Verdict:
+    """A seed-free measurement against the paper's value. With a 95% bootstrap interval (``low``, ``high`` over
+    held-out documents, benchmark items or timed rounds) the interval decides: wholly at or above the value is
+    reproduced, wholly below is not, straddling it is inconclusive. Without one, the point value decides."""
+    value, at_least = data["value"], finding.at_least
+    if "low" not in data:
+        holds = value >= at_least
+        return Verdict(REPRODUCED if holds else NOT_REPRODUCED,
+                       f"deterministic: {value:.4g} {'≥' if holds else '<'} {at_least:.4g}")
+    interval = f"{value:.4g} [{data['low']:.4g}, {data['high']:.4g}] (95% bootstrap over {data.get('n', '?')} items)"
+    if data["low"] >= at_least:
+        return Verdict(REPRODUCED, f"{interval} ≥ {at_least:.4g}")
+    if data["high"] < at_least:
+        return Verdict(NOT_REPRODUCED, f"{interval} < {at_least:.4g}")
+    return Verdict(INCONCLUSIVE, f"{interval} straddles {at_least:.4g}")
+
+
 def judge(finding: Finding, data: Any, scale: str, seeds: int, deterministic: bool = False) -> Verdict:
     """The verdict on one declared finding, from what the experiment measured for it."""
     if finding.kind == "paired":
@@ -354,9 +372,7 @@ def judge(finding: Finding, data: Any, scale: str, seeds: int, deterministic: bo
     elif finding.kind == "correlation":
         verdict = _judge_correlation(finding, data, seeds, deterministic)
     else:
-        holds = data["value"] >= finding.at_least
-        verdict = Verdict(REPRODUCED if holds else NOT_REPRODUCED,
-                          f"deterministic: {data['value']:.4g} {'≥' if holds else '<'} {finding.at_least:.4g}")
+        verdict = _judge_threshold(finding, data)
     if finding.exploratory:
         return Verdict(EXPLORATORY, f"exploratory, not judged ({verdict.why})", verdict.n, verdict.pairs)
     if scale == "smoke":

@@ -112,6 +112,16 @@ def test_correlations_and_thresholds():
     assert judge(share, {"value": 0.93}, "small", 1).verdict == NOT_REPRODUCED
 
 
+def test_a_threshold_with_a_bootstrap_interval_is_decided_by_the_interval():
+    skip = Finding("s", "skipping the ends costs more", "P", "Δbpb", kind="threshold", at_least=0.0)
+    assert judge(skip, {"value": 0.2, "low": 0.05, "high": 0.3, "n": 400}, "small", 1).verdict == REPRODUCED
+    assert judge(skip, {"value": -0.2, "low": -0.3, "high": -0.05}, "small", 1).verdict == NOT_REPRODUCED
+    straddling = judge(skip, {"value": 0.2, "low": -0.01, "high": 0.4, "n": 400}, "small", 1)
+    assert straddling.verdict == INCONCLUSIVE and "straddles" in straddling.why  # the point alone would say reproduced
+    items = np.random.default_rng(0).normal(0.2, 1.0, 400)
+    assert judge(skip, {"value": float(items.mean()), **bootstrap(items)}, "small", 1).verdict == REPRODUCED
+
+
 def test_only_declared_findings_are_judged():
     findings = (PAIR, Finding("g", "c", "P", "bpb", ("a", "b")))
     data = {"a": [1.0, 1.1, 1.2], "b": [2.0, 2.1, 2.3]}
