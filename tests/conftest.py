@@ -10,6 +10,11 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
+# Tests never touch the network: a Hugging Face hub load (lm-eval's hub-backed tasks, hf: corpora) fails at once
+# instead of retrying. Set before datasets / huggingface_hub are imported, which read these once.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
 # Tests never touch the user's cache; one cache per test session keeps the packed corpora shared between tests.
 _SESSION_CACHE = Path(os.environ.setdefault("TINYLM_CACHE", str(Path(os.environ.get("TMPDIR", "/tmp")) /
                                                                 f"tinylm-test-cache-{os.getpid()}")))

@@ -55,6 +55,7 @@ def test_paper_ablation_group_counts():
 
 
 def test_missing_file_is_a_clear_error(model_dir, tmp_path, capsys):
+    (tmp_path / "piqa").mkdir()  # the folder is there, so the local task is chosen (no hub fallback)
     with pytest.raises(SystemExit) as exit_info:
         main(["eval", "--model", str(model_dir), "--tasks", "piqa", "--data_dir", str(tmp_path)])
     assert exit_info.value.code == 2

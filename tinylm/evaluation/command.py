@@ -14,7 +14,8 @@ from tinylm.errors import TinyLMError
 def run_tasks(lm: Any, tasks: list[str], num_fewshot: int | None = None, limit: float | None = None,
               data_dir: str | None = None, seed: int = 1234, bootstrap_iters: int = 100_000,
               samples: dict[str, list[int]] | None = None) -> dict:
-    """Evaluate an lm-eval ``LM`` on task names (local first, then lm-eval's); returns lm-eval's result dict.
+    """Evaluate an lm-eval ``LM`` on task names (local first, then lm-eval's; see ``load_tasks`` for when a local
+    task without files runs as lm-eval's hub-backed one); returns lm-eval's result dict.
     ``samples``: the document indices to score per task (instead of ``limit``'s first n)."""
     from lm_eval import simple_evaluate
 
@@ -62,7 +63,9 @@ def evaluate(
         model: a model dir (Hugging Face LLaMA layout, as tinylm writes it).
         tasks: comma-separated task or group names. tinylm's local tasks (eval/*.yaml: arc_easy, hellaswag,
             c3, ceval, ..., groups paper_ablation and paper_final) come first, then lm-eval's registry;
-            ``lm_eval:<name>`` forces lm-eval's task of that name.
+            ``lm_eval:<name>`` forces lm-eval's task of that name. A local task without its files that lm-eval
+            also ships (arc_easy, hellaswag, piqa, boolq, mmlu, ceval, cmmlu, agieval) runs as lm-eval's task,
+            which downloads its data from the Hugging Face hub; a line says so.
         num_fewshot: few-shot examples per prompt (default: each task's own, 0 for the local tasks).
         limit: evaluate only the first N documents of each task (a fraction if below 1).
         batch_size: sequences per forward pass.

@@ -2,19 +2,26 @@
 
 The local tasks are the YAMLs beside this file, shipped as package data so an installed wheel has them
 (``eval/README.md`` documents them). They are indexed with ``include_defaults=False``, which takes milliseconds
-(lm-eval's full index takes ~15 s and is built only when a name is not local). A name written
-``lm_eval:<name>`` skips the local tasks. The data folder reaches each task's loader through the task
-metadata (``data_dir``).
+(lm-eval's full index takes seconds and is built only when a name needs it). A name written ``lm_eval:<name>``
+skips the local tasks. The data folder reaches each task's loader through the task metadata (``data_dir``).
+A local task whose files are absent but whose benchmark lm-eval also ships (``HUB_TASKS``) becomes lm-eval's
+task, which downloads the data from the Hugging Face hub; one line says so.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tinylm.errors import TinyLMError
+from tinylm.evaluation.datasets import DATA_ENV, has_benchmark
+from tinylm.evaluation.datasets import data_dir as resolve_data_dir
+
+if TYPE_CHECKING:
+    from lm_eval.tasks import TaskManager
 
 EVAL_DIR = Path(__file__).resolve().parent  # the task YAMLs live beside this module
 REGISTRY_PREFIX = "lm_eval:"
@@ -35,17 +42,31 @@ PAPER_FINAL = {
 PAPER_ABLATION = {"ARC-E": ("arc_easy", "acc"), "HellaSwag": ("hellaswag", "acc"), "C3": ("c3", "acc")}
 ABLATION_TASKS = [task for task, _ in PAPER_ABLATION.values()]  # the paper's ablation trio, as task names
 
+# Local task → lm-eval's task or group of the same benchmark, which reads it from the Hugging Face hub. ``load_tasks``
+# takes it when the benchmark folder (named like the task) is absent. Left out because lm-eval ships no such
+# benchmark: axb, c3, c3_test, eprstmt, eprstmt_dev, agieval_mcq and agieval_cloze (the two halves of agieval); and
+# xsum, whose lm-eval namesake is a unitxt card (another package, prompt, split and metric).
+HUB_TASKS = {"arc_easy": "arc_easy", "hellaswag": "hellaswag", "piqa": "piqa", "boolq": "boolq", "mmlu": "mmlu",
+             "ceval": "ceval-valid", "cmmlu": "cmmlu", "agieval": "agieval"}
 
-def task_manager(data_dir: str | os.PathLike | None = None, include_defaults: bool = False):
-    from lm_eval.tasks import TaskManager
 
-    from tinylm.evaluation.datasets import DATA_ENV
-    from tinylm.evaluation.datasets import data_dir as resolve_data_dir
+def task_manager(data_dir: str | os.PathLike | None = None) -> TaskManager:
+    """tinylm's local tasks only, with the benchmark folder (when one is set) in every task's metadata."""
+    from lm_eval.tasks import TaskManager  # here, not at the top: lm-eval's task package is only needed to load tasks
 
     # no folder set: tasks that need no files still run; one that does names the setting when it loads
     given = data_dir or os.environ.get(DATA_ENV)
-    return TaskManager(include_path=str(EVAL_DIR), include_defaults=include_defaults,
+    return TaskManager(include_path=str(EVAL_DIR), include_defaults=False,
                        metadata={"data_dir": str(resolve_data_dir(data_dir))} if given else {})
+
+
+@functools.cache
+def registry() -> TaskManager:
+    """lm-eval's own tasks, indexed once per process (seconds). Without tinylm's folder: its YAMLs would shadow
+    lm-eval's tasks of the same name, and ``lm_eval:arc_easy`` would load tinylm's."""
+    from lm_eval.tasks import TaskManager  # here, not at the top: lm-eval's task package is only needed to load tasks
+
+    return TaskManager(include_defaults=True)
 
 
 def local_task_names() -> list[str]:
@@ -53,35 +74,63 @@ def local_task_names() -> list[str]:
 
 
 def load_tasks(names: list[str], data_dir: str | os.PathLike | None = None) -> list[Any]:
-    """Task/Group objects for ``names``, local names first, the rest from lm-eval's registry."""
+    """Task/Group objects for ``names``: local names first, the rest from lm-eval's registry. A local task in
+    ``HUB_TASKS`` whose folder the benchmark folder lacks (or with no folder set) is lm-eval's hub-backed task."""
     if not names:
         raise TinyLMError("no tasks given; pass --tasks with local names "
                           f"({', '.join(local_task_names())}) or lm-eval task names")
     local = task_manager(data_dir)
-    chosen, remote = {}, []
+    plan: dict[tuple[str, bool], str | None] = {}  # (name, from lm-eval's registry) → the local task it stands in for
     for name in names:
-        if not name.startswith(REGISTRY_PREFIX) and name in local.all_tasks:
-            chosen[name] = local
+        if name.startswith(REGISTRY_PREFIX) or name not in local.all_tasks:
+            plan.setdefault((name.removeprefix(REGISTRY_PREFIX), True), None)
+        elif name in HUB_TASKS and not has_benchmark(name, data_dir):
+            plan.setdefault((HUB_TASKS[name], True), name)
         else:
-            remote.append(name.removeprefix(REGISTRY_PREFIX))
-    if remote:
-        registry = task_manager(data_dir, include_defaults=True)
-        missing = [name for name in remote if name not in registry.all_tasks]
-        if missing:
-            raise TinyLMError(f"unknown task(s) {', '.join(missing)}; local tasks are {', '.join(local_task_names())}, "
-                              "anything else must be an lm-eval task name (lm-eval ls tasks)")
-        for name in remote:
-            chosen[REGISTRY_PREFIX + name] = registry
+            plan.setdefault((name, False), None)
+    missing = [name for name, hub in plan if hub and name not in registry().all_tasks]
+    if missing:
+        raise TinyLMError(f"unknown task(s) {', '.join(missing)}; local tasks are {', '.join(local_task_names())}, "
+                          "anything else must be an lm-eval task name (lm-eval ls tasks)")
     objects = []
-    for name, manager in chosen.items():
-        spec = name.removeprefix(REGISTRY_PREFIX)
-        loaded = manager.load([spec])
-        objects.append(loaded["groups"][spec] if spec in loaded["groups"] else loaded["tasks"][spec])
+    for (name, hub), stands_in_for in plan.items():
+        if stands_in_for:
+            _announce(hub_note(stands_in_for, data_dir))
+        loaded = _load_hub(name, stands_in_for) if hub else local.load([name])
+        objects.append(loaded["groups"][name] if name in loaded["groups"] else loaded["tasks"][name])
     return objects
 
 
+def hub_note(name: str, data_dir: str | os.PathLike | None = None) -> str:
+    """The line that says a local task ``name`` (a key of ``HUB_TASKS``) runs as lm-eval's hub-backed task."""
+    try:
+        where = f"no {name} folder in {resolve_data_dir(data_dir)}"
+    except TinyLMError:
+        where = "no local files"
+    return (f"tinylm: {name}: {where} (set {DATA_ENV} or --data_dir); "
+            f"using lm-eval's hub-backed task '{HUB_TASKS[name]}'")
+
+
+@functools.cache
+def _announce(line: str) -> None:
+    # once per process: a training callback, `tinylm pro` and reproduce load the same tasks again and again
+    print(line, flush=True)
+
+
+def _load_hub(name: str, stands_in_for: str | None) -> dict[str, Any]:
+    """lm-eval's task ``name``; its data comes from the Hugging Face hub (or the datasets cache)."""
+    try:
+        return registry().load([name])
+    except OSError as err:  # offline: datasets raises ConnectionError; a missing or gated dataset, other OSErrors
+        reason = f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0]}"
+        fix = (f"set {DATA_ENV} or --data_dir to the folder of the benchmark files, or go online" if stands_in_for
+               else "go online once (the Hugging Face datasets cache then serves offline runs)")
+        raise TinyLMError(f"{stands_in_for or name}: lm-eval's hub-backed task '{name}' could not load its data "
+                          f"({reason}); {fix}") from None
+
+
 def _score(results: dict[str, dict], task: str, metric: str) -> float | None:
-    row = results.get(task, {})
+    row = results.get(task) or results.get(HUB_TASKS.get(task, task), {})  # lm-eval's name where it stood in
     value = row.get(f"{metric},none")
     return None if value is None or value == "N/A" else 100 * float(value) if metric.startswith("acc") else float(value)
 
