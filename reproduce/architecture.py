@@ -28,9 +28,10 @@ from reproduce.experiment import (
     scratch,
     subplots,
 )
-from reproduce.shapes import ShapeSpace, expansion_rate, sample, spearman
+from reproduce.shapes import sample, spearman
 from reproduce.verdict import Finding
 from tinylm.model import ModelConfig
+from tinylm.model.shapes import ShapeSpace, expansion_rate
 
 FACTORS = {"depth": "num_layers", "width": "hidden_size", "expansion": "expansion"}
 PAPER_RHO = {"depth": (0.528, "?"), "width": (None, ""), "expansion": (None, "")}

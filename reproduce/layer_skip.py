@@ -38,6 +38,8 @@ from reproduce.experiment import (
     write_json,
 )
 from reproduce.verdict import Finding
+from tinylm.model import Transformer
+from tinylm.model.scoring import block_nll
 
 SCALES: dict[str, dict[str, Any]] = {
     "smoke": {"text_bytes": 3_000, "seq_len": 64, "spans": (1, 2, 4), "arc_items": 4},
@@ -62,26 +64,11 @@ FINDINGS = (
 
 
 @torch.no_grad()
-def layer_inputs(model, ids: torch.Tensor) -> tuple[list[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+def layer_inputs(model: Transformer, ids: torch.Tensor) -> list[torch.Tensor]:
     """The residual stream entering every layer, then leaving the last: ``num_layers + 1`` hidden states."""
-    from tinylm.model import Masks
-
-    cos, sin = model.rope(torch.arange(ids.shape[1]), torch.float32)
-    h = [model.model.embed_tokens(ids)]
-    for index, layer in enumerate(model.model.layers):
-        h.append(layer(h[-1], cos, sin, Masks(), index, None))
-    return h, (cos, sin)
-
-
-@torch.no_grad()
-def logits_skipping(model, inputs: list[torch.Tensor], rope, start: int, x: int) -> torch.Tensor:
-    """Logits with layers ``start .. start + x - 1`` skipped, from the cached stream entering ``start``."""
-    from tinylm.model import Masks
-
-    h = inputs[start]
-    for index in range(start + x, model.config.num_layers):
-        h = model.model.layers[index](h, *rope, Masks(), index, None)
-    return model.lm_head(model.model.norm(h))
+    streams: list[torch.Tensor] = []
+    model(ids, streams=streams, return_hidden=True)
+    return streams
 
 
 def configs(n: int, spans) -> list[tuple[int, int]]:
@@ -89,7 +76,7 @@ def configs(n: int, spans) -> list[tuple[int, int]]:
     return [(0, 0)] + [(x, s) for x in spans for s in range(n - x + 1)]
 
 
-def sweep_bpb(model, blocks, token_bytes, spans, cache: Path) -> dict:
+def sweep_bpb(model: Transformer, blocks: list[torch.Tensor], token_bytes: torch.Tensor, spans, cache: Path) -> dict:
     """Summed nll per (x, start), bytes, and the cosine / angle sums between h_s and h_(s+x) over ``blocks``.
     Each block's sums are cached as they finish; any prefix of the same stream reuses them."""
     n = model.config.num_layers
@@ -97,15 +84,13 @@ def sweep_bpb(model, blocks, token_bytes, spans, cache: Path) -> dict:
     for index in range(len(done["blocks"]), len(blocks)):
         start = time.perf_counter()
         block = blocks[index]
-        inputs, rope = layer_inputs(model, block[:, :-1])
-        targets = block[:, 1:]
-        state = {"nll": {}, "cos": {}, "angle": {}, "bytes": token_bytes[targets].sum().item(),
-                 "tokens": targets.numel()}
+        inputs = layer_inputs(model, block[:, :-1])
+        state = {"nll": {}, "cos": {}, "angle": {}}
         for x, s in configs(n, spans):
-            logits = logits_skipping(model, inputs, rope, s, x)
-            nll = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="sum")
+            # layers s .. s + x - 1 skipped: the model runs on from the stream that entered s
+            scored = block_nll(model, block, token_bytes, forward={"start": (s + x, inputs[s])})
             key = f"{x},{s}"
-            state["nll"][key] = nll.item()
+            state["nll"][key], state["bytes"], state["tokens"] = scored.nll, scored.bytes, scored.tokens
             if x:
                 cos = torch.nn.functional.cosine_similarity(inputs[s], inputs[s + x], dim=-1).clamp(-1, 1)
                 state["cos"][key] = cos.sum().item()
@@ -159,10 +144,10 @@ def sweep_arc(model, tokenizer, items, cache: Path) -> dict:
         seqs = [context + tokenizer.encode_one(item["prompt"] + choice)[len(context):] for choice in item["choices"]]
         width = max(len(s) for s in seqs)
         ids = torch.tensor([s + [0] * (width - len(s)) for s in seqs])
-        inputs, rope = layer_inputs(model, ids)
+        inputs = layer_inputs(model, ids)
         correct = {}
         for x, s in configs(n, (1,)):
-            logprobs = logits_skipping(model, inputs, rope, s, x).float().log_softmax(-1)
+            logprobs = model(ids, start=(s + x, inputs[s])).float().log_softmax(-1)
             scores = [sum(logprobs[row, t - 1, seq[t]].item() for t in range(len(context), len(seq)))
                       for row, seq in enumerate(seqs)]
             correct[f"{x},{s}"] = int(max(range(len(scores)), key=scores.__getitem__) == item["answer"])
@@ -183,7 +168,7 @@ def measure(cfg: dict, options: Options, folder: Path) -> Measured:
     blocks = pretrained.heldout_blocks(tokenizer, cfg["text_bytes"], cfg["seq_len"])
     token_bytes = torch.from_numpy(tokenizer.token_bytes)
     key = cache_key(tokenizer.sha256, str(source), (source / "model.safetensors").stat().st_size, cfg["seq_len"],
-                    spans, modules=["reproduce.layer_skip", "tinylm.model.transformer"])
+                    spans, modules=["reproduce.layer_skip", "tinylm.model.transformer", "tinylm.model.scoring"])
     cache = Path(default_cache_dir()) / "reproduce" / f"layer-skip-v2-{key}"  # blocks and items of any prefix
     text = sweep_bpb(model, blocks, token_bytes, spans, cache.with_suffix(".bpb.json"))
     items = arc_items(cfg["arc_items"])

@@ -5,11 +5,9 @@ each one the same way, and reports the Spearman coefficient between each factor 
 budget the factors are tied together (deeper means narrower), so each correlation is read one factor at a time,
 as the paper does.
 
-* ``ShapeSpace`` — the budget (body only, or with embedding + head: ``embeddings``), its tolerance, and the
-  ranges of depth, width (multiples of ``head_dim``, so heads always divide the width) and expansion rate
-  (``intermediate_size / hidden_size``).
-* ``sample`` — seeded random configurations inside the budget; ``grid`` — a fixed depth × expansion grid whose
-  widths are solved to meet the budget (the depth/width variants of the speed table).
+* ``sample`` — seeded random configurations inside a budget; ``grid`` — a fixed depth × expansion grid whose
+  widths are solved to meet the budget (the depth/width variants of the speed table). Which shapes fit a budget
+  is solved once, in ``tinylm.model.shapes`` (``ShapeSpace``), which ``tinylm pro`` shares.
 * ``spearman`` — rank correlation (``scipy.stats``) with its two-sided p-value (exact permutation p for
   small samples).
 * ``decode_speeds`` / ``decode_throughput`` — generated tokens/s with the KV cache under the paper's speed
@@ -21,7 +19,6 @@ from __future__ import annotations
 import math
 import random
 import time
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -31,97 +28,7 @@ import torch
 from tinylm.errors import TinyLMError
 from tinylm.model import ModelConfig, Transformer
 from tinylm.model.generate import generate
-
-
-@dataclass(frozen=True)
-class ShapeSpace:
-    """Where shapes may be drawn from.
-
-    Args:
-        budget: target parameter count.
-        tolerance: accepted relative distance from the budget (0.05 = ±5%).
-        embeddings: whether the budget counts the token embedding and the output head (needs ``vocab_size``).
-        vocab_size: the vocabulary the configurations get (None: taken later from the tokenizer).
-        depth: inclusive range of layer counts.
-        width: inclusive range of hidden sizes; only multiples of ``head_dim`` are used.
-        expansion: inclusive range of FFN expansion rates ``intermediate_size / hidden_size``.
-        head_dim: channels per attention head.
-        ffn_multiple: the FFN size is a multiple of this (hardware-friendly sizes).
-        max_seq_len: context length of the configurations.
-    """
-
-    budget: int
-    tolerance: float = 0.05
-    embeddings: bool = False
-    vocab_size: int | None = None
-    depth: tuple[int, int] = (2, 32)
-    width: tuple[int, int] = (64, 4096)
-    expansion: tuple[float, float] = (1.0, 4.0)
-    head_dim: int = 64
-    ffn_multiple: int = 16
-    max_seq_len: int = 2048
-
-    def __post_init__(self) -> None:
-        if self.budget <= 0 or not 0 < self.tolerance < 1:
-            raise TinyLMError(f"shape space: budget={self.budget} must be positive and tolerance={self.tolerance} "
-                              "a fraction in (0, 1)")
-        if self.embeddings and self.vocab_size is None:
-            raise TinyLMError("shape space: a budget with embeddings needs vocab_size; give it or set embeddings=False")
-        for name in ("depth", "width", "expansion"):
-            low, high = getattr(self, name)
-            if not 0 < low <= high:
-                raise TinyLMError(f"shape space: {name} range ({low}, {high}) must be positive and ordered (low, high)")
-        if self.head_dim <= 0 or self.head_dim % 2 or self.ffn_multiple <= 0:
-            raise TinyLMError(f"shape space: head_dim={self.head_dim} must be positive and even (RoPE), "
-                              f"ffn_multiple={self.ffn_multiple} positive")
-        if not self.widths():
-            raise TinyLMError(f"shape space: no multiple of head_dim={self.head_dim} lies in width range {self.width}")
-
-    def widths(self) -> list[int]:
-        first = math.ceil(self.width[0] / self.head_dim) * self.head_dim
-        return list(range(first, self.width[1] + 1, self.head_dim))
-
-    def depths(self) -> list[int]:
-        return list(range(self.depth[0], self.depth[1] + 1))
-
-    def config(self, depth: int, width: int, intermediate_size: int) -> ModelConfig:
-        return ModelConfig(vocab_size=self.vocab_size, hidden_size=width, num_layers=depth,
-                           num_heads=width // self.head_dim, intermediate_size=intermediate_size,
-                           max_seq_len=self.max_seq_len)
-
-    def params(self, config: ModelConfig) -> int:
-        """The parameters the budget counts."""
-        return config.num_params(embeddings=self.embeddings)
-
-    def within(self, config: ModelConfig) -> bool:
-        return abs(self.params(config) - self.budget) <= self.tolerance * self.budget
-
-    def ffn_sizes(self, depth: int, width: int) -> list[int]:
-        """FFN sizes that put (depth, width) inside the budget with an expansion rate inside its range."""
-        low = math.ceil(self.expansion[0] * width / self.ffn_multiple) * self.ffn_multiple
-        high = math.floor(self.expansion[1] * width / self.ffn_multiple) * self.ffn_multiple
-        fixed = self.params(self.config(depth, width, self.ffn_multiple)) - 3 * depth * width * self.ffn_multiple
-        per_unit = 3 * depth * width  # gate, up and down gain this many parameters per FFN neuron
-        # the budget window solved for the FFN size, then clipped to the expansion range
-        first = math.ceil((self.budget * (1 - self.tolerance) - fixed) / per_unit / self.ffn_multiple)
-        last = math.floor((self.budget * (1 + self.tolerance) - fixed) / per_unit / self.ffn_multiple)
-        sizes = range(max(low, first * self.ffn_multiple), min(high, last * self.ffn_multiple) + 1, self.ffn_multiple)
-        return [size for size in sizes if size > 0 and self.within(self.config(depth, width, size))]
-
-
-def expansion_rate(config: ModelConfig) -> float:
-    return config.intermediate_size / config.hidden_size
-
-
-def feasible_shapes(space: ShapeSpace) -> dict[tuple[int, int], list[int]]:
-    """Every (depth, width) that can meet the budget, with the FFN sizes that do."""
-    shapes = {}
-    for depth in space.depths():
-        for width in space.widths():
-            sizes = space.ffn_sizes(depth, width)
-            if sizes:
-                shapes[(depth, width)] = sizes
-    return shapes
+from tinylm.model.shapes import ShapeSpace, feasible_shapes
 
 
 def sample(space: ShapeSpace, n: int, seed: int = 0) -> list[ModelConfig]:
@@ -146,11 +53,7 @@ def grid(space: ShapeSpace, depths: Sequence[int], expansions: Sequence[float]) 
     configs = []
     for depth in depths:
         for rate in expansions:
-            def shaped(width: int) -> ModelConfig:
-                ffn = max(space.ffn_multiple, round(rate * width / space.ffn_multiple) * space.ffn_multiple)
-                return space.config(depth, width, ffn)
-
-            best = min((shaped(width) for width in space.widths()), key=lambda c: abs(space.params(c) - space.budget))
+            best = space.closest(depth, rate)
             if not space.within(best):
                 raise TinyLMError(
                     f"grid point depth={depth}, expansion={rate:g}: the closest width {best.hidden_size} gives "

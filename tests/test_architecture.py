@@ -16,9 +16,10 @@ import pytest
 import scipy.stats
 import yaml
 
-from reproduce.shapes import EXACT_UP_TO, ShapeSpace, expansion_rate, feasible_shapes, grid, rank, sample, spearman
+from reproduce.shapes import EXACT_UP_TO, grid, rank, sample, spearman
 from tinylm.errors import TinyLMError
 from tinylm.model import ModelConfig
+from tinylm.model.shapes import ShapeSpace, expansion_rate, feasible_shapes
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -100,6 +101,42 @@ def test_grid_picks_the_closest_width_and_rejects_points_outside_the_budget():
             assert abs(other.num_params() - space.budget) >= distance
     with pytest.raises(TinyLMError, match="grid point depth=40.*drop the point or widen"):
         grid(space, [40], [8 / 3])
+
+
+# the architecture scales' spaces, and the (depth, width, FFN) shapes they sampled and gridded when the solver lived
+# in reproduce/shapes.py, before tinylm pro shared it
+SCALE_SHAPES = {
+    "smoke": (ShapeSpace(budget=150_000, tolerance=0.1, depth=(1, 8), width=(32, 128), expansion=(1.0, 4.0),
+                         head_dim=8, ffn_multiple=8, max_seq_len=512), 6, (1, 2, 4, 8),
+              [(7, 56, 64), (3, 72, 136), (6, 56, 80), (3, 80, 112), (1, 104, 336), (2, 96, 144)],
+              [(1, 112, 296), (2, 80, 216), (4, 56, 152), (8, 40, 104)]),
+    "small": (ShapeSpace(budget=800_000, tolerance=0.12, depth=(2, 16), width=(64, 256), expansion=(1.0, 4.0),
+                         head_dim=16, ffn_multiple=16, max_seq_len=512), 8, (2, 4, 8, 16),
+              [(7, 80, 320), (15, 64, 208), (7, 112, 192), (2, 192, 512), (5, 96, 368), (9, 96, 208), (9, 80, 240),
+               (7, 96, 256)],
+              [(2, 176, 464), (4, 128, 336), (8, 96, 256), (16, 64, 176)]),
+    "paper": (ShapeSpace(budget=1_000_000_000, tolerance=0.1, embeddings=True, vocab_size=48000, depth=(6, 40),
+                         width=(1024, 3072), expansion=(1.5, 4.0), head_dim=128, ffn_multiple=256), 20,
+              (8, 12, 16, 20, 24, 28, 32, 36),
+              [(21, 1920, 4608), (23, 1664, 4608), (8, 2432, 8704), (16, 1920, 5632), (27, 1792, 2816),
+               (26, 1664, 4864), (22, 1792, 4352), (18, 1664, 6400), (26, 1408, 5632), (20, 1792, 4608),
+               (31, 1664, 3328), (14, 2304, 5632), (27, 1664, 3840), (11, 2560, 6656), (17, 1792, 6912),
+               (10, 2304, 7680), (33, 1536, 4096), (15, 2560, 3840), (28, 1920, 3072), (38, 1536, 3328)],
+              [(8, 2816, 7424), (12, 2304, 6144), (16, 2048, 5376), (20, 1792, 4864), (24, 1664, 4352),
+               (28, 1536, 4096), (32, 1536, 4096), (36, 1408, 3840)]),
+}
+
+
+@pytest.mark.parametrize("scale", SCALE_SHAPES)
+def test_the_scales_sample_and_grid_the_shapes_they_did_before_the_solver_was_shared(scale):
+    space, configs, depths, sampled, gridded = SCALE_SHAPES[scale]
+
+    def shapes(found: list[ModelConfig]) -> list[tuple[int, int, int]]:
+        return [(c.num_layers, c.hidden_size, c.intermediate_size) for c in found]
+
+    assert shapes(sample(space, configs)) == sampled
+    assert shapes(grid(space, depths, [8 / 3])) == gridded
+    assert all(c.num_kv_heads == c.num_heads and c.max_seq_len == space.max_seq_len for c in sample(space, configs))
 
 
 def test_bad_spaces_are_errors():

@@ -123,6 +123,22 @@ def test_layer_mask_zero_equals_skipping_the_layer():
                                    atol=1e-5, rtol=1e-5)
 
 
+def test_a_pass_from_a_recorded_stream_equals_skipping_the_layers_before_it():
+    """``streams`` records the residual stream entering each layer; ``start`` resumes from one, which is exactly
+    the forward that skips layers s .. s + x − 1 (the layer-skip sweep's reuse)."""
+    model = make("debug", num_layers=4)
+    ids = torch.randint(0, 211, (2, 9))
+    streams: list[torch.Tensor] = []
+    with torch.no_grad():
+        full = model(ids, streams=streams)
+        assert len(streams) == 5 and torch.equal(streams[0], model.model.embed_tokens(ids))
+        assert torch.equal(model.lm_head(model.model.norm(streams[-1])), full)
+        for start in range(4):
+            for span in range(4 - start + 1):
+                resumed = model(ids, start=(start + span, streams[start]))
+                assert torch.equal(resumed, model(ids, skip_layers=range(start, start + span))), (start, span)
+
+
 def _narrow_copy(model: Transformer, heads: list[int] | None = None, neurons: list[int] | None = None,
                  channels: list[int] | None = None) -> Transformer:
     """A smaller model holding the kept heads / FFN neurons / hidden channels of ``model`` (same in every layer).

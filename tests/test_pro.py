@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tinylm.errors import TinyLMError
 from tinylm.model import ModelConfig
 from tinylm.pro import (
     command,
@@ -73,6 +74,10 @@ def test_whole_chain_on_a_tiny_source(finished):
     assert len({arm["tokens"] for arm in training.values()}) == 1 and training["pro"]["tokens"] > 0
     assert (finished / "4-train" / "pro" / "rounds" / "round_1.npz").is_file()
     assert training["pro"]["lr"] == pytest.approx((4 * 32 / 2048) ** 0.5 * 1e-3)
+    # the rule's settings carry LanguageModel's names (tinylm fit's --model.lr ...), the report prints it as math
+    assert {k: report["recipe"][k] for k in ("lr", "lr_scaling_bs0", "lr_scaling_r")} == \
+        {"lr": 1e-3, "lr_scaling_bs0": 2048, "lr_scaling_r": 0.5}
+    assert "lr = (bs / bs0)^r × lr0 = (128/2048)^0.5 × 0.001 = 2.50e-04" in text
     # 3. the inherited model is the compact source's both-ends layers, and training moved it
     from tinylm.artifacts.model_dir import load_model_dir
 
@@ -118,7 +123,7 @@ def test_a_killed_run_resumes_at_the_stage_it_had_not_finished(source, corpus_di
     assert "tinylm-tmp" not in log and f"scratch model dir: {out / '4-train' / 'scratch' / 'model'}" in log  # final paths
     assert (out / "4-train" / "pro" / "model" / "model.safetensors").stat().st_mtime_ns == weights
     # a changed training setting redoes training, not the tokenizer, shape or inheritance
-    small_run(source, corpus_dir, out, distill=0.0, tasks=[], lr0=2e-3)
+    small_run(source, corpus_dir, out, distill=0.0, tasks=[], lr=2e-3)
     log = capsys.readouterr().out
     assert "1-tokenizer: skipped" in log and "3-inherit: skipped" in log and "pro: running" in log
 
@@ -139,6 +144,7 @@ def test_stages_runs_a_subset(source, corpus_dir, tmp_path, capsys):
     (["--coverage", "1.5"], "--coverage 1.5 must be a share"),
     (["--criterion", "magic"], "--criterion 'magic'"),
     (["--distill", "2"], "--distill 2.0 must be a weight"),
+    (["--lr_scaling_bs0", "0"], "--lr_scaling_bs0 0 must be positive"),
 ])
 def test_bad_input_is_one_line(source, corpus_dir, tmp_path, capsys, args, message):
     from tinylm.cli import main
@@ -178,6 +184,42 @@ def test_depth_rule_and_budget_shapes():
     assert shape.intermediate_size == 688 and shape.head_dim == 64 and shape.tie_embeddings
     preset, how = read_target("tiny", smollm2, 11357)
     assert (preset.hidden_size, preset.num_kv_heads, how) == (256, 2, "preset tiny")
+
+
+BUDGETS = (1_000, 100_000, 300_000, 1_000_000, 3_000_000, 10_000_000, 30_000_000, 100_000_000, 500_000_000)
+# (layers, width, heads, KV heads, FFN) picked per budget when pro solved budgets on its own, before it shared
+# tinylm.model.shapes with the architecture study; None: no shape lands within half the budget
+BUDGET_SHAPES = [
+    (ModelConfig(vocab_size=11357, hidden_size=576, num_layers=30, num_heads=9, num_kv_heads=3, intermediate_size=1536,
+                 tie_embeddings=True),
+     [None, None, None, (5, 64, 1, 1, 176), (6, 128, 2, 1, 336), (8, 256, 4, 2, 688), (10, 384, 6, 2, 1024),
+      (13, 576, 9, 3, 1536), None]),
+    (ModelConfig(vocab_size=32000, hidden_size=2048, num_layers=22, num_heads=32, num_kv_heads=4,
+                 intermediate_size=5632),
+     [None, None, None, None, (6, 64, 1, 1, 176), (8, 128, 2, 1, 352), (10, 320, 5, 1, 880), (13, 640, 10, 2, 1760),
+      (17, 1536, 24, 3, 4224)]),
+    (ModelConfig(vocab_size=48000, hidden_size=1792, num_layers=21, num_heads=14, intermediate_size=4864,
+                 rope_theta=5e5, norm_eps=1e-6),
+     [None, None, None, None, None, (8, 128, 1, 1, 352), (10, 256, 2, 2, 688), (13, 512, 4, 4, 1392),
+      (17, 1280, 10, 10, 3472)]),
+    (ModelConfig(vocab_size=5000, hidden_size=384, num_layers=12, num_heads=6, num_kv_heads=2, head_dim=96,
+                 intermediate_size=1000),  # heads wider than hidden / heads: the FFN stops at the source's
+     [None, None, None, None, (6, 192, 2, 1, 496), (8, 288, 3, 1, 752), (10, 576, 6, 2, 1000), None, None]),
+]
+
+
+@pytest.mark.parametrize("source, expected", BUDGET_SHAPES, ids=["smollm2", "gqa-8", "mha", "wide-heads"])
+def test_budget_shapes_are_the_ones_pro_picked_before_the_solver_was_shared(source, expected):
+    for budget, want in zip(BUDGETS, expected):
+        if want is None:
+            with pytest.raises(TinyLMError, match=f"lands near a budget of {budget:,} parameters"):
+                shape_for_budget(budget, source, source.vocab_size)
+            continue
+        shape = shape_for_budget(budget, source, source.vocab_size)
+        assert (shape.num_layers, shape.hidden_size, shape.num_heads, shape.num_kv_heads,
+                shape.intermediate_size) == want
+        assert (shape.head_dim, shape.rope_theta, shape.norm_eps, shape.tie_embeddings, shape.max_seq_len) == \
+            (source.head_dim, source.rope_theta, source.norm_eps, source.tie_embeddings, source.max_seq_len)
 
 
 def test_interleave_lets_the_datamodule_hold_out_exactly_the_heldout_documents():

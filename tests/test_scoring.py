@@ -17,7 +17,7 @@ from tinylm.errors import TinyLMError
 from tinylm.inherit.importance import _loss_gradients
 from tinylm.inherit.layers import bits_per_byte, layer_skip_scores
 from tinylm.model import ModelConfig, Transformer, cross_entropy
-from tinylm.model.scoring import block_nll, token_nll
+from tinylm.model.scoring import block_nll, stream_blocks, token_nll
 from tinylm.training.lm import LanguageModel
 from tinylm.training.rounds import score_blocks, score_samples
 
@@ -76,6 +76,15 @@ def test_empty_input_scores_nothing_and_bpb_refuses_it(net, token_bytes):
     assert got.tokens == 0 and got.block_loss.numel() == 0
     with pytest.raises(TinyLMError, match="no held-out bytes"):
         bits_per_byte(net, [], token_bytes)
+
+
+def test_stream_blocks_make_every_token_after_the_first_a_target_once():
+    for length in (0, 1, 2, SEQ, SEQ + 1, 3 * SEQ + 1, 3 * SEQ + 5):
+        tokens = torch.arange(length) % VOCAB
+        blocks = stream_blocks(tokens, SEQ)
+        assert [t for block in blocks for t in block[:, 1:].flatten().tolist()] == tokens[1:].tolist()
+        whole, rest = divmod(max(length - 1, 0), SEQ)  # whole blocks in one tensor, then the rest on its own
+        assert [tuple(block.shape) for block in blocks] == [(whole, SEQ + 1)] * (whole > 0) + [(1, rest + 1)] * (rest > 0)
 
 
 # ---- each caller, against the loop it had before --------------------------------------------------------------
@@ -141,3 +150,27 @@ def test_validation_sums_are_the_ones_before(net, stream, token_bytes):
         rel=1e-5)
     assert module.val_tokens.compute().item() == blocks[:, 1:].numel()
     assert module.val_bytes.compute().item() == token_bytes[blocks[:, 1:]].sum().item()
+
+
+def old_pro_heldout_nll(model, tokens, seq_len, batch_size=8):
+    """``tinylm pro``'s report before it shared ``block_nll``: windows of the stream, the last one padded."""
+    windows = [tokens[i: i + seq_len + 1] for i in range(0, len(tokens) - 1, seq_len)]
+    nll = 0.0
+    with torch.no_grad():
+        for first in range(0, len(windows), batch_size):
+            batch = windows[first: first + batch_size]
+            width = max(len(w) for w in batch)
+            rows = torch.stack([F.pad(w, (0, width - len(w)), value=-100) for w in batch])
+            logits = model(rows[:, :-1].clamp(min=0))
+            nll += F.cross_entropy(logits.float().flatten(0, 1), rows[:, 1:].flatten(), ignore_index=-100,
+                                   reduction="sum").item()
+    return nll
+
+
+def test_pro_heldout_bpb_scores_the_loss_it_did_before_over_the_scored_tokens_bytes(net, stream, token_bytes):
+    """The same summed loss as pro's own loop had; the bytes are now the scored tokens' (``token_bytes``), where pro
+    counted the documents' UTF-8 bytes (equal for byte-level BPE; SentencePiece's dummy prefix adds one a document)."""
+    tokens = torch.from_numpy(stream[: 4 * SEQ + 5].astype(np.int64))
+    got = block_nll(net, stream_blocks(tokens, SEQ), token_bytes, batch_size=8)
+    assert got.nll == pytest.approx(old_pro_heldout_nll(net, tokens, SEQ), rel=1e-6)
+    assert got.tokens == len(tokens) - 1 and got.bytes == token_bytes[tokens[1:]].sum().item()

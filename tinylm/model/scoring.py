@@ -1,8 +1,10 @@
-"""Next-token loss of a model on packed blocks: the one loop behind validation, multi-round scoring, layer
-skipping, Taylor calibration and forgetting probes.
+"""Next-token loss of a model on packed blocks: the one loop behind validation, held-out bits per byte (``tinylm
+pro``'s report, the layer-skip study), multi-round scoring, layer skipping, Taylor calibration and forgetting probes.
 
 A *block* is ``seq_len + 1`` consecutive tokens of a packed stream: the model reads the first ``seq_len`` and
 is scored on the last ``seq_len`` (the shifted targets). Packed blocks have no padding, so every target counts.
+Bits per byte divide the summed loss by the UTF-8 bytes the scored targets stand for (``token_bytes``), so models
+with different tokenizers compare on the same text.
 """
 
 from __future__ import annotations
@@ -85,3 +87,14 @@ def block_nll(model: Callable[..., Tensor], blocks: Tensor | Iterable[Tensor], t
                 num_bytes += byte_table[targets].sum().item()
             per_block.append(losses.mean(dim=1).float().cpu())
     return BlockNLL(nll, tokens, num_bytes, torch.cat(per_block) if per_block else torch.zeros(0))
+
+
+def stream_blocks(tokens: Tensor, seq_len: int) -> list[Tensor]:
+    """A token stream as blocks of ``seq_len + 1`` tokens, each starting at the previous one's last token (the
+    packed layout), so every token after the first is a target exactly once: the whole blocks as one
+    ``(n, seq_len + 1)`` tensor, then the shorter rest, if any, as a ``(1, k)`` block of its own."""
+    whole = max(0, len(tokens) - 1) // seq_len
+    blocks = [tokens[: whole * seq_len + 1].unfold(0, seq_len + 1, seq_len)] if whole else []
+    if len(tokens) - 1 > whole * seq_len:
+        blocks.append(tokens[whole * seq_len:][None])
+    return blocks

@@ -12,8 +12,9 @@ a masked big model computes exactly what the sliced small model computes:
 * ``ffn``    (L, F)    — each FFN neuron, ``act(gate) * up``, before ``down_proj``.
 * ``layers`` (L,)      — the whole residual contribution of a layer (attention and MLP).
 
-``skip_layers`` drops layers outright (the layer-skip study). ``pad`` describes a left-padded batch (prompts of
-different lengths decoded together): each row's positions start at its first real token and no query sees a pad.
+``skip_layers`` drops layers outright (the layer-skip study; ``streams`` and ``start`` let it run the layers before
+a span once for every span). ``pad`` describes a left-padded batch (prompts of different lengths decoded
+together): each row's positions start at its first real token and no query sees a pad.
 """
 
 from __future__ import annotations
@@ -283,8 +284,14 @@ class Transformer(nn.Module):
         cache: KVCache | None = None,
         return_hidden: bool = False,
         pad: Tensor | None = None,
+        streams: list[Tensor] | None = None,
+        start: tuple[int, Tensor] | None = None,
     ) -> Tensor:
-        """``pad`` (b,): left pad tokens per row of a left-padded batch, the same for every call on one cache."""
+        """``pad`` (b,): left pad tokens per row of a left-padded batch, the same for every call on one cache.
+
+        ``streams``: a list the pass appends the residual stream to, entering each layer it runs and at the end.
+        ``start=(layer, stream)``: run from ``layer`` on, with ``stream`` (a recorded stream of these
+        ``input_ids``) as its input — the layer-skip sweep pays for the layers before a span once, not per span."""
         masks = masks or Masks()
         t = input_ids.shape[1]
         past = cache.length if cache is not None else 0
@@ -292,9 +299,12 @@ class Transformer(nn.Module):
             raise TinyLMError(
                 f"sequence of {past + t} tokens exceeds max_seq_len={self.config.max_seq_len}; shorten the input"
             )
-        x = self.model.embed_tokens(input_ids)
-        if masks.hidden is not None:
-            x = x * masks.hidden.to(x.dtype)
+        if start is None:
+            first, x = 0, self.model.embed_tokens(input_ids)
+            if masks.hidden is not None:
+                x = x * masks.hidden.to(x.dtype)
+        else:
+            first, x = start
         positions = torch.arange(past, past + t, device=input_ids.device)
         attn_mask = None
         if pad is not None:  # pads are never attended; positions count from each row's first real token as the
@@ -304,8 +314,12 @@ class Transformer(nn.Module):
         cos, sin = self.rope(positions, x.dtype)
         skip = set(skip_layers)
         for index, layer in enumerate(self.model.layers):
-            if index not in skip:
+            if index >= first and index not in skip:
+                if streams is not None:
+                    streams.append(x)
                 x = layer(x, cos, sin, masks, index, cache, attn_mask)
+        if streams is not None:
+            streams.append(x)
         if cache is not None:
             cache.length += t
         x = self.model.norm(x, masks.hidden)

@@ -10,9 +10,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tinylm.artifacts import builtin
+from tinylm.artifacts.convert import _reader, convert_gguf, gguf_config
 from tinylm.artifacts.io import atomic_file
+from tinylm.artifacts.model_dir import load_config
+from tinylm.data.corpus import resolve
 from tinylm.errors import TinyLMError
 from tinylm.evaluation.tasks import ABLATION_TASKS
+from tinylm.inherit.importance import CRITERIA
 from tinylm.model import ModelConfig
 from tinylm.pro.compaction import compact_stage
 from tinylm.pro.data import read_jsonl, write_sample
@@ -44,9 +48,9 @@ def pro(
     rate: float = 0.5,
     seq_len: int = 128,
     batch_size: int = 8,
-    lr0: float = 1e-3,
-    bs0: int = 2048,
-    lr_r: float = 0.5,
+    lr: float = 1e-3,
+    lr_scaling_bs0: int = 2048,
+    lr_scaling_r: float = 0.5,
     min_lr_ratio: float = 0.1,
     warmup: float = 0.05,
     scratch: bool = True,
@@ -86,9 +90,10 @@ def pro(
         rate: sampling rate of each later round (the paper's 0.5).
         seq_len: tokens per training block.
         batch_size: blocks per optimizer step.
-        lr0: lr0 of the paper's rule lr = (bs / bs0)^r × lr0 (scaled to tiny models with bs0).
-        bs0: bs0 of the rule, in tokens per step (the paper's 1M belongs to 1B models).
-        lr_r: r of the rule (the paper recommends 0.5).
+        lr: lr0 of the paper's rule lr = (bs / bs0)^r × lr0 (scaled to tiny models with bs0); the rule's three
+            settings are named as in tinylm fit (--model.lr, --model.lr_scaling_bs0, --model.lr_scaling_r).
+        lr_scaling_bs0: bs0 of the rule, in tokens per step (the paper's 1M belongs to 1B models).
+        lr_scaling_r: r of the rule (the paper recommends 0.5).
         min_lr_ratio: the cosine schedule's floor as a fraction of the peak lr.
         warmup: fraction of the steps spent in linear warmup.
         scratch: also train the target shape from a random init on the same tokens (the baseline).
@@ -104,15 +109,13 @@ def pro(
         overwrite: redo every stage of a previous run in --out.
     """
     wanted = _stages(stages)
-    _check_settings(coverage, vocab_size, tokens, rounds, rate, seq_len, batch_size, lr0, bs0, distill, val_every,
-                    heldout_chars, criterion)
+    _check_settings(coverage, vocab_size, tokens, rounds, rate, seq_len, batch_size, lr, lr_scaling_bs0, distill,
+                    val_every, heldout_chars, criterion)
     specs = [data] if isinstance(data, str) else list(data)
     if not specs:
         raise TinyLMError("--data is empty; give at least one text source (e.g. builtin)")
     # Everything is checked before anything is written: the run folder, the source, the data and the target.
     run = check_run_out(out, overwrite, inputs=[source, *specs, eval_data_dir])
-    from tinylm.data.corpus import resolve
-
     data_ids = [s.fingerprint for spec in specs for s in resolve(spec, text_field)]
     source_config = _source_config(source)
     budget = parse_budget(target)
@@ -122,14 +125,12 @@ def pro(
         raise TinyLMError(f"--target {target} is not smaller than the source ({source_config.num_params():,} "
                           "parameters); inheritance only shrinks a model, give a smaller budget")
     start_run(run)
-    settings = {k: v for k, v in locals().items() if k not in ("wanted", "specs", "run", "resolve", "source_config",
-                                                               "budget", "data_ids")}
+    settings = {k: v for k, v in locals().items() if k not in ("wanted", "specs", "run", "source_config", "budget",
+                                                               "data_ids")}
     with atomic_file(run / RUN_FILE) as handle:
         json.dump({"command": "tinylm pro", "settings": settings}, handle, indent=2, default=str)
     source_dir = _source_dir(source, run, overwrite)
     source_id = fingerprint_dir(source_dir)
-    from tinylm.artifacts.model_dir import load_config
-
     done: dict[str, dict[str, Any]] = {}
 
     def need(name: str) -> bool:
@@ -203,8 +204,9 @@ def pro(
 
     # 4. train --------------------------------------------------------------------------------------------
     train_dir = run / "4-train"
-    recipe = {"rounds": rounds, "rate": rate, "seq_len": seq_len, "batch_size": batch_size, "lr0": lr0, "bs0": bs0,
-              "lr_r": lr_r, "min_lr_ratio": min_lr_ratio, "warmup": warmup, "seed": seed}
+    recipe = {"rounds": rounds, "rate": rate, "seq_len": seq_len, "batch_size": batch_size, "lr": lr,
+              "lr_scaling_bs0": lr_scaling_bs0, "lr_scaling_r": lr_scaling_r, "min_lr_ratio": min_lr_ratio,
+              "warmup": warmup, "seed": seed}
     arms = {"pro": inherited}
     if scratch:
         arms["scratch"] = None
@@ -229,7 +231,8 @@ def pro(
     # 5. report -------------------------------------------------------------------------------------------
     heldout = read_jsonl(done["data"]["folder"] / "heldout.jsonl")
     evaluation = {"tasks": list(tasks), "eval_limit": eval_limit, "eval_data_dir": eval_data_dir,
-                  "heldout": done["data"]["hash"], "seq_len": seq_len}
+                  "heldout": done["data"]["hash"], "seq_len": seq_len,
+                  "bpb": "tinylm.model.scoring"}  # a run scored by pro's earlier bpb definition is scored again
     models = {"source": (source_dir, source_id), "compact source": (compact, done["tokenizer"]["hash"]),
               "random init": (None, digest([asdict(shape), seed])), "inherited (step 0)": (inherited,
                                                                                            done["inherit"]["hash"])}
@@ -259,10 +262,8 @@ def _stages(stages: list[str] | str) -> list[str]:
 
 
 def _check_settings(coverage: float, vocab_size: int | None, tokens: int, rounds: int, rate: float, seq_len: int,
-                    batch_size: int, lr0: float, bs0: int, distill: float, val_every: int, heldout_chars: int,
+                    batch_size: int, lr: float, lr_scaling_bs0: int, distill: float, val_every: int, heldout_chars: int,
                     criterion: str) -> None:
-    from tinylm.inherit.importance import CRITERIA
-
     if not 0 < coverage <= 1:
         raise TinyLMError(f"--coverage {coverage} must be a share in (0, 1], e.g. the paper's 0.9786")
     if vocab_size is not None and vocab_size < 300:
@@ -270,9 +271,9 @@ def _check_settings(coverage: float, vocab_size: int | None, tokens: int, rounds
     if tokens < 1 or rounds < 1 or not 0 < rate <= 1:
         raise TinyLMError(f"--tokens {tokens}, --rounds {rounds}, --rate {rate}: need tokens ≥ 1, rounds ≥ 1 and a "
                           "rate in (0, 1]")
-    if seq_len < 8 or batch_size < 1 or lr0 <= 0 or bs0 < 1:
-        raise TinyLMError(f"--seq_len {seq_len}, --batch_size {batch_size}, --lr0 {lr0}, --bs0 {bs0} must be "
-                          "positive (seq_len at least 8)")
+    if seq_len < 8 or batch_size < 1 or lr <= 0 or lr_scaling_bs0 < 1:
+        raise TinyLMError(f"--seq_len {seq_len}, --batch_size {batch_size}, --lr {lr}, --lr_scaling_bs0 "
+                          f"{lr_scaling_bs0} must be positive (seq_len at least 8)")
     if not 0 <= distill <= 1:
         raise TinyLMError(f"--distill {distill} must be a weight in [0, 1] (0 = off)")
     if val_every < 2 or heldout_chars < 1:
@@ -283,15 +284,11 @@ def _check_settings(coverage: float, vocab_size: int | None, tokens: int, rounds
 
 def _source_config(source: str) -> ModelConfig:
     """The source's config, read without writing anything into the run (a GGUF's header is enough)."""
-    from tinylm.artifacts.model_dir import load_config
-
     if str(source).lower().endswith(".gguf"):
         path = Path(source).expanduser()
         if not path.is_file():
             raise TinyLMError(f"--source {path} does not exist; give a .gguf file, a model dir or "
                               "builtin:smollm2-135m")
-        from tinylm.artifacts.convert import _reader, gguf_config
-
         return gguf_config(_reader(path))
     directory = builtin.resolve(source)
     if not (directory / "config.json").is_file():
@@ -308,8 +305,6 @@ def _source_dir(source: str, run: Path, overwrite: bool) -> Path:
         if not path.is_file():
             raise TinyLMError(f"--source {path} does not exist; give a .gguf file, a model dir or "
                               "builtin:smollm2-135m")
-        from tinylm.artifacts.convert import convert_gguf
-
         stat = path.stat()
         record = run_stage(run / "0-source", {"gguf": [str(path.resolve()), stat.st_size, stat.st_mtime_ns]},
                            lambda tmp: {"model": str(convert_gguf(path, tmp / "model").relative_to(tmp))},

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from tinylm.artifacts.model_dir import load_model_dir
 from tinylm.errors import TinyLMError
 from tinylm.model import Transformer, cross_entropy
 from tinylm.training.lm import LanguageModel
@@ -33,8 +34,6 @@ class DistilledLanguageModel(LanguageModel):
     def configure_model(self) -> None:
         super().configure_model()
         if not self._teacher:
-            from tinylm.artifacts.model_dir import load_model_dir
-
             teacher, _ = load_model_dir(self.hparams.teacher, with_tokenizer=False)
             if teacher.config.vocab_size != self.config.vocab_size:
                 raise TinyLMError(f"the teacher {self.hparams.teacher} has {teacher.config.vocab_size} vocabulary "
@@ -51,7 +50,7 @@ class DistilledLanguageModel(LanguageModel):
                       reduction="batchmean")
         loss = (1 - self.hparams.distill) * ce + self.hparams.distill * kl
         if not torch.isfinite(loss):
-            raise TinyLMError(f"training loss became {loss.item()} at step {self.global_step}; lower lr0")
+            raise TinyLMError(f"training loss became {loss.item()} at step {self.global_step}; lower --lr")
         self.tokens_seen += batch["input_ids"].numel() * self.trainer.world_size
         self.log("train/loss", ce, prog_bar=True)
         self.log("train/kl", kl)

@@ -3,6 +3,7 @@ findings in words, ``report.json`` and a figure of the loss curves."""
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import statistics
@@ -11,13 +12,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from tinylm.artifacts.io import atomic_file
+from tinylm.artifacts.model_dir import load_model_dir
 from tinylm.errors import TinyLMError
+from tinylm.evaluation.adapter import TinyLMEval
+from tinylm.evaluation.command import run_tasks
 from tinylm.model import ModelConfig, Transformer
+from tinylm.model.scoring import block_nll, stream_blocks
 from tinylm.pro.data import token_stream
 from tinylm.pro.target import describe
+from tinylm.tokenizer import load_tokenizer
 
 ARM_NAMES = {"pro": "Pro (inherited + rounds)", "scratch": "scratch (same shape, same tokens)",
               "distill": "Pro + distill"}
@@ -25,10 +30,10 @@ ARM_NAMES = {"pro": "Pro (inherited + rounds)", "scratch": "scratch (same shape,
 
 def score_model(path: Path | None, tokenizer_dir: Path, shape: ModelConfig, seed: int, heldout: list[str],
              seq_len: int, tasks: list[str], limit: int | None, data_dir: str | None) -> dict[str, Any]:
-    """Held-out bpb and benchmark scores of a model dir (``None``: a seeded random init of the target shape)."""
-    from tinylm.artifacts.model_dir import load_model_dir
-    from tinylm.tokenizer import load_tokenizer
+    """Held-out bpb and benchmark scores of a model dir (``None``: a seeded random init of the target shape).
 
+    Held-out bpb is ``tinylm.model.scoring``'s: the documents as one packed stream (each followed by EOS), every
+    token after the first scored once, over the bytes those tokens stand for."""
     start = time.perf_counter()
     if path is None:
         model = Transformer(shape)
@@ -37,7 +42,10 @@ def score_model(path: Path | None, tokenizer_dir: Path, shape: ModelConfig, seed
         model, _ = load_model_dir(path, with_tokenizer=False)
     tokenizer = load_tokenizer(tokenizer_dir if path is None else path)
     model.eval()
-    bpb = heldout_bpb(model, tokenizer, heldout, seq_len)
+    # before the shared scoring the bytes were the documents' own (a SentencePiece dummy-prefix space a document
+    # more now), which moved reported numbers slightly
+    blocks = stream_blocks(token_stream(tokenizer, heldout), seq_len)
+    bpb = block_nll(model, blocks, torch.from_numpy(tokenizer.token_bytes), batch_size=8).bits_per_byte
     scores = benchmark_scores(model, tokenizer, tasks, limit, data_dir)
     return {"params": model.config.num_params(), "embedding_share": model.config.embedding_share(),
             "vocab_size": model.config.vocab_size, "layers": model.config.num_layers,
@@ -45,34 +53,11 @@ def score_model(path: Path | None, tokenizer_dir: Path, shape: ModelConfig, seed
             "seconds": round(time.perf_counter() - start, 1)}
 
 
-@torch.no_grad()
-def heldout_bpb(model: Transformer, tokenizer, docs: list[str], seq_len: int, batch_size: int = 8) -> float:
-    """Bits per UTF-8 byte of the documents: each is tokenized and followed by EOS (as in the packed training
-    stream), the stream is scored in windows of ``seq_len``; the byte count is the text's own, so models with
-    different tokenizers are compared on the same text."""
-    tokens = token_stream(tokenizer, docs)
-    windows = [tokens[i : i + seq_len + 1] for i in range(0, len(tokens) - 1, seq_len)]
-    model.eval()
-    nll = 0.0
-    for first in range(0, len(windows), batch_size):
-        batch = windows[first : first + batch_size]
-        width = max(len(w) for w in batch)
-        rows = torch.stack([F.pad(w, (0, width - len(w)), value=-100) for w in batch])
-        inputs = rows[:, :-1].clamp(min=0)
-        logits = model(inputs)
-        nll += F.cross_entropy(logits.float().flatten(0, 1), rows[:, 1:].flatten(), ignore_index=-100,
-                               reduction="sum").item()
-    return nll / (math.log(2) * sum(len(doc.encode()) for doc in docs))
-
-
 def benchmark_scores(model: Transformer, tokenizer, tasks: list[str], limit: int | None,
                      data_dir: str | None) -> dict[str, float | None]:
     """Accuracy (acc_norm where lm-eval reports it) ×100 per task, None for a task whose files are missing."""
     if not tasks:
         return {}
-    from tinylm.evaluation.adapter import TinyLMEval
-    from tinylm.evaluation.command import run_tasks
-
     try:
         results = run_tasks(TinyLMEval(model, tokenizer=tokenizer, batch_size=16), tasks, limit=limit,
                             data_dir=data_dir, bootstrap_iters=0)["results"]
@@ -96,8 +81,6 @@ def tokenizer_line(result: dict[str, Any]) -> str:
 
 def loss_curve(folder: Path) -> dict[str, list[float]]:
     """Step-wise train loss and the val/bpb points from a training arm's CSV log."""
-    import csv
-
     curve: dict[str, list[float]] = {"step": [], "loss": [], "val_step": [], "val_bpb": []}
     for path in sorted(folder.glob("logs/version_*/metrics.csv")):
         with open(path) as handle:
@@ -147,8 +130,9 @@ def write_pro_report(run: Path, source: str, done: dict[str, dict[str, Any]], sc
         f"3. **Inheritance**: layers {inherit['layer_strategy']} {inherit['layers']} of the compact source, width by "
         f"{inherit['criterion']}.",
         f"4. **Multi-round training**: {recipe['rounds']} round(s), later rounds on the hardest {recipe['rate']:.0%} "
-        f"of the batches; lr = (bs / bs0)^r × lr0 = ({recipe['batch_size'] * recipe['seq_len']}/{recipe['bs0']})"
-        f"^{recipe['lr_r']} × {recipe['lr0']:g}" + (f" = {first['lr']:.2e}" if trained else "") +
+        f"of the batches; lr = (bs / bs0)^r × lr0 = ({recipe['batch_size'] * recipe['seq_len']}/"
+        f"{recipe['lr_scaling_bs0']})^{recipe['lr_scaling_r']} × {recipe['lr']:g}"
+        + (f" = {first['lr']:.2e}" if trained else "") +
         (f"; {first['steps']} steps, {first['tokens']:,} training tokens per arm (asked: {tokens:,})."
          if trained else "."),
         "",

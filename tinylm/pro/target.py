@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from tinylm.errors import TinyLMError
-from tinylm.model import PRESETS, ModelConfig
+from tinylm.inherit.plan import SHAPE_FIELDS, check_shape_fields, resolve_target
+from tinylm.model import PRESET_ARGS, PRESETS, ModelConfig
+from tinylm.model.shapes import SourceShapeSpace, expansion_rate, kv_heads_for
 
 PAPER_DEPTH, PAPER_BUDGET = 20, 1e9  # about 20 layers is the paper's choice at 1B [P]
 DEPTH_EXPONENT = 0.2  # depth = 20 × (budget / 1B)^0.2: 8 layers at 10M, 13 at 100M
@@ -33,32 +37,18 @@ def parse_budget(text: str) -> int | None:
     return int(value) if math.isfinite(value) and value > 0 else None
 
 
-def kv_heads_for(num_heads: int, source: ModelConfig) -> int | None:
-    """The fewest KV heads that keep whole groups no larger than the source's (inheritance keeps heads whole)."""
-    group = source.num_heads // source.num_kv_heads
-    for kv in range(1, source.num_kv_heads + 1):
-        if num_heads % kv == 0 and num_heads // kv <= group:
-            return kv
-    return None
-
-
 def shape_for_budget(budget: int, source: ModelConfig, vocab_size: int) -> ModelConfig:
     """The paper's rule at any budget: depth from ``paper_depth``, then the width (whole heads of the source's
-    size, FFN at the source's expansion rate) whose total parameter count lands closest to the budget."""
-    depth = min(paper_depth(budget), source.num_layers)
-    expansion = source.intermediate_size / source.hidden_size
-    candidates = []
-    for heads in range(1, source.num_heads + 1):
-        kv = kv_heads_for(heads, source)
-        if kv is None:
-            continue
-        width = heads * source.head_dim
-        ffn = min(source.intermediate_size, max(16, round(expansion * width / 16) * 16))
-        candidates.append(replace(source, vocab_size=vocab_size, hidden_size=width, num_layers=depth,
-                                  num_heads=heads, num_kv_heads=kv, head_dim=source.head_dim, intermediate_size=ffn))
-    best = min(candidates, key=lambda c: abs(c.num_params() - budget))
-    if abs(best.num_params() - budget) > 0.5 * budget:
-        smallest = min(c.num_params() for c in candidates)
+    size and grouping, FFN at the source's expansion rate) whose total parameter count lands closest to the budget;
+    within half the budget, or an error."""
+    depth, rate = min(paper_depth(budget), source.num_layers), expansion_rate(source)
+    space = SourceShapeSpace(budget=budget, tolerance=0.5, embeddings=True, vocab_size=vocab_size,
+                             depth=(depth, depth), width=(source.head_dim, source.num_heads * source.head_dim),
+                             expansion=(rate, rate), head_dim=source.head_dim, max_seq_len=source.max_seq_len,
+                             source=source)
+    best = space.closest(depth, rate)
+    if not space.within(best):
+        smallest = min(space.params(shape) for shape in space.at_every_width(depth, rate))
         raise TinyLMError(f"no shape of the source's heads lands near a budget of {budget:,} parameters with a "
                           f"{vocab_size:,}-piece vocabulary (the smallest {depth}-layer shape has {smallest:,}); "
                           "give a larger budget, a lower --coverage or a smaller --vocab_size")
@@ -67,23 +57,17 @@ def shape_for_budget(budget: int, source: ModelConfig, vocab_size: int) -> Model
 
 def read_target(target: str, source: ModelConfig, vocab_size: int) -> tuple[ModelConfig, str]:
     """The target shape (checked against the compact source) and how it was chosen."""
-    from tinylm.inherit.plan import SHAPE_FIELDS, check_shape_fields, resolve_target
-
     text = str(target).strip()
     budget = parse_budget(text)
     if budget is not None:
         return shape_for_budget(budget, source, vocab_size), f"budget {budget:,}: {paper_depth(budget)} layers " \
             f"by depth = {PAPER_DEPTH} × (budget / 1B)^{DEPTH_EXPONENT}, width closest to the budget"
     if text in PRESETS:
-        from tinylm.model import PRESET_ARGS
-
         # KV heads only where the preset names them: otherwise they follow the source's grouping, below
         fields = {name: getattr(PRESETS[text], name) for name in SHAPE_FIELDS
                   if name != "num_kv_heads" or name in PRESET_ARGS[text]}
         how = f"preset {text}"
     elif text.startswith("{") or Path(text).suffix in (".yaml", ".yml", ".json"):
-        import yaml
-
         if not text.startswith("{") and not Path(text).is_file():
             raise TinyLMError(f"--target shape file {text} does not exist; give a preset, a shape file or a "
                               "parameter budget such as 10M")

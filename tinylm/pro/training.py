@@ -3,14 +3,22 @@ training sample in rounds, at the paper's batch-size lr rule."""
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from tinylm.data.datamodule import TextDataModule
 from tinylm.model import ModelConfig
 from tinylm.pro.distill import DistilledLanguageModel
 from tinylm.pro.stages import stage_record
+from tinylm.training.fit import fit
 from tinylm.training.lm import LanguageModel
+from tinylm.training.optim import scaled_lr
+from tinylm.training.rounds import MultiRoundTraining
+from tinylm.training.runs import LAST, trim_metrics
 
 CHECKPOINTS = 10  # checkpoints per arm: a killed run loses at most a tenth of its training
 
@@ -23,16 +31,6 @@ def train_arm(tmp: Path, arm: str, shape: ModelConfig, init: Path | None, data_d
     checkpoints, logs and round plans, so a killed run resumes from its last checkpoint, exactly, and the
     finished arm's logs and rounds are copied into the stage folder.
     """
-    import shutil
-
-    from lightning.pytorch.callbacks import ModelCheckpoint
-
-    from tinylm.data.datamodule import TextDataModule
-    from tinylm.training.fit import fit
-    from tinylm.training.optim import scaled_lr
-    from tinylm.training.rounds import MultiRoundTraining
-    from tinylm.training.runs import LAST, trim_metrics
-
     every = stage_record(data_dir)["result"]["fit_val_every"]
     data = TextDataModule(sources=[str(data_dir / "train.jsonl")], tokenizer=str(compact), seq_len=recipe["seq_len"],
                           batch_size=recipe["batch_size"], val_every=every, seed=recipe["seed"])
@@ -42,9 +40,11 @@ def train_arm(tmp: Path, arm: str, shape: ModelConfig, init: Path | None, data_d
                                 out_dir=str(work / "rounds"))
     steps = sum(rounds.round_steps(data.num_train_blocks, recipe["batch_size"]))
     batch_tokens = recipe["batch_size"] * recipe["seq_len"]
-    lr = scaled_lr(batch_tokens, recipe["lr_r"], recipe["lr0"], recipe["bs0"])
-    common = dict(lr=recipe["lr0"], min_lr=lr * recipe["min_lr_ratio"], warmup=recipe["warmup"],
-                  lr_scaling_r=recipe["lr_r"], lr_scaling_bs0=recipe["bs0"], model_dir=str(tmp / "model"))
+    lr = scaled_lr(batch_tokens, recipe["lr_scaling_r"], recipe["lr"], recipe["lr_scaling_bs0"])
+    # the recipe's rule keys are LanguageModel's own arguments
+    common = dict(lr=recipe["lr"], min_lr=lr * recipe["min_lr_ratio"], warmup=recipe["warmup"],
+                  lr_scaling_r=recipe["lr_scaling_r"], lr_scaling_bs0=recipe["lr_scaling_bs0"],
+                  model_dir=str(tmp / "model"))
     init_from = None if init is None else str(init)  # the inherited model dir (same shape) or a random init
     if arm == "distill":
         module = DistilledLanguageModel(teacher=str(compact), distill=distill, config=shape, init_from=init_from,
@@ -53,7 +53,8 @@ def train_arm(tmp: Path, arm: str, shape: ModelConfig, init: Path | None, data_d
         module = LanguageModel(config=shape, init_from=init_from, **common)
     module.announce_model_dir = False  # it lands in the stage's temp folder; the stage names the final one
     print(f"tinylm pro: training {arm}: {steps} steps × {batch_tokens} tokens in {recipe['rounds']} round(s), "
-          f"lr = ({batch_tokens}/{recipe['bs0']})^{recipe['lr_r']} × {recipe['lr0']:g} = {lr:.2e}", flush=True)
+          f"lr = ({batch_tokens}/{recipe['lr_scaling_bs0']})^{recipe['lr_scaling_r']} × {recipe['lr']:g} = {lr:.2e}",
+          flush=True)
     last = work / "checkpoints" / LAST
     resume = str(last) if last.is_file() else None
     if resume:
