@@ -32,13 +32,15 @@ from reproduce.experiment import (
     tokens_line,
 )
 from reproduce.verdict import SMALLEST_BPB, Finding
+from tinylm.inherit.pipeline import Calibration, inherit
 
 # the code behind each cache (its keys carry these modules' version, so changed code recomputes)
 COMPACT_CODE = ["tinylm.vocab.compact", "tinylm.vocab.counting", "tinylm.vocab.choose", "tinylm.vocab.bpe",
                 "tinylm.vocab.remap"]
 RUN_CODE = ["reproduce.inheritance", "tinylm.inherit.importance", "tinylm.inherit.layers",
             "tinylm.inherit.materialize", "tinylm.inherit.mask_learner", "tinylm.inherit.learned",
-            "tinylm.training.lm", "tinylm.training.fit", "tinylm.model.transformer", "tinylm.model.scoring"]
+            "tinylm.inherit.pipeline", "tinylm.training.lm", "tinylm.training.fit", "tinylm.model.transformer",
+            "tinylm.model.scoring"]
 
 CORPUS = "builtin:wiki"  # English, like SmolLM2's pretraining; its every 50th document is the held-out sample
 SCALES: dict[str, dict[str, Any]] = {
@@ -102,34 +104,26 @@ def compact_source(scale: str, given: Path | None, vocab_size: int, corpus: str 
 def init_dir(arm: str, source: Path, shape, cfg: dict, root: Path, seed: int) -> tuple[Path | None, int]:
     """The child's initial model dir for one arm (None: random init) and the data tokens spent building it.
     Layer arms (first, last, both-ends, uniform) keep widths by L1; l2, taylor and learned keep both-ends."""
-    from tinylm.artifacts.model_dir import load_model_dir
-    from tinylm.inherit import calibration_blocks, importance, resolve_target, save_inherited, select_layers
+    # Lightning training code: imported when an arm runs, so importing this experiment stays light
     from tinylm.inherit.mask_learner import MaskLearner
 
     if arm == "scratch":
         return None, 0
-    model, tokenizer = load_model_dir(source)
-    n = model.config.num_layers
     if arm == "learned":  # masks learned on the both-ends layers at full width, weights trained too
-        full = resolve_target({"num_layers": shape.num_layers}, model.config)
-        layers = select_layers("both-ends", n, shape.num_layers)
-        save_inherited(root / "layers", model.state_dict(), model.config, importance(model, "l1").plan(full, layers),
-                       tokenizer, {"parent": str(source), "layer_strategy": "both-ends"})
+        layers = inherit(source, {"num_layers": shape.num_layers}, root / "layers", layers="both-ends",
+                         criterion="l1", seed=seed)
         target = {k: getattr(shape, k) for k in ("hidden_size", "num_heads", "num_kv_heads", "intermediate_size",
                                                  "num_layers")}
-        learner = MaskLearner(source=str(root / "layers"), target=target, lr=cfg["lr"], mask_lr=0.1, lambda_lr=0.1,
+        learner = MaskLearner(source=str(layers.model_dir), target=target, lr=cfg["lr"], mask_lr=0.1, lambda_lr=0.1,
                               target_warmup=0.5, model_dir=str(root / "init"))
         recipe = training(cfg)
         trained = recipe.fit(recipe.data(seed, source), root / "masks", seed, steps=cfg["mask_steps"], module=learner)
         return root / "init", trained.tokens
-    criterion = arm if arm in ("l2", "taylor") else "l1"
-    layers = select_layers("both-ends" if arm in ("l2", "taylor") else arm, n, shape.num_layers)
-    blocks = calibration_blocks(training(cfg).data(seed, source), cfg["calibration"], cfg["seq_len"], seed) \
-        if criterion == "taylor" else None
-    seen = 0 if blocks is None else blocks.numel()
-    plan = importance(model, criterion, blocks).plan(shape, layers)
-    return save_inherited(root / "init", model.state_dict(), model.config, plan, tokenizer,
-                          {"parent": str(source), "criterion": criterion, "layers": layers}), seen
+    both_ends = arm in ("l2", "taylor")
+    text = Calibration(lambda _: training(cfg).data(seed, source), cfg["calibration"], cfg["seq_len"])
+    child = inherit(source, shape, root / "init", layers="both-ends" if both_ends else arm,
+                    criterion=arm if both_ends else "l1", calibration=text, seed=seed)
+    return child.model_dir, child.calibration_tokens
 
 
 def run_arm(arm: str, seed: int, source: Path, shape, cfg: dict, scale: str) -> dict[str, Any]:

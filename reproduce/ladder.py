@@ -46,10 +46,12 @@ from reproduce.plan import code_version
 from reproduce.verdict import SMALLEST_BPB, Finding
 from tinylm.artifacts.io import default_cache_dir
 from tinylm.evaluation.tasks import ABLATION_TASKS
+from tinylm.inherit.pipeline import Calibration, inherit
 
 # the code that builds and trains the ladder's step models (its cache folder carries their version)
 LADDER_CODE = ("reproduce.ladder", "tinylm.vocab.compact", "tinylm.inherit.importance", "tinylm.inherit.materialize",
-               "tinylm.training.lm", "tinylm.training.rounds", "tinylm.training.fit", "tinylm.model.transformer")
+               "tinylm.inherit.pipeline", "tinylm.training.lm", "tinylm.training.rounds", "tinylm.training.fit",
+               "tinylm.model.transformer")
 
 STEPS = ("base", "+tokenizer", "+arch", "+inherit", "+rounds")
 PAPER = {"base": 42.41, "+tokenizer": 44.11, "+arch": 46.53, "+inherit": 49.79, "+rounds": 51.28}  # [R] Figure 1
@@ -139,20 +141,6 @@ def sample(scale: Scale, compact: Path, folder: Path, seed: int) -> Recipe:
                   seq_len=scale.seq_len, batch_size=scale.batch_size, lr=scale.lr)
 
 
-def inherit(source: Path, shape, data, scale: Scale, out: Path, seed: int) -> tuple[Path, int]:
-    """``shape`` inherited from the compact source: both-ends layers, widths by Taylor scores on calibration blocks
-    of the seed's training sample; returns the model dir and the calibration tokens read."""
-    from tinylm.artifacts.model_dir import load_model_dir
-    from tinylm.inherit import calibration_blocks, importance, save_inherited, select_layers
-
-    model, tokenizer = load_model_dir(source)
-    blocks = calibration_blocks(data, scale.calibration, scale.seq_len, seed)
-    layers = select_layers("both-ends", model.config.num_layers, shape.num_layers)
-    plan = importance(model, "taylor", blocks).plan(shape, layers)
-    return save_inherited(out, model.state_dict(), model.config, plan, tokenizer,
-                          {"parent": str(source), "criterion": "taylor", "layers": layers}), blocks.numel()
-
-
 def run_seed(scale: Scale, seed: int, source: Path, big: Path, compact: Path, cache: Path,
              runs: Path) -> dict[str, dict[str, Any]]:
     """Train every step of the ladder for one seed; the model dirs are kept under ``cache/seed<seed>/``."""
@@ -189,9 +177,12 @@ def run_seed(scale: Scale, seed: int, source: Path, big: Path, compact: Path, ca
     step("base", base, with_big)
     step("+tokenizer", base.with_vocab(deep.vocab_size), with_compact)
     step("+arch", deep, with_compact)
-    inherited, calibration = inherit(source, deep, with_compact, scale, runs / f"inherit-{seed}", seed)
-    step("+inherit", deep, with_compact, init_from=inherited, extra=calibration)
-    step("+rounds", deep, with_compact, init_from=inherited, callbacks=(rounds,), extra=calibration)
+    # both-ends layers, widths by Taylor scores on calibration blocks of the seed's training sample
+    inherited = inherit(source, deep, runs / f"inherit-{seed}", layers="both-ends", criterion="taylor", seed=seed,
+                        calibration=Calibration(lambda _: with_compact, scale.calibration, scale.seq_len))
+    step("+inherit", deep, with_compact, init_from=inherited.model_dir, extra=inherited.calibration_tokens)
+    step("+rounds", deep, with_compact, init_from=inherited.model_dir, callbacks=(rounds,),
+         extra=inherited.calibration_tokens)
     return out
 
 

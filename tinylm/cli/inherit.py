@@ -7,13 +7,10 @@ from pathlib import Path
 
 from tinylm.artifacts import builtin
 from tinylm.artifacts.io import check_output_dir
-from tinylm.artifacts.model_dir import load_model_dir
+from tinylm.data.datamodule import TextDataModule
 from tinylm.errors import TinyLMError
-from tinylm.inherit.importance import CRITERIA, calibration_blocks, importance
-from tinylm.inherit.layers import select_layers
-from tinylm.inherit.learned import learned_importance, load_masks
-from tinylm.inherit.materialize import save_inherited
-from tinylm.inherit.plan import resolve_target
+from tinylm.inherit import pipeline
+from tinylm.inherit.pipeline import Calibration, check_criterion
 from tinylm.tokenizer import load_tokenizer
 
 
@@ -53,45 +50,16 @@ def inherit(
         seed: calibration sampling seed.
         overwrite: replace an existing ``out`` that tinylm wrote (a folder tinylm did not write is never replaced).
     """
-    if criterion not in (*CRITERIA, "learned"):
-        raise TinyLMError(f"unknown criterion {criterion!r}; choose one of {', '.join((*CRITERIA, 'learned'))}")
+    check_criterion(criterion)
     inputs = [p for p in (source, masks, keep_ids, tokenizer) if p is not None]
     check_output_dir(out, overwrite, "--out", inputs=inputs)  # before any work, and never over an input
-    model, source_tokenizer = load_model_dir(builtin.resolve(source))
-    config = model.config
-    shape = resolve_target(target, config)
-    learned = None
-    if criterion == "learned" or layers == "learned":
-        if masks is None:
-            raise TinyLMError("criterion/layers 'learned' needs --masks, the output dir of a MaskLearner run")
-        log_alphas, temperature = load_masks(masks)
-        learned = learned_importance(log_alphas, config, temperature)
-    kept_layers = select_layers(layers, config.num_layers, shape.num_layers,
-                                learned.layer_scores if learned is not None else None)
-    ids = _read_keep_ids(keep_ids) if keep_ids is not None else None
-    new_tokenizer = source_tokenizer
-    if tokenizer is not None:
-        new_tokenizer = load_tokenizer(builtin.resolve(tokenizer))
-    elif ids is not None:
-        raise TinyLMError("--keep_ids changes the vocabulary; give the matching compact tokenizer with --tokenizer")
-    provenance = {"parent": str(source), "criterion": criterion, "layer_strategy": layers, "seed": seed}
-    if criterion == "learned":
-        scores = learned
-        provenance["masks"] = str(masks)
-    else:
-        blocks = None
-        if criterion == "taylor":
-            from tinylm.data.datamodule import TextDataModule
-
-            data = TextDataModule(sources=calibration, tokenizer=source, seq_len=seq_len, seed=seed)
-            blocks = calibration_blocks(data, calibration_size, seq_len, seed)
-            provenance["calibration"] = {"sources": calibration, "size": calibration_size, "seq_len": seq_len}
-        scores = importance(model, criterion, blocks, batch_size)
-    plan = scores.plan(shape, kept_layers, ids)
-    path = save_inherited(out, model.state_dict(), config, plan, new_tokenizer, provenance, overwrite=overwrite)
-    small = plan.config(config)
-    print(f"tinylm: inherited {small.num_params():,} of {config.num_params():,} parameters "
-          f"({criterion}, layers {kept_layers}) into {path}")
+    text = Calibration(lambda _: TextDataModule(sources=calibration, tokenizer=source, seq_len=seq_len, seed=seed),
+                       calibration_size, seq_len, batch_size, about={"sources": calibration})
+    child = pipeline.inherit(source, target, out, layers=layers, criterion=criterion, calibration=text, masks=masks,
+                             seed=seed, keep_ids=None if keep_ids is None else _read_keep_ids(keep_ids),
+                             tokenizer=None if tokenizer is None else load_tokenizer(builtin.resolve(tokenizer)),
+                             overwrite=overwrite)
+    print(f"tinylm: {child.summary()} into {child.model_dir}")
 
 
 def _read_keep_ids(path: str) -> list[int]:
