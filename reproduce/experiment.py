@@ -40,6 +40,10 @@ from reproduce.plan import (
 )
 from reproduce.verdict import Finding, judged
 from tinylm.artifacts.io import atomic_dir, atomic_file, check_output_dir
+from tinylm.data.datamodule import TextDataModule
+from tinylm.model import ModelConfig
+from tinylm.training.fit import fit
+from tinylm.training.lm import LanguageModel
 
 SCALES = ("smoke", "small", "paper")
 # seeds per scale: smoke proves the pipeline; a finding needs at least 3 seeds to be judged; small runs 5 (every
@@ -227,8 +231,6 @@ class Recipe:
 
     def data(self, seed: int, tokenizer: str | Path | None = None, batch_size: int | None = None):
         """A prepared ``TextDataModule``; ``seed`` sets the data order, so seeds differ in data as well as init."""
-        from tinylm.data.datamodule import TextDataModule
-
         module = TextDataModule(sources=list(self.sources), tokenizer=None if tokenizer is None else str(tokenizer),
                                 vocab_size=self.vocab_size, seq_len=self.seq_len,
                                 batch_size=batch_size or self.batch_size, seed=seed, val_every=self.val_every)
@@ -240,9 +242,6 @@ class Recipe:
             init_from: str | None = None, module=None, callbacks: tuple = (), **trainer_kwargs: Any) -> Trained:
         """Fit a ``LanguageModel`` of ``config`` (default: the recipe's), or the given ``module``, for ``steps``
         (default: the recipe's) and score it by held-out bits per byte."""
-        from tinylm.training.fit import fit
-        from tinylm.training.lm import LanguageModel
-
         if module is None:
             module = LanguageModel(self.config if config is None else config, init_from=init_from, lr=self.lr,
                                    min_lr=self.lr / 10 if self.min_lr is None else self.min_lr, warmup=self.warmup,
@@ -260,8 +259,6 @@ class Recipe:
 def recipe(path: str, scale: type[Recipe] = Recipe, **changes: Any) -> Recipe:
     """A LightningCLI recipe under ``recipes/`` as a ``Recipe`` (or the experiment's ``scale`` extending it, its own
     fields in ``changes``), so a scale and a recipe never restate the same settings."""
-    from tinylm.model import ModelConfig
-
     spec = yaml.safe_load((REPO / "recipes" / path).read_text())
     model, data, trainer = spec["model"]["init_args"], spec["data"], spec.get("trainer", {})
     return scale(**{"config": ModelConfig(**model["config"]), "lr": model["lr"], "min_lr": model["min_lr"],

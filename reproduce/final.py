@@ -7,13 +7,20 @@ zero-shot lm-eval with the prompts cited in the task files.
 
 from __future__ import annotations
 
+import math
+import random
 import statistics
 from pathlib import Path
 from typing import Mapping
 
-from reproduce import experiment
+from reproduce import experiment, pretrained
 from reproduce.experiment import Experiment, Measured, Options, fmt, markdown, read_json, write_json
 from reproduce.verdict import Finding
+from tinylm.artifacts.io import default_cache_dir
+from tinylm.errors import TinyLMError
+from tinylm.evaluation.command import run_tasks
+from tinylm.evaluation.datasets import has_benchmark
+from tinylm.evaluation.tasks import PAPER_FINAL, load_tasks, score_of
 
 # the code that computes a cached benchmark score: a change to it rescores (cache keys carry its version)
 SCORING_CODE = ["tinylm.evaluation.adapter", "tinylm.evaluation.datasets", "tinylm.evaluation.command",
@@ -59,11 +66,6 @@ FINDINGS = (
 def benchmark_sample(task: str, items: int | None) -> dict[str, list[int]]:
     """The document indices scored per lm-eval task of one benchmark: a seeded draw of ``items`` (None: all),
     split over a benchmark's tasks by their sizes; the draw's order is fixed, so fewer items are a prefix."""
-    import math
-    import random
-
-    from tinylm.evaluation.tasks import load_tasks
-
     leaves = LEAVES.get(task, (task,))
     sizes = {leaf: len(obj.eval_docs) for leaf, obj in zip(leaves, load_tasks(list(leaves)))}
     total = sum(sizes.values())
@@ -76,11 +78,8 @@ def benchmark_sample(task: str, items: int | None) -> dict[str, list[int]]:
 
 def benchmark_score(lm, task: str, metric: str, sample: dict[str, list[int]]) -> float | None:
     """One benchmark's score on its sample (accuracy ×100, XSum ROUGE-1 ×100), tasks weighted by items scored."""
-    from tinylm.evaluation.command import run_tasks
-    from tinylm.evaluation.tasks import _score
-
     results = run_tasks(lm, list(sample), samples=sample, bootstrap_iters=0)["results"]
-    values = [(_score(results, leaf, metric), len(indices)) for leaf, indices in sample.items()]
+    values = [(score_of(results, leaf, metric), len(indices)) for leaf, indices in sample.items()]
     if any(value is None for value, _ in values):
         return None
     return sum(value * n for value, n in values) / sum(n for _, n in values)
@@ -91,11 +90,12 @@ def scores(model_dir: str, items: int | None, dtype: str = "float32",
     """The ten benchmarks on ``items`` items each and their plain average, as the paper averages; each benchmark
     is kept in the tinylm cache as it finishes (per model dir, its weights' size and time, items and dtype), so
     a run cut short resumes at the next benchmark. ``task_dtypes``: a dtype for some benchmarks (by task name)."""
+    from tinylm.evaluation.adapter import TinyLMEval  # imports lm_eval (heavy): only when a model is scored
 
-    from tinylm.artifacts.io import default_cache_dir
-    from tinylm.evaluation.adapter import TinyLMEval
-    from tinylm.evaluation.tasks import PAPER_FINAL
-
+    if missing := [task for _, task, _ in PAPER_FINAL.values() if not has_benchmark(task)]:
+        # the seeded item samples index the local files; lm-eval's hub fallback would score other items
+        raise TinyLMError(f"final scores the local benchmark files and {', '.join(missing)} are missing; set "
+                          "TINYLM_EVAL_DATA to the folder that holds them (see docs/evaluation.md)")
     weights = [(w.st_size, w.st_mtime) for w in (p.stat() for p in sorted(Path(model_dir).glob("*.safetensors")))]
     config = (Path(model_dir) / "config.json").read_text()
 
@@ -122,16 +122,11 @@ def scores(model_dir: str, items: int | None, dtype: str = "float32",
 
 def near_chance(row: dict[str, float | None], items: int) -> list[str]:
     """The benchmarks where a score is within two binomial standard errors of a uniform guess on ``items`` items."""
-    import math
-
     return [name for name, chance in CHANCE.items() if row.get(name) is not None
             and abs(row[name] - chance) <= 2 * math.sqrt(chance * (100 - chance) / items)]
 
 
 def measure(cfg: dict, options: Options, folder: Path) -> Measured:
-    from reproduce import pretrained
-    from tinylm.errors import TinyLMError
-
     limit, reference_limit = cfg["items"], cfg["reference_items"]
     reference = {"SmolLM2-135M-Instruct (reference)" if options.scale != "smoke" else "tiny random-init (reference)":
                  str(pretrained.source(options.scale))}

@@ -12,6 +12,14 @@ import json
 from pathlib import Path
 
 import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+from tinylm.artifacts import builtin
+from tinylm.artifacts.io import default_cache_dir
+from tinylm.artifacts.model_dir import write_model_dir
+from tinylm.data.corpus import resolve, split_documents
+from tinylm.model import ModelConfig, Transformer
+from tinylm.tokenizer import load_tokenizer
 
 BUILTIN = "builtin:smollm2-135m"
 SAMPLE_CORPUS, SAMPLE_EVERY = "builtin:wiki", 50
@@ -21,8 +29,6 @@ TINY = {"hidden_size": 64, "num_layers": 6, "num_heads": 2, "num_kv_heads": 1, "
 
 def heldout_documents(min_bytes: int) -> list[str]:
     """The fixed held-out text sample: whole held-out documents, in corpus order, until ``min_bytes``."""
-    from tinylm.data.corpus import resolve, split_documents
-
     _, held_out = split_documents(resolve(SAMPLE_CORPUS), SAMPLE_EVERY)
     docs, size = [], 0
     for doc in held_out:
@@ -53,22 +59,13 @@ def heldout_blocks(tokenizer, min_bytes: int, seq_len: int) -> list[torch.Tensor
 
 def source(scale: str, given: Path | str | None = None) -> Path:
     """The source model dir: ``given`` if any, else SmolLM2-135M (small, paper) or the tiny stand-in (smoke)."""
-    from tinylm.artifacts.builtin import resolve
-
     if given is not None:
-        return resolve(given)
-    return tiny_pretrained() if scale == "smoke" else resolve(BUILTIN)
+        return builtin.resolve(given)
+    return tiny_pretrained() if scale == "smoke" else builtin.resolve(BUILTIN)
 
 
 def tiny_pretrained(seed: int = 0) -> Path:
     """A random-init 6-layer model with a 512-token byte-level BPE tokenizer (SmolLM2's layout), cached."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-
-    from tinylm.artifacts.io import default_cache_dir
-    from tinylm.artifacts.model_dir import write_model_dir
-    from tinylm.model import ModelConfig, Transformer
-    from tinylm.tokenizer import load_tokenizer
-
     folder = Path(default_cache_dir()) / "reproduce" / f"tiny-pretrained-v1-{seed}"
     if (folder / "model" / "config.json").is_file():
         return folder / "model"

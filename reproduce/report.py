@@ -14,6 +14,7 @@ from typing import Any
 
 from reproduce.plan import history
 from reproduce.verdict import RULE, across
+from tinylm.artifacts.io import atomic_file
 
 # docs/paper.md §6, in dependency order
 EXPERIMENTS = ("coverage", "tokenizer", "architecture", "speed", "layer_skip", "layer_selection", "inheritance",
@@ -124,8 +125,6 @@ def summary(out: Path, committed: Path | None = None) -> str:
 
 
 def write_report(out: Path) -> Path:
-    from tinylm.artifacts.io import atomic_file
-
     out = Path(out)
     records = read_records(out)
     found = across(records)  # every finding of the report judged together: Holm over all of them

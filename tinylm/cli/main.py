@@ -26,6 +26,9 @@ COMMANDS: dict[str, str | dict[str, str]] = {
         "remap": "tinylm.cli.tokenizer:remap_command",
         "coverage": "tinylm.cli.tokenizer:coverage_command",
     },
+    "data": {
+        "prepare": "tinylm.cli.data:prepare_command",
+    },
     "inherit": "tinylm.cli.inherit:inherit",
     "convert": "tinylm.cli.convert:convert_command",
     "eval": "tinylm.evaluation.command:evaluate",
@@ -46,6 +49,7 @@ def _usage() -> str:
 
 
 def run_lightning(args: list[str] | None) -> None:
+    # torch and Lightning load here, not at import: `tinylm --help` and the file commands stay fast
     from tinylm.data.datamodule import TextDataModule
     from tinylm.training.lm import LanguageModel
     from tinylm.training.runs import RunCLI

@@ -6,6 +6,7 @@ from __future__ import annotations
 import lightning as L
 
 from tinylm.errors import TinyLMError
+from tinylm.evaluation.command import run_tasks
 
 
 class LMEvalCallback(L.Callback):
@@ -46,8 +47,7 @@ class LMEvalCallback(L.Callback):
             pl_module.log(name, value, on_step=True, on_epoch=False, rank_zero_only=True, sync_dist=False)
 
     def evaluate(self, pl_module: L.LightningModule, trainer: L.Trainer) -> dict[str, float]:
-        from tinylm.evaluation.adapter import TinyLMEval
-        from tinylm.evaluation.command import run_tasks
+        from tinylm.evaluation.adapter import TinyLMEval  # imports lm_eval (heavy): only when a run evaluates
 
         tokenizer = getattr(trainer.datamodule, "tokenizer", None) if trainer.datamodule is not None else None
         if tokenizer is None:

@@ -9,6 +9,7 @@ from typing import Any
 
 from tinylm.artifacts.io import atomic_file, check_output_file, stamp
 from tinylm.errors import TinyLMError
+from tinylm.evaluation.tasks import load_tasks, paper_table, task_manager
 
 
 def run_tasks(lm: Any, tasks: list[str], num_fewshot: int | None = None, limit: float | None = None,
@@ -17,9 +18,7 @@ def run_tasks(lm: Any, tasks: list[str], num_fewshot: int | None = None, limit: 
     """Evaluate an lm-eval ``LM`` on task names (local first, then lm-eval's; see ``load_tasks`` for when a local
     task without files runs as lm-eval's hub-backed one); returns lm-eval's result dict.
     ``samples``: the document indices to score per task (instead of ``limit``'s first n)."""
-    from lm_eval import simple_evaluate
-
-    from tinylm.evaluation.tasks import load_tasks, task_manager
+    from lm_eval import simple_evaluate  # heavy (~2 s): imported when a run evaluates, not for `tinylm --help`
 
     objects = load_tasks(tasks, data_dir)
     return simple_evaluate(model=lm, tasks=objects, num_fewshot=num_fewshot, limit=limit, samples=samples,
@@ -31,9 +30,7 @@ def run_tasks(lm: Any, tasks: list[str], num_fewshot: int | None = None, limit: 
 
 def markdown(results: dict) -> str:
     """lm-eval's tables plus the paper's layout of whatever paper benchmarks are present."""
-    from lm_eval.utils import make_table
-
-    from tinylm.evaluation.tasks import paper_table
+    from lm_eval.utils import make_table  # heavy: see run_tasks
 
     parts = [make_table(results)]
     if results.get("groups"):
@@ -77,9 +74,9 @@ def evaluate(
         seed: seed of lm-eval's few-shot sampling.
         overwrite: replace an existing --output (and its .md) that tinylm eval wrote; a user's file never is.
     """
-    from lm_eval.utils import handle_non_serializable
+    from lm_eval.utils import handle_non_serializable  # heavy: see run_tasks
 
-    from tinylm.evaluation.adapter import TinyLMEval
+    from tinylm.evaluation.adapter import TinyLMEval  # subclasses lm_eval's TemplateLM: heavy, as above
 
     names = [t.strip() for t in (tasks.split(",") if isinstance(tasks, str) else tasks) if t.strip()]
     check_settings(model, names, num_fewshot, limit, batch_size, device)

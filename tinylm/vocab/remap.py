@@ -11,6 +11,8 @@ from typing import Sequence
 import torch
 
 from tinylm.artifacts.io import check_output_dir
+from tinylm.artifacts.model_dir import (load_config, load_state_dict, read_provenance, resolve_model_dir,
+                                        write_model_dir)
 from tinylm.errors import TinyLMError
 from tinylm.tokenizer import Tokenizer, load_tokenizer
 
@@ -52,14 +54,6 @@ def vocab_map(old: Tokenizer, new: Tokenizer) -> list[int]:
 def remap_model(model: str | os.PathLike, tokenizer: str | os.PathLike, out: str | os.PathLike,
                 overwrite: bool = False) -> Path:
     """Write a copy of the model dir ``model`` whose embedding and head rows follow the compact ``tokenizer``."""
-    from tinylm.artifacts.model_dir import (
-        load_config,
-        load_state_dict,
-        read_provenance,
-        resolve_model_dir,
-        write_model_dir,
-    )
-
     check_output_dir(out, overwrite, inputs=[model, tokenizer])
     model = resolve_model_dir(model)
     config = load_config(model)

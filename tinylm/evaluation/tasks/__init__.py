@@ -129,7 +129,7 @@ def _load_hub(name: str, stands_in_for: str | None) -> dict[str, Any]:
                           f"({reason}); {fix}") from None
 
 
-def _score(results: dict[str, dict], task: str, metric: str) -> float | None:
+def score_of(results: dict[str, dict], task: str, metric: str) -> float | None:
     row = results.get(task) or results.get(HUB_TASKS.get(task, task), {})  # lm-eval's name where it stood in
     value = row.get(f"{metric},none")
     return None if value is None or value == "N/A" else 100 * float(value) if metric.startswith("acc") else float(value)
@@ -142,7 +142,7 @@ def paper_table(results: dict[str, dict]) -> str:
     benchmarks present, as the paper averages its columns; "n/a" marks a benchmark not evaluated.
     """
     lines = []
-    final = {name: _score(results, task, metric) for name, (_, task, metric) in PAPER_FINAL.items()}
+    final = {name: score_of(results, task, metric) for name, (_, task, metric) in PAPER_FINAL.items()}
     if any(v is not None for v in final.values()):
         lines += [_row(["group", "benchmark", "score"]), _row(["---"] * 3)]
         groups: dict[str, list[float]] = {}
@@ -154,7 +154,7 @@ def paper_table(results: dict[str, dict]) -> str:
             lines.append(_row([group, "average", _fmt(sum(values) / len(values))]))
         present = [v for v in final.values() if v is not None]
         lines.append(_row(["all", f"average of {len(present)}/10", _fmt(sum(present) / len(present))]))
-    ablation = {name: _score(results, task, metric) for name, (task, metric) in PAPER_ABLATION.items()}
+    ablation = {name: score_of(results, task, metric) for name, (task, metric) in PAPER_ABLATION.items()}
     if all(v is not None for v in ablation.values()):
         lines += ["", _row(list(ablation) + ["Avg."]), _row(["---"] * (len(ablation) + 1)),
                   _row([_fmt(v) for v in ablation.values()] + [_fmt(sum(ablation.values()) / len(ablation))])]
