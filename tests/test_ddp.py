@@ -1,7 +1,8 @@
 """Two real processes (DDP over gloo on CPU): a multi-round ``tinylm fit`` finishes and writes one model dir, its
 round-2 plan equals one process's with the same global batch, data and seed, and a kill -9 followed by
-``--ckpt_path last`` reproduces the uninterrupted losses bitwise. Every run has a hard timeout that kills the whole
-process group, so a hang fails the test instead of blocking CI."""
+``--ckpt_path last`` reproduces the uninterrupted losses bitwise — from the memmap cache, and with the 1B-Pro
+recipe (shrunk) from a prepared dataset, where the final weights are compared too. Every run has a hard timeout that
+kills the whole process group, so a hang fails the test instead of blocking CI."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "optimization" / "multi_round.yaml"
@@ -162,3 +164,67 @@ def test_two_processes_finish_plan_as_one_and_resume_bitwise_after_kill(corpus, 
                   "--trainer.accelerator", "cpu", "--ckpt_path", str(run / "checkpoints" / "last.ckpt")))
     assert exit_.value.code == 2
     assert not (tmp_path / "other" / "logs" / "version_0" / "model").exists()
+
+
+RECIPE_1B = REPO / "recipes" / "pretrain" / "pangu-pi-1b-pro.yaml"
+# Lightning refuses FSDP without a GPU ("The strategy `fsdp` requires a GPU accelerator"), and torch's
+# FullyShardedDataParallel too ("FSDP needs a non-CPU accelerator device"): on CPU the recipe runs as DDP, its closest.
+SHRUNK_ON_CPU = ["--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.num_nodes", "1",
+                 "--trainer.strategy", "ddp", "--trainer.precision", "32-true", "--trainer.limit_val_batches", "0",
+                 "--trainer.val_check_interval", "1.0", "--trainer.enable_progress_bar", "false",
+                 "--trainer.enable_model_summary", "false", "--trainer.log_every_n_steps", "1",
+                 "--model.config", "debug", "--model.init_args.lr", "3e-3", "--data.seq_len", "16",
+                 "--data.batch_size", "4", "--data.num_workers", "0"]
+
+
+def test_the_1b_pro_recipe_prepared_two_processes_two_rounds_kill_resume_bitwise(corpus, tmp_path):
+    """prepare → the 1B-Pro recipe shrunk (2 gloo processes) → two rounds, planned as one process plans them → kill -9
+    mid-round 2 → resume: the final weights equal the uninterrupted run's bit for bit."""
+    from safetensors.torch import load_file
+
+    from tinylm.cli import main
+    from tinylm.data.datamodule import TextDataModule
+    from tinylm.training.rounds import num_draws
+
+    tokenizer, prepared = tmp_path / "tok.model", tmp_path / "prepared"
+    main(["tokenizer", "train", "--input", str(corpus), "--out", str(tokenizer), "--vocab_size", "400"])
+    main(["data", "prepare", "--sources", str(corpus), "--tokenizer", str(tokenizer), "--out", str(prepared),
+          "--workers", "2", "--val_every", "6", "--unit_chars", "1000", "--chunk_bytes", "2KB"])
+    data = TextDataModule(prepared=str(prepared), seq_len=16, batch_size=8, cache_dir=str(tmp_path / "cache"))
+    data.setup("fit")
+    assert len(data.train_stream.chunks) > 2  # blocks are addressed across several chunks
+    first_round = data.num_train_blocks // 8
+    saved_at = first_round + num_draws(data.num_train_blocks // 4, 0.5) * 4 // 8 // 2  # mid round 2
+
+    def run(name: str, root: str, kill_at: int | None = None, *extra: str) -> subprocess.Popen:
+        config = tmp_path / f"{name}-callbacks.yaml"
+        config.write_text(json.dumps({"trainer": {"callbacks": callbacks(tmp_path / f"{name}.jsonl", saved_at,
+                                                                           kill_at)}}))
+        return two_processes("fit", "--config", str(RECIPE_1B), "--config", str(config), *SHRUNK_ON_CPU,
+                             "--data.prepared", str(prepared), "--trainer.default_root_dir", str(tmp_path / root),
+                             *extra)
+
+    full, killed = run("full", "full"), run("killed", "crash", saved_at + 2)
+    # meanwhile one process, twice the per-device batch: the reference plan
+    one_config = tmp_path / "one-callbacks.yaml"
+    one_config.write_text(json.dumps({"trainer": {"callbacks": callbacks(tmp_path / "one.jsonl")}}))
+    main(["fit", "--config", str(RECIPE_1B), "--config", str(one_config), *SHRUNK_ON_CPU, "--trainer.devices", "1",
+          "--trainer.strategy", "auto", "--data.batch_size", "8", "--data.prepared", str(prepared),
+          "--trainer.default_root_dir", str(tmp_path / "one")])
+    code, output = finish(killed)
+    assert code == -signal.SIGKILL, output[-3000:]
+    resumed = run("resumed", "crash", None, "--ckpt_path", "last")
+    for process in (full, resumed):
+        code, output = finish(process)
+        assert code == 0, output[-3000:]
+    reference = losses(tmp_path / "full.jsonl")
+    assert first_round < saved_at < max(reference)  # the kill came in round 2
+    assert losses(tmp_path / "resumed.jsonl") == {s: v for s, v in reference.items() if s > saved_at}
+    two, one = (np.load(tmp_path / root / "logs" / "version_0" / "rounds" / "round_1.npz") for root in ("full", "one"))
+    np.testing.assert_array_equal(two["plan"], one["plan"])  # scored on two ranks, drawn as on one
+    np.testing.assert_allclose(two["loss"], one["loss"], rtol=1e-4)
+    full_weights, resumed_weights = (load_file(tmp_path / root / "logs" / "version_0" / "model" / "model.safetensors")
+                                     for root in ("full", "crash"))
+    assert full_weights.keys() == resumed_weights.keys()
+    for name, tensor in full_weights.items():
+        assert tensor.dtype == resumed_weights[name].dtype and torch.equal(tensor, resumed_weights[name]), name

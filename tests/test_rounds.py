@@ -11,12 +11,13 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from scipy.stats import spearmanr
 
-from tinylm.data.corpus import BUILTIN
+from tinylm.data.corpus import BUILTIN, resolve
 from tinylm.data.datamodule import TextDataModule
+from tinylm.data.prepared import prepare
 from tinylm.errors import TinyLMError
 from tinylm.model import ModelConfig, Transformer, cross_entropy
 from tinylm.training.lm import LanguageModel
-from tinylm.training.rounds import MultiRoundTraining, draw, make_groups, score_blocks, score_samples
+from tinylm.training.rounds import MultiRoundTraining, draw, make_groups, score_blocks, score_samples, score_windows
 
 
 @pytest.fixture(scope="module")
@@ -141,6 +142,18 @@ def test_gathered_blocks_score_as_the_contiguous_ones():
                                atol=1e-5)
 
 
+@pytest.mark.parametrize("total,world", [(11, 1), (11, 2), (12, 4), (5, 4), (7, 3), (100, 8), (3, 3)])
+def test_every_rank_scores_an_equal_window_and_each_block_is_owned_once(total, world):
+    """Equal windows mean equal forward calls on every rank (FSDP's gathers are collectives); the owned parts,
+    gathered as ``score`` does, are every block once, in order."""
+    starts, share = score_windows(total, world)
+    assert all(0 <= start and start + share <= total for start in starts)
+    losses = torch.arange(total, dtype=torch.float32)  # a block's "loss" is its id
+    gathered = torch.stack([losses[start : start + share] for start in starts])
+    owned = torch.cat([gathered[r, r * share - starts[r]:] for r in range(world)])[:total]
+    assert owned.tolist() == list(range(total))
+
+
 # ---- the plan the callback hands the DataModule --------------------------------------------------------
 def test_round_plan_is_the_draw_over_the_frozen_models_batch_losses(corpus, tmp_path):
     data, snapshot, recorder = make_data(corpus), Snapshot(), LossRecorder()
@@ -169,6 +182,25 @@ def test_round_plan_is_the_draw_over_the_frozen_models_batch_losses(corpus, tmp_
     assert len(recorder.epoch_ids[0]) == data.num_train_blocks // 8 * 8
     assert sorted(recorder.epoch_ids[1]) == sorted(saved["plan"].tolist())
     assert len(recorder.losses) == data.num_train_blocks // 8 + len(expected)
+
+
+def test_the_plan_over_a_prepared_dataset_is_the_plan_over_the_memmap_cache(corpus, tmp_path):
+    """Block ids address the same blocks across the prepared dataset's chunks: the same scores, draws and plan."""
+    memmap = make_data(corpus)
+    memmap.prepare_data()
+    memmap.setup("fit")
+    prepare(resolve(str(corpus[0])), memmap.tokenizer, tmp_path / "prepared", workers=2, val_every=6,
+            unit_chars=2000, chunk_bytes="3KB")
+    chunked = TextDataModule(prepared=str(tmp_path / "prepared"), seq_len=16, batch_size=8,
+                             cache_dir=str(tmp_path / "cache"))
+    plans = []
+    for name, data in (("memmap", make_data(corpus)), ("prepared", chunked)):
+        rounds = MultiRoundTraining(rounds=2, rate=0.5, seed=5, out_dir=str(tmp_path / name))
+        trainer(tmp_path / name, [rounds]).fit(make_module(), datamodule=data)
+        plans.append(np.load(tmp_path / name / "round_1.npz"))
+    assert len(chunked.train_stream.chunks) > 2
+    for key in ("groups", "loss", "drawn", "plan"):
+        np.testing.assert_array_equal(plans[0][key], plans[1][key])
 
 
 # ---- exact resume --------------------------------------------------------------------------------------

@@ -215,13 +215,18 @@ def _hub_source(spec: str) -> Source:
     return Source(spec, documents, f"hf:{name}:{config}")
 
 
+def tag_documents(sources: list[Source], val_every: int) -> Iterator[tuple[bool, str]]:
+    """Every document of the sources once, in order, with whether it is held out for validation (the
+    ``val_every``-th document of each source): one pass that feeds both splits."""
+    for source in sources:
+        for index, doc in enumerate(source.documents()):
+            yield index % val_every == val_every - 1, doc
+
+
 def split_documents(sources: list[Source], val_every: int) -> tuple[Iterator[str], Iterator[str]]:
     """Two generators over the same sources: training documents and held-out validation documents."""
 
     def pick(held_out: bool) -> Iterator[str]:
-        for source in sources:
-            for index, doc in enumerate(source.documents()):
-                if (index % val_every == val_every - 1) == held_out:
-                    yield doc
+        return (doc for held, doc in tag_documents(sources, val_every) if held == held_out)
 
     return pick(False), pick(True)

@@ -1,6 +1,8 @@
 """The ``LightningDataModule`` every tinylm LightningModule shares.
 
-``prepare_data`` trains (or reuses) the tokenizer and packs the corpus once; ``setup`` maps the cache.
+``prepare_data`` trains (or reuses) the tokenizer and packs the corpus once; ``setup`` maps the cache. Or, with
+``prepared``, both read a dataset ``tinylm data prepare`` wrote (a local folder or an ``s3://…`` copy, through
+litdata): the same token streams, sharded into chunks, so one preparation serves every node.
 The training order is a seeded shuffle per epoch; a checkpoint records how far into the epoch training got,
 so a resumed run continues with exactly the batches the uninterrupted run would have seen.
 
@@ -22,8 +24,10 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from tinylm.artifacts import builtin
 from tinylm.artifacts.io import default_cache_dir
+from tinylm.data.chunks import TokenChunks
 from tinylm.data.corpus import Source, resolve, split_documents
 from tinylm.data.packing import PackedBlocks, open_stream, pack
+from tinylm.data.prepared import PreparedData, open_prepared
 from tinylm.errors import TinyLMError
 from tinylm.tokenizer import Tokenizer, load_tokenizer, train_tokenizer
 
@@ -39,11 +43,11 @@ class TrainingData(Protocol):
     sources_spec: list[str]  # provenance of the written model dir
     seq_len: int  # tokens per block
     batch_size: int  # blocks per micro-batch per device
-    cache_folder: Path | None  # the packed cache (provenance)
-    train_stream: np.ndarray  # the packed training tokens (round scoring), mapped in ``setup``
+    cache_folder: Path | None  # the packed cache or prepared dataset (provenance)
+    train_stream: np.ndarray | TokenChunks  # the training tokens (round scoring), opened in ``setup``
 
     @property
-    def meta(self) -> dict[str, Any]: ...  # the packed cache's description (provenance)
+    def meta(self) -> dict[str, Any]: ...  # the packed cache's or prepared dataset's description (provenance)
 
     @property
     def num_train_blocks(self) -> int: ...  # training blocks of seq_len (+1 shared) tokens
@@ -67,6 +71,8 @@ class TextDataModule(L.LightningDataModule):
             ``~/.cache/tinylm``).
         seed: shuffling seed.
         num_workers: DataLoader workers.
+        prepared: a dataset written by ``tinylm data prepare`` — a local folder or a URI litdata reads
+            (``s3://bucket/dir``) — used instead of ``sources``; it brings its tokenizer and ``val_every``.
     """
 
     def __init__(
@@ -81,6 +87,7 @@ class TextDataModule(L.LightningDataModule):
         cache_dir: str | None = None,
         seed: int = 1234,
         num_workers: int = 0,
+        prepared: str | None = None,
     ) -> None:
         super().__init__()
         self.sources_spec = [sources] if isinstance(sources, str) else list(sources)
@@ -94,6 +101,8 @@ class TextDataModule(L.LightningDataModule):
         self.seq_len, self.batch_size, self.val_every = seq_len, batch_size, val_every
         self.text_field, self.seed, self.num_workers = text_field, seed, num_workers
         self.cache_dir = Path(cache_dir or default_cache_dir())
+        self.prepared, self.prepared_data = prepared, None
+        self._meta: dict[str, Any] | None = None
         self.round_plan: np.ndarray | None = None
         self._resume: tuple[int, int] | None = None  # (epoch, batches already trained in it)
         self.tokenizer: Tokenizer | None = None
@@ -103,8 +112,21 @@ class TextDataModule(L.LightningDataModule):
     def _sources(self) -> list[Source]:
         return [s for spec in self.sources_spec for s in resolve(spec, self.text_field)]
 
+    def prepared_dataset(self) -> PreparedData:
+        """The prepared dataset (opened once); a given ``tokenizer`` must be the one it was made with."""
+        if self.prepared_data is None:
+            data = open_prepared(self.prepared, self.cache_dir)
+            if self.tokenizer_path is not None and \
+                    load_tokenizer(builtin.resolve(self.tokenizer_path)).sha256 != data.tokenizer.sha256:
+                raise TinyLMError(f"data.tokenizer {self.tokenizer_path} is not the tokenizer {self.prepared} was "
+                                  "prepared with; leave data.tokenizer unset (the dataset brings its own)")
+            self.prepared_data = data
+        return self.prepared_data
+
     def resolve_tokenizer(self) -> Tokenizer:
         """The given tokenizer, or one trained on the training documents and cached by their fingerprint."""
+        if self.prepared is not None:
+            return self.prepared_dataset().tokenizer
         if self.tokenizer_path is not None:
             return load_tokenizer(builtin.resolve(self.tokenizer_path))
         sources = self._sources()
@@ -118,15 +140,22 @@ class TextDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         tokenizer = self.resolve_tokenizer()
-        self.cache_folder = pack(self._sources(), tokenizer, self.cache_dir / "packed", self.val_every)
+        if self.prepared is None:
+            self.cache_folder = pack(self._sources(), tokenizer, self.cache_dir / "packed", self.val_every)
 
     def setup(self, stage: str | None = None) -> None:
         if self.tokenizer is not None:
             return
         self.tokenizer = self.resolve_tokenizer()
-        self.cache_folder = pack(self._sources(), self.tokenizer, self.cache_dir / "packed", self.val_every)
-        self.train_stream = open_stream(self.cache_folder, "train")
-        self.val_stream = open_stream(self.cache_folder, "val")
+        if self.prepared is not None:
+            data = self.prepared_dataset()
+            self.cache_folder, self._meta = data.folder, data.manifest
+            self.sources_spec, self.val_every = data.manifest["sources"], data.manifest["val_every"]
+            self.train_stream, self.val_stream = data.streams["train"], data.streams["val"]
+        else:
+            self.cache_folder = pack(self._sources(), self.tokenizer, self.cache_dir / "packed", self.val_every)
+            self.train_stream = open_stream(self.cache_folder, "train")
+            self.val_stream = open_stream(self.cache_folder, "val")
         for split, stream in (("training", self.train_stream), ("validation", self.val_stream)):
             if len(stream) <= self.seq_len:
                 raise TinyLMError(
@@ -136,7 +165,9 @@ class TextDataModule(L.LightningDataModule):
 
     @property
     def meta(self) -> dict[str, Any]:
-        return json.loads((self.cache_folder / "meta.json").read_text())
+        if self._meta is None:  # after prepare_data alone
+            self._meta = json.loads((self.cache_folder / "meta.json").read_text())
+        return self._meta
 
     @property
     def num_train_blocks(self) -> int:
@@ -184,7 +215,8 @@ class TextDataModule(L.LightningDataModule):
         """What decides the samples and their order: a resume must keep them to continue the same run."""
         return {"sources": self.sources_spec, "tokenizer": self.tokenizer.sha256 if self.tokenizer else None,
                 "seq_len": self.seq_len, "batch_size": self.batch_size, "val_every": self.val_every,
-                "text_field": self.text_field, "seed": self.seed}
+                "text_field": self.text_field, "seed": self.seed,
+                "prepared": self.prepared_data.manifest["id"] if self.prepared_data else None}
 
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {"round_plan": None if self.round_plan is None else self.round_plan.tolist(),

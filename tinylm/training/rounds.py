@@ -18,7 +18,14 @@ losses and draws in this callback's, so a run resumed mid-round continues the sa
 scores are also written to ``<out_dir>/round_<r+1>.npz`` (groups, loss, prob, drawn, plan) for analysis.
 
 The samples left over when the data does not divide into whole groups (fewer than one group) are trained in
-round 0 only. Scoring shards over DDP ranks; FSDP-sharded models are not supported here.
+round 0 only.
+
+Sample ids are block ids of the DataModule's training stream — the memmap cache or a prepared dataset, whose
+blocks span its litdata chunks (``tinylm.data.chunks``) — so a plan addresses blocks across shards. Scoring is
+spread over the ranks (DDP or FSDP): each rank scores an equal window of consecutive blocks through the strategy's
+wrapped model (under FSDP the forward gathers each sharded layer, a collective, so every rank runs the same
+forward calls: the last rank's window is moved back to end at the last block rather than left short), and the
+losses are gathered with ``all_gather``. The plan equals one process's for the same data and seed.
 """
 
 from __future__ import annotations
@@ -103,6 +110,17 @@ def score_blocks(
             yield torch.from_numpy(rows.astype(np.int64))
 
     return block_nll(model, batches(), device=device, context=context).block_loss
+
+
+def score_windows(total: int, world: int) -> tuple[list[int], int]:
+    """``(starts, share)``: rank ``r`` scores blocks ``[starts[r], starts[r] + share)`` and owns
+    ``[r·share, (r+1)·share) ∩ [0, total)``.
+
+    Every window has the same length, so every rank runs the same forward calls (FSDP's gathers are collectives);
+    the last windows are moved back to end at the last block instead of running short.
+    """
+    share = math.ceil(total / world)
+    return [min(r * share, total - share) for r in range(world)], share
 
 
 class MultiRoundTraining(L.Callback):
@@ -233,22 +251,22 @@ class MultiRoundTraining(L.Callback):
     def score(self, trainer: L.Trainer, pl_module: L.LightningModule) -> torch.Tensor:
         """Loss of every training sample under the model as it is now; shards over ranks and gathers."""
         data: TrainingData = trainer.datamodule
-        total, world, rank = data.num_train_blocks, trainer.world_size, trainer.global_rank
-        share = math.ceil(total / world)
-        start, stop = min(total, rank * share), min(total, (rank + 1) * share)
-        was_training = pl_module.training
-        pl_module.eval()
+        total, world = data.num_train_blocks, trainer.world_size
+        starts, share = score_windows(total, world)
+        start = starts[trainer.global_rank]
+        model = trainer.strategy.model or pl_module  # the DDP/FSDP wrapper: FSDP gathers the shards in its forward
+        was_training = model.training
+        model.eval()
         try:
-            local = score_samples(pl_module, data.train_stream, data.seq_len, start, stop,
+            local = score_samples(model, data.train_stream, data.seq_len, start, start + share,
                                   self.score_batch_size or 4 * data.batch_size, pl_module.device,
                                   trainer.precision_plugin.forward_context)
         finally:
-            pl_module.train(was_training)
+            model.train(was_training)
         if world == 1:
             return local
-        padded = torch.zeros(share)
-        padded[: len(local)] = local
-        return pl_module.all_gather(padded.to(pl_module.device)).reshape(-1)[:total].cpu()
+        gathered = pl_module.all_gather(local.to(pl_module.device)).cpu()  # (world, share)
+        return torch.cat([gathered[r, r * share - starts[r]:] for r in range(world)])[:total]
 
     def write(self, trainer: L.Trainer, round_index: int, loss: torch.Tensor, drawn: torch.Tensor,
               plan: np.ndarray) -> None:
