@@ -13,9 +13,9 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-from reproduce import experiment
 from reproduce.experiment import Experiment, Measured, Options, fmt, markdown
 from reproduce.verdict import Finding
+from tinylm.artifacts.cache import cache_key
 from tinylm.artifacts.io import default_cache_dir
 from tinylm.data.corpus import resolve
 from tinylm.data.datamodule import TextDataModule
@@ -53,7 +53,7 @@ def own_tokenizer(sources: str, vocab_size: int) -> Tokenizer:
 
 def counted(tokenizer: Tokenizer, sources: str, val_every: int = 50) -> dict[str, Any]:
     """Token frequencies on the training documents of ``sources``, counted once into the tinylm cache."""
-    key = experiment.cache_key(tokenizer.sha256, sources, val_every, modules=["tinylm.vocab.counting"])
+    key = cache_key(tokenizer.sha256, sources, val_every, modules=["tinylm.vocab.counting"])
     folder = Path(default_cache_dir()) / "frequencies" / key
     if not (folder / "frequencies.json").is_file():
         count_frequencies(tokenizer, resolve(sources), folder, val_every=val_every)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import json
 import os
 import platform
@@ -31,7 +30,6 @@ import yaml
 from reproduce.plan import (
     check_plan_written,
     checked_tree,
-    code_version,
     keep_history,
     plan,
     plan_hash,
@@ -39,7 +37,7 @@ from reproduce.plan import (
     tree_state,
 )
 from reproduce.verdict import Finding, judged
-from tinylm.artifacts.io import atomic_dir, atomic_file, check_output_dir
+from tinylm.artifacts.io import atomic_dir, atomic_file, check_output_dir, default_cache_dir
 from tinylm.data.datamodule import TextDataModule
 from tinylm.model import ModelConfig
 from tinylm.training.fit import fit
@@ -154,20 +152,22 @@ def read_json(path: Path, missing: Any = None) -> Any:
     return json.loads(Path(path).read_text()) if Path(path).is_file() else missing
 
 
-def cache_key(*parts: Any, modules: Sequence[Any]) -> str:
-    """A cache key of ``parts`` (JSON data) and the code version of ``modules`` (module objects or dotted names,
-    every module whose code computes the cached value): the same inputs under changed code get a new key, so a
-    cache never serves a number from code that no longer exists."""
-    if not modules:
-        raise ValueError("cache_key: name the modules whose code computes the cached value")
-    return hashlib.sha256(json.dumps([list(parts), code_version(*modules)], default=str).encode()).hexdigest()[:16]
-
-
 def write_json(path: Path, record: Any) -> None:
     """Cache ``record`` as JSON at ``path``, atomically (a cut-short run never leaves half a record)."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(path) as handle:
         handle.write(json.dumps(record))
+
+
+def cached_run(kind: str, key: str, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """The record of one unit of an experiment (an arm at a seed), computed once and kept in the tinylm cache
+    under ``reproduce/<kind>/<key>.json`` (``key`` from ``cache_key``, so it carries the code version): a long
+    study cut short resumes at the next unit, in this run or a later one."""
+    path = Path(default_cache_dir()) / "reproduce" / kind / f"{key}.json"
+    if (record := read_json(path)) is None:
+        record = compute()
+        write_json(path, record)
+    return record
 
 
 def mean_sd(values: Sequence[float], exact: bool = False) -> tuple[float, float | None]:

@@ -16,6 +16,7 @@ from typing import Mapping
 from reproduce import experiment, pretrained
 from reproduce.experiment import Experiment, Measured, Options, fmt, markdown, read_json, write_json
 from reproduce.verdict import Finding
+from tinylm.artifacts.cache import cache_key
 from tinylm.artifacts.io import default_cache_dir
 from tinylm.errors import TinyLMError
 from tinylm.evaluation.command import run_tasks
@@ -100,7 +101,7 @@ def scores(model_dir: str, items: int | None, dtype: str = "float32",
     config = (Path(model_dir) / "config.json").read_text()
 
     def folder(dtype: str) -> Path:
-        key = experiment.cache_key(str(model_dir), config, weights, items, dtype, modules=SCORING_CODE)
+        key = cache_key(str(model_dir), config, weights, items, dtype, modules=SCORING_CODE)
         return Path(default_cache_dir()) / "reproduce" / "final-scores" / key
 
     models, row = {}, {}

@@ -42,8 +42,8 @@ from reproduce.experiment import (
     subplots,
     tokens_line,
 )
-from reproduce.plan import code_version
 from reproduce.verdict import SMALLEST_BPB, Finding
+from tinylm.artifacts.cache import code_version
 from tinylm.artifacts.io import default_cache_dir
 from tinylm.evaluation.tasks import ABLATION_TASKS
 from tinylm.inherit.pipeline import Calibration, inherit

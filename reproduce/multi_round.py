@@ -28,7 +28,6 @@ from reproduce.experiment import (
     Measured,
     Options,
     Recipe,
-    cache_key,
     fmt,
     markdown,
     matching,
@@ -40,6 +39,7 @@ from reproduce.experiment import (
     tokens_line,
 )
 from reproduce.verdict import SMALLEST_BPB, Finding
+from tinylm.artifacts.cache import cache_key
 from tinylm.artifacts.io import atomic_dir, atomic_file, default_cache_dir
 from tinylm.data.corpus import resolve
 from tinylm.training.rounds import MultiRoundTraining

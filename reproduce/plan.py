@@ -4,16 +4,13 @@ An experiment's plan is *derived* from its declarations (``EXPERIMENT`` in ``rep
 their arms, metric and smallest effect that matters, the scale's settings and sizes, the seeds) — never written a
 second time by hand, so it cannot drift from what runs. ``plan_hash`` fingerprints it; a results.json carries the
 hash beside the commit, the dirty flag, threads and versions, and an earlier result under another plan is moved to
-``history/`` rather than replaced. ``code_version`` fingerprints the source of the modules that compute a cached
-value, so a cache key that includes it never serves a number from code that no longer exists.
+``history/`` rather than replaced. Cache keys (with the version of the code behind them) come from
+``tinylm.artifacts.cache``, which the library's own cached steps share.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import importlib
-import inspect
 import json
 import platform
 import shutil
@@ -21,9 +18,9 @@ import subprocess
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
+from tinylm.artifacts.cache import digest
 from tinylm.errors import TinyLMError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,10 +70,6 @@ def _declared(finding: Any) -> dict[str, Any]:
             if f.default is dataclasses.MISSING or getattr(finding, f.name) != f.default}
 
 
-def digest(data: Any, length: int = 16) -> str:
-    return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:length]
-
-
 def plan_hash(experiment: Any, scale: str) -> str:
     """A stable fingerprint of ``plan(experiment, scale)``: the same declarations give the same hash anywhere."""
     return digest(plan(experiment, scale))
@@ -109,20 +102,6 @@ def check_plan_written(experiment: Any, scale: str) -> None:
         state = "has no plan file" if written is None else "differs from its plan file"
         raise TinyLMError(f"{experiment.name} at {scale} scale {state} ({path}); write the plan with `python -m "
                           f"reproduce plan --scale {scale}`, review and commit it, then run")
-
-
-def code_version(*modules: ModuleType | str) -> str:
-    """A fingerprint of the source files of ``modules`` (module objects or dotted names): include it in a cache key
-    so a cached value is recomputed when the code that computes it changes. It hashes each module's own file, so
-    name every module whose code decides the value."""
-    sources = {}
-    for module in modules:
-        module = importlib.import_module(module) if isinstance(module, str) else module
-        path = inspect.getsourcefile(module)
-        if path is None:
-            raise ValueError(f"code_version: {module.__name__} has no source file to fingerprint")
-        sources[module.__name__] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
-    return digest(sources, 12)
 
 
 def git_state(root: Path = REPO, outside: tuple[Path, ...] = ()) -> tuple[str | None, bool | None]:

@@ -1,12 +1,13 @@
 """The one judge: every finding of every experiment gets its verdict here, and nowhere else.
 
 A finding is declared in its experiment module before anything runs (``Finding``); the experiment measures and
-``judge`` rules as ``RULE`` says: paired per-seed differences (95% t interval, two-sided one-sample t-test,
-``scipy.stats``) with the minimal detectable effect at the run's n, two one-sided tests (TOST) against a declared
-margin for claims of no difference, Spearman's rho for correlations (``reproduce.shapes.spearman``), thresholds
-for deterministic measurements. ``across`` then judges the whole report at once: Holm–Bonferroni over every
-counted test, each comparison counted once. Smoke scale and fewer than ``MIN_SEEDS`` seeds are inconclusive;
-exploratory readings are reported with their numbers and never judged.
+``judge`` rules as ``RULE`` says: paired per-seed differences (95% t interval, two-sided one-sample t-test, from
+``tinylm.evaluation.stats``, which ``tinylm pro``'s report shares) with the minimal detectable effect at the run's
+n, two one-sided tests (TOST) against a declared margin for claims of no difference, Spearman's rho for
+correlations (``reproduce.shapes.spearman``), thresholds for deterministic measurements. ``across`` then judges
+the whole report at once: Holm–Bonferroni over every counted test, each comparison counted once. Smoke scale and
+fewer than ``MIN_SEEDS`` seeds are inconclusive; exploratory readings are reported with their numbers and never
+judged.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import hashlib
 import json
 import math
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -23,12 +24,11 @@ import numpy as np
 from scipy import stats
 
 from reproduce.shapes import spearman
+from tinylm.evaluation.stats import ALPHA, POWER, mde, paired_t, t_quantile
 
 REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, EXPLORATORY = "reproduced", "not reproduced", "inconclusive", "exploratory"
 UNDERPOWERED = "underpowered"  # not significant, and the run could not have seen the effect that matters
 SAME_AS = "same as"  # a finding that reuses another's runs: judged (and Holm-counted) there, once
-ALPHA = 0.05
-POWER = 0.8
 MIN_SEEDS = 3
 MAX_SEEDS = 100_000  # seeds_needed gives up beyond this
 KINDS = ("paired", "equivalence", "correlation", "threshold")
@@ -124,23 +124,11 @@ class Verdict:
 # ---- the statistics ------------------------------------------------------------------------------------------
 
 
-def _t(q: float, df: int) -> float:
-    return float(stats.t.ppf(q, df))
-
-
-def mde(sd: float, n: int, alpha: float = ALPHA, power: float = POWER) -> float:
-    """Minimal detectable effect of a paired two-sided t-test at ``n`` seeds: the true mean difference it finds at
-    ``alpha`` with probability ``power``, given the spread ``sd`` of the differences (t-based approximation)."""
-    if n < 2:
-        return math.inf
-    return (_t(1 - alpha / 2, n - 1) + _t(power, n - 1)) * sd / math.sqrt(n)
-
-
 def equivalence_mde(sd: float, n: int, alpha: float = ALPHA, power: float = POWER) -> float:
     """The smallest margin TOST shows at ``n`` seeds with probability ``power`` when the true difference is zero."""
     if n < 2:
         return math.inf
-    return (_t(1 - alpha, n - 1) + _t(1 - (1 - power) / 2, n - 1)) * sd / math.sqrt(n)
+    return (t_quantile(1 - alpha, n - 1) + t_quantile(1 - (1 - power) / 2, n - 1)) * sd / math.sqrt(n)
 
 
 def seeds_needed(sd: float, effect: float, equivalence: bool = False) -> int | None:
@@ -177,22 +165,10 @@ def _differences(better: Sequence[float], worse: Sequence[float], lower_is_bette
 
 
 def paired(better: Sequence[float], worse: Sequence[float], lower_is_better: bool) -> dict[str, Any]:
-    """Per-seed differences, signed so that positive agrees with ``better`` being better: mean, 95% t interval,
-    two-sided p-value of the one-sample t-test against zero, spread and minimal detectable effect. Differences with
-    no spread give p = nan and ``seed_free``: a t-test has nothing to test them against, and a constant shift across
-    seeds says the arms did not depend on the seed — no evidence from seeds either way (no p = 0 shortcut)."""
-    diffs = _differences(better, worse, lower_is_better)
-    n, mean = len(diffs), statistics.fmean(diffs)
-    result = {"n": n, "mean": mean, "low": math.nan, "high": math.nan, "p": math.nan, "sd": math.nan,
-              "mde": math.inf, "seed_free": False}
-    if n < 2:
-        return result
-    sd = statistics.stdev(diffs)
-    if sd == 0:
-        return {**result, "low": mean, "high": mean, "sd": 0.0, "mde": math.nan, "seed_free": True}
-    half = _t(1 - ALPHA / 2, n - 1) * sd / math.sqrt(n)
-    p = float(stats.ttest_1samp(diffs, 0.0).pvalue)
-    return {**result, "low": mean - half, "high": mean + half, "p": p, "sd": sd, "mde": mde(sd, n)}
+    """Per-seed differences, signed so that positive agrees with ``better`` being better, summarized by
+    ``tinylm.evaluation.stats.paired_t``: mean, 95% t interval, two-sided p of the one-sample t-test against zero,
+    spread and minimal detectable effect; no spread gives p = nan and ``seed_free`` (no p = 0 shortcut)."""
+    return paired_t(_differences(better, worse, lower_is_better))
 
 
 def tost(a: Sequence[float], b: Sequence[float], margin: float) -> dict[str, Any]:
@@ -217,7 +193,7 @@ def tost(a: Sequence[float], b: Sequence[float], margin: float) -> dict[str, Any
     p_tost = max(float(stats.t.sf((mean + margin) / se, df)), float(stats.t.cdf((mean - margin) / se, df)))
     p_outside = min(1.0, 2 * min(float(stats.t.sf((mean - margin) / se, df)),
                                  float(stats.t.cdf((mean + margin) / se, df))))
-    half90, half95 = _t(1 - ALPHA, df) * se, _t(1 - ALPHA / 2, df) * se
+    half90, half95 = t_quantile(1 - ALPHA, df) * se, t_quantile(1 - ALPHA / 2, df) * se
     return {**result, "low": mean - half95, "high": mean + half95, "low90": mean - half90, "high90": mean + half90,
             "p_tost": p_tost, "p_outside": p_outside, "p": p_tost if result["inside"] else p_outside, "sd": sd,
             "mde": equivalence_mde(sd, n)}
@@ -241,6 +217,19 @@ def bootstrap(values_a: Sequence[float], values_b: Sequence[float] | None = None
     below, above = int((means <= 0).sum()), int((means >= 0).sum())
     p = min(1.0, 2 * (1 + min(below, above)) / (1 + n_boot))
     return {"n": n, "mean": float(diffs.mean()), "low": float(low), "high": float(high), "p": p}
+
+
+def bootstrap_statistic(items: int, statistic: Callable[[np.ndarray], float], n_boot: int = 2_000,
+                        seed: int = 0) -> dict[str, float]:
+    """Percentile bootstrap of any ``statistic`` of the items (it gets an array of item indices, drawn with
+    replacement): its 95% interval, for seed-free measurements that are not a plain mean (a ratio of sums, a
+    minimum over positions)."""
+    if items < 2:
+        raise ValueError(f"bootstrap needs at least two items (got {items})")
+    rng = np.random.default_rng(seed)
+    values = np.array([statistic(rng.integers(0, items, items)) for _ in range(n_boot)])
+    low, high = np.percentile(values, [100 * ALPHA / 2, 100 * (1 - ALPHA / 2)])
+    return {"n": items, "low": float(low), "high": float(high)}
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:

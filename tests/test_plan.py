@@ -1,11 +1,10 @@
 """Plans and provenance: a plan derived from the declarations with a stable hash; small and paper scale refuse a
 dirty tree; every result records commit, dirty flag, plan hash, threads and versions; a result under an earlier
-plan moves to history/ and the report says so; a cache key changes when the code that computes it changes."""
+plan moves to history/ and the report says so (cache keys and their code version: tests/test_cache.py)."""
 
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import subprocess
 import sys
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from reproduce import plan as plans
-from reproduce.experiment import Experiment, Measured, Options, cache_key, run
+from reproduce.experiment import Experiment, Measured, Options, run
 from reproduce.report import EXPERIMENTS, load, write_report
 from reproduce.verdict import Finding
 from tinylm.errors import TinyLMError
@@ -188,23 +187,6 @@ def test_results_from_before_plans_move_to_history_too(tmp_path):
     folder, record = run(toy(), Options(out=tmp_path, overwrite=True))
     moved = record["plan_changed"]["moved_to"]
     assert moved.startswith("history/unplanned-") and (folder / moved / "results.json").is_file()
-
-
-def test_a_cache_key_changes_when_the_code_that_computes_it_changes(tmp_path):
-    path = tmp_path / "scoring_under_test.py"
-    path.write_text("def score(x):\n    return x\n")
-    spec = importlib.util.spec_from_file_location("scoring_under_test", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    before, key = plans.code_version(module), cache_key("model", 3, modules=(module,))
-    assert plans.code_version(module) == before and cache_key("model", 3, modules=(module,)) == key  # stable
-    path.write_text("def score(x):\n    return 2 * x\n")  # the scoring code changes
-    assert plans.code_version(module) != before
-    assert cache_key("model", 3, modules=(module,)) != key
-    assert cache_key("model", 4, modules=(module,)) != cache_key("model", 3, modules=(module,))
-    assert plans.code_version("reproduce.verdict") == plans.code_version(sys.modules["reproduce.verdict"])
-    with pytest.raises(ValueError, match="modules"):
-        cache_key("model", 3, modules=())  # a key without a code version is what let stale numbers through
 
 
 def test_a_result_from_before_provenance_says_what_git_knows_and_no_more():

@@ -1,18 +1,24 @@
-"""``tinylm pro``: the whole chain on a tiny random-init source, stage skipping and resuming, bad input."""
+"""``tinylm pro``: the whole chain on a tiny random-init source, stage skipping and resuming (also when the code
+changes, and over several seeds), the seed-by-seed report, bad input."""
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import json
+import math
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from tinylm.artifacts.cache import code_version
 from tinylm.errors import TinyLMError
+from tinylm.evaluation.stats import paired_t
 from tinylm.model import ModelConfig
 from tinylm.pro import (
     command,
-    digest,
     interleave,
     kv_heads_for,
     paper_depth,
@@ -23,8 +29,8 @@ from tinylm.pro import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-STAGE_FOLDERS = ["1-tokenizer", "2-architecture", "3-inherit", "data", "4-train/pro", "4-train/scratch",
-                 "4-train/distill"]
+STAGE_FOLDERS = ["1-tokenizer", "2-architecture", "3-inherit", "data", "4-train/pro-seed1234",
+                 "4-train/scratch-seed1234", "4-train/distill-seed1234"]
 
 
 @pytest.fixture(scope="module")
@@ -56,11 +62,13 @@ def finished(source, corpus_dir, tmp_path_factory) -> Path:
 def test_whole_chain_on_a_tiny_source(finished):
     report = json.loads((finished / "report.json").read_text())
     scores = report["scores"]
-    assert list(scores) == ["source", "compact source", "random init", "inherited (step 0)", "Pro (inherited + rounds)",
-                            "scratch (same shape, same tokens)", "Pro + distill"]
+    assert list(scores) == ["source", "compact source", "random init", "inherited (step 0)",
+                            "Pro (inherited + rounds), seed 1234", "scratch (same shape, same tokens), seed 1234",
+                            "Pro + distill, seed 1234"]
     assert all(row["bpb"] > 0 for row in scores.values())
     assert sorted(p.name for p in (finished / "5-report").iterdir()) == \
-        ["Pro", "Pro-distill", "compact-source", "inherited", "random-init", "scratch", "source"]
+        ["Pro-distill-seed1234", "Pro-seed1234", "compact-source", "inherited", "random-init", "scratch-seed1234",
+         "source"]
     assert all(row["tasks"] == {"arc_easy": None} for row in scores.values())  # no benchmark files: n/a
     text = (finished / "report.md").read_text()
     assert "n/a" in text and "loss_curves.png" in text and (finished / "loss_curves.png").stat().st_size > 0
@@ -68,11 +76,11 @@ def test_whole_chain_on_a_tiny_source(finished):
     tok = report["tokenizer"]
     assert tok["counted_coverage"] >= 0.9786 and scores["compact source"]["vocab_size"] == tok["vocab_size"]
     # 2. the budget's shape follows the depth rule
-    assert scores["Pro (inherited + rounds)"]["layers"] == paper_depth(300_000) == 4
+    assert scores["Pro (inherited + rounds), seed 1234"]["layers"] == paper_depth(300_000) == 4
     # 4. every arm trained on the same tokens, in two rounds
-    training = report["training"]
+    training = {arm: by_seed["1234"] for arm, by_seed in report["training"].items()}
     assert len({arm["tokens"] for arm in training.values()}) == 1 and training["pro"]["tokens"] > 0
-    assert (finished / "4-train" / "pro" / "rounds" / "round_1.npz").is_file()
+    assert (finished / "4-train" / "pro-seed1234" / "rounds" / "round_1.npz").is_file()
     assert training["pro"]["lr"] == pytest.approx((4 * 32 / 2048) ** 0.5 * 1e-3)
     # the rule's settings carry LanguageModel's names (tinylm fit's --model.lr ...), the report prints it as math
     assert {k: report["recipe"][k] for k in ("lr", "lr_scaling_bs0", "lr_scaling_r")} == \
@@ -82,9 +90,16 @@ def test_whole_chain_on_a_tiny_source(finished):
     from tinylm.artifacts.model_dir import load_model_dir
 
     inherited, _ = load_model_dir(finished / "3-inherit" / "model")
-    trained, _ = load_model_dir(finished / "4-train" / "pro" / "model")
+    trained, _ = load_model_dir(finished / "4-train" / "pro-seed1234" / "model")
     assert not torch.equal(inherited.model.embed_tokens.weight, trained.model.embed_tokens.weight)
     assert json.loads((finished / "3-inherit" / "stage.json").read_text())["result"]["layers"] == [0, 1, 2, 3]
+    # one seed: the difference is reported as the single draw it is, with no interval or p
+    assert report["seeds"] == [1234] and report["comparisons"]["Pro − scratch"]["n"] == 1
+    assert math.isnan(report["comparisons"]["Pro − scratch"]["p"])
+    pro_bpb, scratch_bpb = (scores[f"{name}, seed 1234"]["bpb"] for name in ("Pro (inherited + rounds)",
+                                                                             "scratch (same shape, same tokens)"))
+    assert f"- Pro − scratch: {pro_bpb - scratch_bpb:+.4f} bpb from one seed (1234): one draw, so no interval" in text
+    assert "trained with one seed (1234): every number below is one draw" in text and "95% t interval" not in text
 
 
 def test_a_rerun_skips_every_finished_stage(finished, source, corpus_dir, capsys):
@@ -108,24 +123,26 @@ def test_a_killed_run_resumes_at_the_stage_it_had_not_finished(source, corpus_di
     monkeypatch.setattr(command, "train_arm", killed)
     with pytest.raises(KeyboardInterrupt):
         small_run(source, corpus_dir, out, distill=0.0, tasks=[])
-    assert (out / "4-train" / "pro" / "stage.json").is_file() and not (out / "4-train" / "scratch").exists()
+    assert (out / "4-train" / "pro-seed1234" / "stage.json").is_file()
+    assert not (out / "4-train" / "scratch-seed1234").exists()
     # the half-written arm left no temp folder; only its (marked) work folder, which the rerun resumes from
-    assert [p.name.split("-")[0] for p in (out / "4-train").glob(".scratch*")] == [".scratch.work"]
+    assert [p.name.rpartition("-")[0] for p in (out / "4-train").glob(".scratch*")] == [".scratch-seed1234.work"]
     hashes = {name: json.loads((out / name / "stage.json").read_text())["hash"] for name in STAGE_FOLDERS[:5]}
-    weights = (out / "4-train" / "pro" / "model" / "model.safetensors").stat().st_mtime_ns
+    weights = (out / "4-train" / "pro-seed1234" / "model" / "model.safetensors").stat().st_mtime_ns
     capsys.readouterr()
 
     monkeypatch.setattr(command, "train_arm", real_train)
     small_run(source, corpus_dir, out, distill=0.0, tasks=[])
     log = capsys.readouterr().out
     assert all(f"{Path(name).name}: skipped" in log for name in hashes)
-    assert "scratch: running" in log and (out / "report.md").is_file()
-    assert "tinylm-tmp" not in log and f"scratch model dir: {out / '4-train' / 'scratch' / 'model'}" in log  # final paths
-    assert (out / "4-train" / "pro" / "model" / "model.safetensors").stat().st_mtime_ns == weights
+    assert "scratch-seed1234: running" in log and (out / "report.md").is_file()
+    assert "tinylm-tmp" not in log  # final paths
+    assert f"scratch model dir (seed 1234): {out / '4-train' / 'scratch-seed1234' / 'model'}" in log
+    assert (out / "4-train" / "pro-seed1234" / "model" / "model.safetensors").stat().st_mtime_ns == weights
     # a changed training setting redoes training, not the tokenizer, shape or inheritance
     small_run(source, corpus_dir, out, distill=0.0, tasks=[], lr=2e-3)
     log = capsys.readouterr().out
-    assert "1-tokenizer: skipped" in log and "3-inherit: skipped" in log and "pro: running" in log
+    assert "1-tokenizer: skipped" in log and "3-inherit: skipped" in log and "pro-seed1234: running" in log
 
 
 def test_stages_runs_a_subset(source, corpus_dir, tmp_path, capsys):
@@ -145,6 +162,7 @@ def test_stages_runs_a_subset(source, corpus_dir, tmp_path, capsys):
     (["--criterion", "magic"], "--criterion 'magic'"),
     (["--distill", "2"], "--distill 2.0 must be a weight"),
     (["--lr_scaling_bs0", "0"], "--lr_scaling_bs0 0 must be positive"),
+    (["--seeds", "0"], "--seeds 0 must be at least 1"),
 ])
 def test_bad_input_is_one_line(source, corpus_dir, tmp_path, capsys, args, message):
     from tinylm.cli import main
@@ -241,10 +259,6 @@ def test_recipe_parses_as_the_command_config():
         assert config.source and config.target and config.tokens > 0
 
 
-def test_stage_hash_covers_every_input():
-    assert digest({"a": 1, "b": [1, 2]}) == digest({"b": [1, 2], "a": 1}) != digest({"a": 1, "b": [2, 1]})
-
-
 def test_a_killed_training_stage_resumes_from_its_checkpoint_exactly(source, corpus_dir, tmp_path):
     """kill -9 in the middle of the training stage: the rerun resumes inside the stage from its last checkpoint,
     and every logged loss equals an uninterrupted run's."""
@@ -268,8 +282,8 @@ def test_a_killed_training_stage_resumes_from_its_checkpoint_exactly(source, cor
     def logged_past_checkpoint() -> bool:
         """A checkpoint is on disk and the row of its last batch too: Lightning logs that row just after the
         checkpoint hook, so a kill inside that window loses one logged row (not a trained step)."""
-        found = list((killed / "4-train").glob(".pro.work-*/checkpoints/last.ckpt"))
-        metrics = list((killed / "4-train").glob(".pro.work-*/logs/version_*/metrics.csv"))
+        found = list((killed / "4-train").glob(".pro-seed1234.work-*/checkpoints/last.ckpt"))
+        metrics = list((killed / "4-train").glob(".pro-seed1234.work-*/logs/version_*/metrics.csv"))
         if not found or not metrics:
             return False
         import torch
@@ -289,15 +303,16 @@ def test_a_killed_training_stage_resumes_from_its_checkpoint_exactly(source, cor
         time.sleep(0.02)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    assert not (killed / "4-train" / "pro" / "stage.json").exists()  # killed inside the stage
+    assert not (killed / "4-train" / "pro-seed1234" / "stage.json").exists()  # killed inside the stage
 
     record = small_run(source, corpus_dir, killed, **settings)  # the same command again: resumes
-    assert record["pro"]["steps"] == json.loads((whole / "4-train" / "pro" / "stage.json").read_text())[
-        "result"]["steps"]
-    assert not list((killed / "4-train").glob(".pro.work-*"))  # removed once the stage is done
+    assert record["pro-seed1234"]["steps"] == json.loads(
+        (whole / "4-train" / "pro-seed1234" / "stage.json").read_text())["result"]["steps"]
+    assert not list((killed / "4-train").glob(".pro-seed1234.work-*"))  # removed once the stage is done
 
     def losses(run: Path) -> dict[int, float]:
-        with open(next((run / "4-train" / "pro" / "logs").glob("version_*/metrics.csv")), newline="") as handle:
+        with open(next((run / "4-train" / "pro-seed1234" / "logs").glob("version_*/metrics.csv")),
+                  newline="") as handle:
             rows = [row for row in csv.DictReader(handle) if row.get("train/loss")]
         steps = [int(row["step"]) for row in rows]
         assert len(steps) == len(set(steps)), "a step logged twice"
@@ -325,6 +340,92 @@ def test_a_resumable_stage_removes_only_the_work_folders_it_made(tmp_path):
         assert (work / MARKER).is_file()  # made and marked before the stage runs
         return {}
 
-    run_stage(folder, {"a": 1}, build, resumable=True)
+    run_stage(folder, {"a": 1}, build, ("tinylm.pro.stages",), resumable=True)
     assert (foreign / "notes.txt").read_text().startswith("a user's")  # never removed
     assert not stale.exists() and not seen[0].exists()  # an older settings' leftover, and this stage's own, are
+
+
+def test_a_stage_is_redone_when_the_code_that_computes_it_changes(tmp_path, monkeypatch, capsys):
+    from tinylm.pro.stages import run_stage
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = tmp_path / "stage_code_under_test.py"
+    module.write_text("def value():\n    return 1\n")
+    code = ("stage_code_under_test", "tinylm.pro.stages")
+    folder, built = tmp_path / "run" / "1-stage", []
+
+    def build(tmp):
+        built.append(1)
+        return {"n": len(built)}
+
+    first = run_stage(folder, {"a": 1}, build, code)
+    assert run_stage(folder, {"a": 1}, build, code)["hash"] == first["hash"] and len(built) == 1  # unchanged: skipped
+    assert "1-stage: skipped" in capsys.readouterr().out
+    module.write_text("def value():\n    return 2\n")  # the same inputs, computed by changed code
+    second = run_stage(folder, {"a": 1}, build, code)
+    assert second["hash"] != first["hash"] and len(built) == 2 and second["result"] == {"n": 2}
+    assert json.loads((folder / "stage.json").read_text())["code"] == {"modules": list(code),
+                                                                      "version": code_version(*code)}
+    sys.modules.pop("stage_code_under_test", None)
+
+
+@pytest.mark.parametrize("stage, module", [
+    ("tokenizer", "tinylm.vocab.counting"), ("architecture", "tinylm.model.shapes"), ("data", "tinylm.pro.data"),
+    ("inherit", "tinylm.inherit.importance"), ("train", "tinylm.training.rounds"),
+    ("train", "tinylm.data.datamodule"), ("report", "tinylm.model.scoring"), ("report", "tinylm.evaluation.adapter"),
+])
+def test_each_stage_key_carries_the_version_of_the_code_that_computes_it(stage, module, monkeypatch):
+    """A changed line in a module a stage runs changes that stage's code version, hence its key (a package in
+    ``CODE`` stands for every file under it); the other stages' versions stay."""
+    before = {name: code_version(*code) for name, code in command.CODE.items()}
+    path = Path(inspect.getsourcefile(importlib.import_module(module)))
+    real = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda self: real(self) + (b"\n# changed\n" if self == path else b""))
+    after = {name: code_version(*code) for name, code in command.CODE.items()}
+    assert after[stage] != before[stage]
+    assert after["architecture"] == before["architecture"] or stage == "architecture"
+
+
+def test_seeds_train_every_arm_per_seed_resume_and_report_mean_interval_and_p(source, corpus_dir, tmp_path,
+                                                                              monkeypatch, capsys):
+    """--seeds 3: the tokenizer, shape, sample and inherited model once; each (arm, seed) its own stage, so a run
+    killed in the second seed keeps the first; the report gives each seed's bpb and the paired statistics."""
+    out = tmp_path / "run"
+    real_train = command.train_arm
+
+    def killed(tmp, arm, shape, init, data, compact, recipe, *args):
+        if (arm, recipe["seed"]) == ("scratch", 1235):
+            raise KeyboardInterrupt  # killed in the second seed's scratch arm
+        return real_train(tmp, arm, shape, init, data, compact, recipe, *args)
+
+    monkeypatch.setattr(command, "train_arm", killed)
+    with pytest.raises(KeyboardInterrupt):
+        small_run(source, corpus_dir, out, distill=0.0, tasks=[], seeds=3)
+    finished = ["pro-seed1234", "scratch-seed1234", "pro-seed1235"]
+    assert sorted(p.name for p in (out / "4-train").iterdir() if not p.name.startswith(".")) == sorted(finished)
+    capsys.readouterr()
+
+    monkeypatch.setattr(command, "train_arm", real_train)
+    report = small_run(source, corpus_dir, out, distill=0.0, tasks=[], seeds=3)
+    log = capsys.readouterr().out
+    assert all(f"{name}: skipped" in log for name in ["1-tokenizer", "3-inherit", *finished])
+    assert all(f"{name}: running" in log for name in ["scratch-seed1235", "pro-seed1236", "scratch-seed1236"])
+    inherits = [json.loads((out / f"4-train/pro-seed{s}/stage.json").read_text())["inputs"]["init"]
+                for s in (1234, 1235, 1236)]
+    assert len(set(inherits)) == 1  # one inherited model, trained from at every seed
+
+    heldout = {arm: {int(s): v for s, v in by_seed.items()} for arm, by_seed in
+               json.loads((out / "report.json").read_text())["heldout_bpb"].items()}
+    assert report["seeds"] == [1234, 1235, 1236] and sorted(heldout) == ["pro", "scratch"]
+    assert all(sorted(by_seed) == [1234, 1235, 1236] for by_seed in heldout.values())
+    assert len(set(heldout["scratch"].values())) == 3 and len(set(heldout["pro"].values())) == 3  # seeds differ
+    expected = paired_t([heldout["pro"][s] - heldout["scratch"][s] for s in (1234, 1235, 1236)])
+    c = report["comparisons"]["Pro − scratch"]
+    assert c["n"] == 3 and c["mean"] == pytest.approx(expected["mean"]) and 0 < c["p"] <= 1
+    assert c["low"] < c["mean"] < c["high"] and c["p"] == pytest.approx(expected["p"])
+    text = (out / "report.md").read_text()
+    assert "trained with 3 seeds (1234, 1235, 1236), each a row of its own" in text
+    assert f"| 1235 | {heldout['pro'][1235]:.4f} | {heldout['scratch'][1235]:.4f} |" in text
+    assert (f"- Pro − scratch over 3 seeds: mean {c['mean']:+.4f} bpb, 95% t interval [{c['low']:+.4f}, "
+            f"{c['high']:+.4f}], paired two-sided p = {c['p']:.3g}") in text
+    assert "one draw" not in text

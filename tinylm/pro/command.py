@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tinylm.artifacts import builtin
+from tinylm.artifacts.cache import digest
 from tinylm.artifacts.convert import _reader, convert_gguf, gguf_config
 from tinylm.artifacts.io import atomic_file
 from tinylm.artifacts.model_dir import load_config
@@ -21,14 +22,29 @@ from tinylm.model import ModelConfig
 from tinylm.pro.compaction import compact_stage
 from tinylm.pro.data import read_jsonl, write_sample
 from tinylm.pro.inheritance import inherit_model
-from tinylm.pro.report import ARM_NAMES, score_model, tokenizer_line, write_pro_report
-from tinylm.pro.stages import RUN_FILE, check_run_out, digest, fingerprint_dir, run_stage, stage_record, start_run
+from tinylm.pro.report import SHORT_NAMES, model_name, score_model, tokenizer_line, write_pro_report
+from tinylm.pro.stages import RUN_FILE, check_run_out, fingerprint_dir, run_stage, stage_record, start_run
 from tinylm.pro.target import describe, parse_budget, read_target, write_shape
 from tinylm.pro.training import train_arm
 
 STAGES = ("tokenizer", "architecture", "inherit", "train", "report")
 PAPER_COVERAGE = 0.9786  # the paper's 48k pieces cover 97.86% of its corpus [P]
 PAPER_TASKS = list(ABLATION_TASKS)  # the paper's ablation trio (a copy: jsonargparse shows it as the default)
+# The code that computes each stage (modules, or packages standing for every file under them): its version is part
+# of the stage's key, so a changed line in any of them redoes the stage, and through the key chain every later one.
+CODE: dict[str, tuple[str, ...]] = {
+    "source": ("tinylm.artifacts.convert", "tinylm.artifacts.model_dir"),
+    "tokenizer": ("tinylm.pro.compaction", "tinylm.vocab", "tinylm.tokenizer", "tinylm.data.corpus",
+                  "tinylm.artifacts.model_dir"),
+    "architecture": ("tinylm.pro.target", "tinylm.model.config", "tinylm.model.shapes", "tinylm.inherit.plan"),
+    "data": ("tinylm.pro.data", "tinylm.data.corpus", "tinylm.tokenizer"),
+    "inherit": ("tinylm.pro.inheritance", "tinylm.pro.data", "tinylm.inherit", "tinylm.model", "tinylm.training.fit",
+                "tinylm.artifacts.model_dir"),
+    "train": ("tinylm.pro.training", "tinylm.pro.distill", "tinylm.training", "tinylm.model", "tinylm.data",
+              "tinylm.artifacts.model_dir"),
+    "report": ("tinylm.pro.report", "tinylm.pro.data", "tinylm.model", "tinylm.evaluation", "tinylm.tokenizer",
+               "tinylm.artifacts.model_dir"),
+}
 
 
 def pro(
@@ -62,6 +78,7 @@ def pro(
     val_every: int = 50,
     text_field: str = "text",
     seed: int = 1234,
+    seeds: int = 1,
     overwrite: bool = False,
 ) -> dict[str, Any]:
     """From a pretrained LLaMA checkpoint to a tiny Pro model: compact tokenizer, architecture, inheritance,
@@ -105,12 +122,17 @@ def pro(
         heldout_chars: characters of held-out text for bits per byte, spread over the sources.
         val_every: every val_every-th document of each source is held out (never trained on).
         text_field: the text column of jsonl/parquet sources.
-        seed: seeds sampling, calibration, initialization, data order and the rounds' draws.
+        seed: seeds the training sample, calibration, the random init scored in the report and the first
+            training seed.
+        seeds: train every arm this many times, with seeds seed, seed + 1, ...: each changes the data order, the
+            rounds' draws and the scratch init (the compact tokenizer, shape, sample and inherited model are drawn
+            once). The report gives each seed's held-out bpb and the mean Pro − scratch difference with its 95% t
+            interval and paired p; one seed is one draw, with no interval.
         overwrite: redo every stage of a previous run in --out.
     """
     wanted = _stages(stages)
     _check_settings(coverage, vocab_size, tokens, rounds, rate, seq_len, batch_size, lr, lr_scaling_bs0, distill,
-                    val_every, heldout_chars, criterion)
+                    val_every, heldout_chars, criterion, seeds)
     specs = [data] if isinstance(data, str) else list(data)
     if not specs:
         raise TinyLMError("--data is empty; give at least one text source (e.g. builtin)")
@@ -149,10 +171,11 @@ def pro(
         return {**record, "folder": folder}
 
     def stage(name: str, folder: Path, inputs: dict[str, Any], build: Callable[[Path], dict[str, Any]],
-              wanted_by: tuple[str, ...] | None = None) -> dict[str, Any]:
-        """Run (or skip) the stage when one of ``wanted_by`` (default: itself) is wanted, else read its folder."""
+              wanted_by: tuple[str, ...] | None = None, code: str | None = None) -> dict[str, Any]:
+        """Run (or skip) the stage when one of ``wanted_by`` (default: itself) is wanted, else read its folder;
+        ``code`` names its entry in ``CODE`` (default: the stage's name)."""
         if any(need(n) for n in wanted_by or (name,)):
-            return run_stage(folder, inputs, build, overwrite)
+            return run_stage(folder, inputs, build, CODE[code or name], overwrite)
         return upstream(name, folder)
 
     # 1. compact tokenizer --------------------------------------------------------------------------------
@@ -186,7 +209,8 @@ def pro(
               "heldout_chars": heldout_chars, "val_every": val_every, "seed": seed}
     folder = run / "data"
     done["data"] = stage("inherit", folder, inputs, lambda tmp: write_sample(
-        tmp, specs, text_field, val_every, compact, per_pass, heldout_chars, seed), wanted_by=("inherit", "train"))
+        tmp, specs, text_field, val_every, compact, per_pass, heldout_chars, seed), wanted_by=("inherit", "train"),
+        code="data")
 
     # 3. inherit ------------------------------------------------------------------------------------------
     inputs = {"after": done["architecture"]["hash"], "layers": layers, "criterion": criterion,
@@ -203,27 +227,34 @@ def pro(
         return results()
 
     # 4. train --------------------------------------------------------------------------------------------
+    # every arm once per seed (data order, the rounds' draws, scratch init); each (arm, seed) is a stage of its own,
+    # seeds in the outer loop, so a killed multi-seed run keeps its finished pairs and resumes at the next arm
     train_dir = run / "4-train"
     recipe = {"rounds": rounds, "rate": rate, "seq_len": seq_len, "batch_size": batch_size, "lr": lr,
               "lr_scaling_bs0": lr_scaling_bs0, "lr_scaling_r": lr_scaling_r, "min_lr_ratio": min_lr_ratio,
-              "warmup": warmup, "seed": seed}
+              "warmup": warmup}
     arms = {"pro": inherited}
     if scratch:
         arms["scratch"] = None
     if distill > 0:
         arms["distill"] = inherited
-    for arm, init in arms.items():
-        folder = train_dir / arm
-        inputs = {"data": done["data"]["hash"], "init": done["inherit"]["hash"] if init else "random",
-                  "shape": asdict(shape), "recipe": recipe, "distill": distill if arm == "distill" else 0.0,
-                  "teacher": done["tokenizer"]["hash"] if arm == "distill" else None}
-        build = (lambda tmp, work, arm=arm, init=init: train_arm(tmp, arm, shape, init, done["data"]["folder"],
-                                                                 compact, recipe, distill, work))
-        done[arm] = run_stage(folder, inputs, build, overwrite, resumable=True) if need("train") else \
-            stage_record(folder)
-        if done[arm] is not None:
-            done[arm]["folder"] = folder
-            print(f"tinylm pro: {arm} model dir: {folder / 'model'}", flush=True)
+    run_seeds = [seed + offset for offset in range(seeds)]
+    trained: dict[str, dict[int, dict[str, Any]]] = {arm: {} for arm in arms}
+    for run_seed in run_seeds:
+        seeded = {**recipe, "seed": run_seed}
+        for arm, init in arms.items():
+            name = f"{arm}-seed{run_seed}"
+            folder = train_dir / name
+            inputs = {"data": done["data"]["hash"], "init": done["inherit"]["hash"] if init else "random",
+                      "shape": asdict(shape), "recipe": seeded, "distill": distill if arm == "distill" else 0.0,
+                      "teacher": done["tokenizer"]["hash"] if arm == "distill" else None}
+            build = (lambda tmp, work, arm=arm, init=init, seeded=seeded: train_arm(
+                tmp, arm, shape, init, done["data"]["folder"], compact, seeded, distill, work))
+            record = run_stage(folder, inputs, build, CODE["train"], overwrite, resumable=True) if need("train") \
+                else stage_record(folder)
+            if record is not None:
+                done[name] = trained[arm][run_seed] = {**record, "folder": folder}
+                print(f"tinylm pro: {arm} model dir (seed {run_seed}): {folder / 'model'}", flush=True)
 
     if stop_after("train"):
         return results()
@@ -231,22 +262,25 @@ def pro(
     # 5. report -------------------------------------------------------------------------------------------
     heldout = read_jsonl(done["data"]["folder"] / "heldout.jsonl")
     evaluation = {"tasks": list(tasks), "eval_limit": eval_limit, "eval_data_dir": eval_data_dir,
-                  "heldout": done["data"]["hash"], "seq_len": seq_len,
-                  "bpb": "tinylm.model.scoring"}  # a run scored by pro's earlier bpb definition is scored again
-    models = {"source": (source_dir, source_id), "compact source": (compact, done["tokenizer"]["hash"]),
-              "random init": (None, digest([asdict(shape), seed])), "inherited (step 0)": (inherited,
-                                                                                           done["inherit"]["hash"])}
-    for arm in arms:
-        if done.get(arm):
-            models[ARM_NAMES[arm]] = (done[arm]["folder"] / "model", done[arm]["hash"])
+                  "heldout": done["data"]["hash"], "seq_len": seq_len}
+    # name -> (model dir or None for a random init, its key, its scoring folder)
+    models = {"source": (source_dir, source_id, "source"),
+              "compact source": (compact, done["tokenizer"]["hash"], "compact-source"),
+              "random init": (None, digest([asdict(shape), seed]), "random-init"),
+              "inherited (step 0)": (inherited, done["inherit"]["hash"], "inherited")}
+    for arm, by_seed in trained.items():  # every seed's model, benchmarks included
+        for run_seed, record in by_seed.items():
+            slug = re.sub(r"[^A-Za-z0-9]+", "-", SHORT_NAMES[arm]).strip("-")
+            models[model_name(arm, run_seed)] = (record["folder"] / "model", record["hash"], f"{slug}-seed{run_seed}")
     scores = {}
-    for name, (path, key) in models.items():
-        folder = run / "5-report" / re.sub(r"[^A-Za-z0-9]+", "-", name.split(" (")[0]).strip("-")
-        record = run_stage(folder, {"model": key, **evaluation},
+    for name, (path, key, slug) in models.items():
+        record = run_stage(run / "5-report" / slug, {"model": key, **evaluation},
                            lambda tmp, path=path: score_model(path, compact, shape, seed, heldout, seq_len,
-                                                           list(tasks), eval_limit, eval_data_dir), overwrite)
+                                                           list(tasks), eval_limit, eval_data_dir),
+                           CODE["report"], overwrite)
         scores[name] = record["result"]
-    report = write_pro_report(run, str(source), done, scores, arms, shape, list(tasks), tokens, recipe, eval_limit)
+    report = write_pro_report(run, str(source), done, scores, trained, shape, list(tasks), tokens, recipe, run_seeds,
+                              eval_limit)
     print(f"tinylm pro: report -> {run / 'report.md'}", flush=True)
     return report
 
@@ -263,7 +297,7 @@ def _stages(stages: list[str] | str) -> list[str]:
 
 def _check_settings(coverage: float, vocab_size: int | None, tokens: int, rounds: int, rate: float, seq_len: int,
                     batch_size: int, lr: float, lr_scaling_bs0: int, distill: float, val_every: int, heldout_chars: int,
-                    criterion: str) -> None:
+                    criterion: str, seeds: int) -> None:
     if not 0 < coverage <= 1:
         raise TinyLMError(f"--coverage {coverage} must be a share in (0, 1], e.g. the paper's 0.9786")
     if vocab_size is not None and vocab_size < 300:
@@ -278,6 +312,9 @@ def _check_settings(coverage: float, vocab_size: int | None, tokens: int, rounds
         raise TinyLMError(f"--distill {distill} must be a weight in [0, 1] (0 = off)")
     if val_every < 2 or heldout_chars < 1:
         raise TinyLMError(f"--val_every {val_every} must be at least 2 and --heldout_chars positive")
+    if seeds < 1:
+        raise TinyLMError(f"--seeds {seeds} must be at least 1 (with 2 or more the report gives the Pro − scratch "
+                          "difference an interval and a p-value)")
     if criterion not in (*CRITERIA, "learned"):
         raise TinyLMError(f"--criterion {criterion!r}: choose one of {', '.join((*CRITERIA, 'learned'))}")
 
@@ -308,7 +345,7 @@ def _source_dir(source: str, run: Path, overwrite: bool) -> Path:
         stat = path.stat()
         record = run_stage(run / "0-source", {"gguf": [str(path.resolve()), stat.st_size, stat.st_mtime_ns]},
                            lambda tmp: {"model": str(convert_gguf(path, tmp / "model").relative_to(tmp))},
-                           overwrite)
+                           CODE["source"], overwrite)
         return record["folder"] / "model"
     directory = builtin.resolve(source)
     if not (directory / "config.json").is_file():

@@ -10,7 +10,9 @@ from typing import Any
 
 import torch
 
+from tinylm.data.corpus import resolve
 from tinylm.errors import TinyLMError
+from tinylm.tokenizer import load_tokenizer
 
 
 def sample_documents(specs: list[str], text_field: str, val_every: int, train_chars: int, heldout_chars: int,
@@ -18,8 +20,6 @@ def sample_documents(specs: list[str], text_field: str, val_every: int, train_ch
     """A seeded sample of the training documents (at least ``train_chars``, in the drawn order) and the first
     held-out documents of each source (about ``heldout_chars`` in all); held-out documents are every
     ``val_every``-th, as in fit."""
-    from tinylm.data.corpus import resolve
-
     sources = [s for spec in specs for s in resolve(spec, text_field)]
     sizes, heldout = [], []
     for number, source in enumerate(sources):
@@ -75,8 +75,6 @@ def write_sample(tmp: Path, specs: list[str], text_field: str, val_every: int, c
     calibration text too); ``train.jsonl``: the sample with held-out documents interleaved so that the
     DataModule's own split (every ``fit_val_every``-th document) holds out exactly those; ``heldout.jsonl``: the
     text the report scores."""
-    from tinylm.tokenizer import load_tokenizer
-
     tokenizer = load_tokenizer(compact)
     counted = json.loads((compact.parent / "counts" / "frequencies.json").read_text())
     # characters to draw: bytes per source token over-estimates characters per compact token, plus a margin

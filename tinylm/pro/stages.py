@@ -1,25 +1,22 @@
 """Resumable stages: each stage of ``tinylm pro`` is a folder under ``--out``, written atomically, whose
-``stage.json`` records a hash of everything it was built from; a rerun skips a folder holding the same hash."""
+``stage.json`` records a key of everything it was built from — its inputs and the version of the code that
+computes it (``tinylm.artifacts.cache``); a rerun skips a folder holding the same key."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+from tinylm.artifacts.cache import cache_key, code_version, digest
 from tinylm.artifacts.io import MARKER, atomic_dir, check_output_dir, is_tinylm_dir
 from tinylm.errors import TinyLMError
 
 RUN_FILE = "pro.json"  # marks a folder as a tinylm pro run (resumable)
 STAGE_FILE = "stage.json"
-_VERSION = 1  # bump when a stage's output format changes, so old runs are redone
-
-
-def digest(inputs: Any) -> str:
-    return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def stage_record(folder: Path) -> dict[str, Any] | None:
@@ -31,19 +28,22 @@ def stage_record(folder: Path) -> dict[str, Any] | None:
         return None
 
 
-def run_stage(folder: Path, inputs: dict[str, Any], build: Callable[..., dict[str, Any]],
+def run_stage(folder: Path, inputs: dict[str, Any], build: Callable[..., dict[str, Any]], code: Sequence[str],
               force: bool = False, resumable: bool = False) -> dict[str, Any]:
-    """Build ``folder`` (atomically) unless it already holds a stage built from the same ``inputs``.
+    """Build ``folder`` (atomically) unless it already holds a stage built from the same ``inputs`` by the same
+    ``code`` (the modules, or packages, whose source computes the stage: a changed line in them redoes it).
 
     ``build(tmp)`` writes into a temp folder and returns a JSON-able result (paths relative to the folder);
     the returned record carries ``result``, ``hash`` and ``folder``. A ``resumable`` stage is called as
     ``build(tmp, work)``: ``work`` (``.<folder>.work-<hash>``, beside the folder) survives a killed run, so the
     stage continues from what it saved there; it is removed once the stage is done, and with ``force``.
     """
-    key = digest({"v": _VERSION, **inputs})
+    # inputs hashed with sorted keys first: the key must not depend on the order a dict was built in (a stage's
+    # output format is its code's, so a format change is a code change and redoes the stage too)
+    key, version = cache_key(digest(inputs), modules=code), code_version(*code)
     record = stage_record(folder)
     if record is not None and record.get("hash") == key and not force:
-        print(f"tinylm pro: {folder.name}: skipped (done; inputs unchanged, hash {key})", flush=True)
+        print(f"tinylm pro: {folder.name}: skipped (done; inputs and code unchanged, hash {key})", flush=True)
         return {**record, "folder": folder}
     print(f"tinylm pro: {folder.name}: running", flush=True)
     start = time.perf_counter()
@@ -57,7 +57,8 @@ def run_stage(folder: Path, inputs: dict[str, Any], build: Callable[..., dict[st
         (work / MARKER).touch()
     with atomic_dir(folder, overwrite=True, what=f"stage folder {folder.name}") as tmp:
         result = build(tmp, work) if resumable else build(tmp)
-        record = {"stage": folder.name, "hash": key, "inputs": inputs, "result": result,
+        record = {"stage": folder.name, "hash": key, "inputs": inputs,
+                  "code": {"modules": list(code), "version": version}, "result": result,
                   "seconds": round(time.perf_counter() - start, 1)}
         (tmp / STAGE_FILE).write_text(json.dumps(record, indent=2, default=str) + "\n")
     if is_tinylm_dir(work):  # the stage is done: what it saved to resume is not needed

@@ -52,14 +52,15 @@ def train_arm(tmp: Path, arm: str, shape: ModelConfig, init: Path | None, data_d
     else:
         module = LanguageModel(config=shape, init_from=init_from, **common)
     module.announce_model_dir = False  # it lands in the stage's temp folder; the stage names the final one
-    print(f"tinylm pro: training {arm}: {steps} steps × {batch_tokens} tokens in {recipe['rounds']} round(s), "
+    print(f"tinylm pro: training {arm} (seed {recipe['seed']}): {steps} steps × {batch_tokens} tokens in "
+          f"{recipe['rounds']} round(s), "
           f"lr = ({batch_tokens}/{recipe['lr_scaling_bs0']})^{recipe['lr_scaling_r']} × {recipe['lr']:g} = {lr:.2e}",
           flush=True)
     last = work / "checkpoints" / LAST
     resume = str(last) if last.is_file() else None
     if resume:
         step = trim_metrics(work, last)  # rows the killed run logged after its checkpoint are trained again
-        print(f"tinylm pro: training {arm}: resuming at step {step} from {last}", flush=True)
+        print(f"tinylm pro: training {arm} (seed {recipe['seed']}): resuming at step {step} from {last}", flush=True)
     checkpoints = ModelCheckpoint(dirpath=str(work / "checkpoints"), every_n_train_steps=max(1, steps // CHECKPOINTS),
                                   save_last=True, save_top_k=0)
     start = time.perf_counter()
