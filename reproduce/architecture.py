@@ -2,7 +2,8 @@
 goes with a better model? Shapes sampled inside the budget (``reproduce.shapes.sample``) train with one recipe
 for equal tokens and are scored by held-out bpb; the table gives Spearman's ρ(factor, −bpb) (the paper's
 orientation: it correlates with accuracy) beside ρ(factor, bpb), and three scatter plots. The small and paper
-scales train with the ``recipes/architecture/`` recipes (those files are the variants of the speed table).
+scales take their optimiser settings from the ``recipes/architecture/`` recipes (those files are the variants of
+the speed table). Each (shape, seed) run is cached as it finishes, so the study can span several runs.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from reproduce.experiment import (
     Measured,
     Options,
     Recipe,
+    cached_run,
     fmt,
     markdown,
     mean_sd,
@@ -30,6 +32,7 @@ from reproduce.experiment import (
 )
 from reproduce.shapes import sample, spearman
 from reproduce.verdict import Finding
+from tinylm.artifacts.cache import cache_key
 from tinylm.model import ModelConfig
 from tinylm.model.shapes import ShapeSpace, expansion_rate
 
@@ -55,9 +58,13 @@ SCALES: dict[str, Scale] = {
         configs=6, steps=40, batch_size=8, seq_len=64, lr=2e-3, min_lr=2e-4, warmup=0.1, val_batches=8,
         speed_depths=(1, 2, 4, 8), speed_new_tokens=126,
     ),
-    # sized for 2 CPU cores (~10 min per experiment with 2 seeds): 800k body parameters, 200 k tokens each
-    "small": recipe("architecture/small-L4-d128.yaml", scale=Scale, configs=8, speed_depths=(2, 4, 8, 16),
-                    space=ShapeSpace(budget=800_000, tolerance=0.12, depth=(2, 16), width=(64, 256),
+    # plan v3: 20 shapes at 420k body parameters ±12%, each trained on ≥ 2 tokens per parameter (920 steps × 8 ×
+    # 128 = 942k tokens, twice the largest shape), 3 seeds (~4 min a run on one core); the recipe's optimiser
+    # settings (plan v1: 8 shapes at 800k, 0.26 tokens per parameter, in history/)
+    "small": recipe("architecture/small-L4-d128.yaml", scale=Scale, configs=20, steps=920, speed_depths=(2, 4, 8, 16),
+                    config=ModelConfig(hidden_size=96, num_layers=4, num_heads=6, intermediate_size=256,
+                                       max_seq_len=512),
+                    space=ShapeSpace(budget=420_000, tolerance=0.12, depth=(2, 16), width=(48, 192),
                                      expansion=(1.0, 4.0), head_dim=16, ffn_multiple=16, max_seq_len=512)),
     # 4768 steps × (8 × 64) sequences × 2048 tokens ≈ 5.0B tokens (1M tokens a step, the paper's bs0) on
     # TINYLM_CORPUS; lr, warmup and floor of the released PanGu-π config
@@ -76,15 +83,35 @@ FINDINGS = (
 )
 
 
-def trained_shape(config: ModelConfig, scale: Scale, seeds: int, root: Path) -> tuple[dict[str, Any], Any]:
-    """A shape trained at every seed with the scale's recipe: its row (seed-mean bpb) and the first seed's net."""
-    trained = [scale.fit(scale.data(seed), root / f"seed{seed}", seed, config=config) for seed in range(seeds)]
-    scores = [t.bpb for t in trained]
+# the code behind a cached (shape, seed) run: a change to it retrains (cache keys carry its version)
+RUN_CODE = ["reproduce.experiment", "tinylm.training.lm", "tinylm.training.fit", "tinylm.training.optim",
+            "tinylm.model.transformer", "tinylm.model.scoring", "tinylm.data.datamodule", "tinylm.data.packing",
+            "tinylm.tokenizer"]
+
+
+def shape_row(config: ModelConfig, scale: Scale) -> dict[str, Any]:
+    """A shape's table row before training: its name, depth, width, heads, FFN, expansion and budget count."""
     return {"name": f"L{config.num_layers}-d{config.hidden_size}-f{config.intermediate_size}",
             "depth": config.num_layers, "width": config.hidden_size, "heads": config.num_heads,
             "ffn": config.intermediate_size, "expansion": round(expansion_rate(config), 4),
-            "budget_params": scale.space.params(config), "total_params": trained[0].module.config.num_params(),
-            "tokens": trained[0].tokens, "bpb": statistics.fmean(scores), "bpb_per_seed": scores}, trained[0].module.net
+            "budget_params": scale.space.params(config)}
+
+
+def trained_seed(config: ModelConfig, scale: Scale, seed: int, root: Path) -> dict[str, Any]:
+    """One shape at one seed with the scale's recipe, cached: held-out bpb, tokens and total parameters."""
+    def train() -> dict[str, Any]:
+        trained = scale.fit(scale.data(seed), root / f"seed{seed}", seed, config=config)
+        return {"bpb": trained.bpb, "tokens": trained.tokens, "total_params": trained.module.config.num_params()}
+
+    return cached_run("architecture-runs", cache_key(config, scale, seed, modules=RUN_CODE), train)
+
+
+def trained_shape(config: ModelConfig, scale: Scale, seeds: int, root: Path) -> dict[str, Any]:
+    """A shape trained at every seed (each cached as it finishes): its row with the seed-mean bpb."""
+    runs = [trained_seed(config, scale, seed, root) for seed in range(seeds)]
+    scores = [r["bpb"] for r in runs]
+    return {**shape_row(config, scale), "total_params": runs[0]["total_params"], "tokens": runs[0]["tokens"],
+            "bpb": statistics.fmean(scores), "bpb_per_seed": scores}
 
 
 def budget_words(space: ShapeSpace) -> str:
@@ -129,7 +156,7 @@ def table(rows: Sequence[dict[str, Any]], stats: dict[str, dict[str, float]], sc
 
 def measure(scale: Scale, options: Options, folder: Path) -> Measured:
     with scratch("architecture") as runs:  # the design points; seeds vary init and data order
-        rows = [trained_shape(config, scale, options.seeds, runs / str(index))[0]
+        rows = [trained_shape(config, scale, options.seeds, runs / str(index))
                 for index, config in enumerate(sample(scale.space, scale.configs, seed=0))]
     stats = correlations(rows)
     return Measured(
@@ -146,4 +173,4 @@ def measure(scale: Scale, options: Options, folder: Path) -> Measured:
 EXPERIMENT = Experiment(
     "architecture", "Depth / width / expansion sweep at a fixed budget (§1, architecture tweak)", SCALES, FINDINGS,
     measure, paper={f"spearman_{factor}": {"value": value, "tag": tag} for factor, (value, tag) in PAPER_RHO.items()},
-    core_hours={"small": 1.3})
+    seeds={"smoke": 1, "small": 3, "paper": 3}, core_hours={"small": 4.0})

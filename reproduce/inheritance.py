@@ -12,10 +12,14 @@ Each (arm, seed) is cached as it finishes and shared with ``reproduce.layer_sele
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import statistics
 import time
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from reproduce import experiment, pretrained
 from reproduce.experiment import (
@@ -32,7 +36,15 @@ from reproduce.experiment import (
     tokens_line,
 )
 from reproduce.verdict import SMALLEST_BPB, Finding
+from tinylm.artifacts.cache import cache_key
+from tinylm.artifacts.io import default_cache_dir
+from tinylm.artifacts.model_dir import load_config, load_model_dir
+from tinylm.inherit import resolve_target
+from tinylm.inherit.layers import bits_per_byte
 from tinylm.inherit.pipeline import Calibration, inherit
+from tinylm.model import Transformer
+from tinylm.tokenizer import load_tokenizer
+from tinylm.vocab.compact import compact_model
 
 # the code behind each cache (its keys carry these modules' version, so changed code recomputes)
 COMPACT_CODE = ["tinylm.vocab.compact", "tinylm.vocab.counting", "tinylm.vocab.choose", "tinylm.vocab.bpe",
@@ -47,15 +59,23 @@ SCALES: dict[str, dict[str, Any]] = {
     "smoke": {"vocab_size": 400, "target": {"hidden_size": 32, "num_layers": 3, "num_heads": 1,
                                             "intermediate_size": 86},
               "steps": 6, "mask_steps": 2, "lr": 3e-3, "seq_len": 32, "batch_size": 4, "calibration": 4,
-              "heldout_bytes": 2_000, "corpus": "builtin:lee"},  # the small Lee slice keeps CI fast
-    # sized for 2 shared CPU cores: SmolLM2-135M (30 × 576) → 8 layers × 256 (4 heads of 64, 2 KV heads), 8k vocab
+              "heldout_bytes": 2_000, "corpus": "builtin:lee",  # the small Lee slice keeps CI fast
+              "gentle": {"target": {"hidden_size": 64, "num_layers": 4, "num_heads": 2, "num_kv_heads": 1,
+                                    "intermediate_size": 128}, "seeds": 1}},
+    # SmolLM2-135M (30 × 576) → 8 layers × 256 (4 heads of 64, 2 KV heads), 8k vocab; plan v3: 1M training tokens
+    # per arm (1,000 steps × 8 × 128), ≥ 100k held-out tokens (every 5th wiki document held out, 520 KB), ~12 min
+    # a run on one core; the gentle cut: 16 layers × 384 (~28M parameters, 4.8× smaller than the source, as the
+    # paper's 7B → 1B), Taylor vs scratch, 3 seeds (~35 min a run)
     "small": {"vocab_size": 8_000, "target": {"hidden_size": 256, "num_layers": 8, "num_heads": 4, "num_kv_heads": 2,
                                               "intermediate_size": 688},
-              "steps": 24, "mask_steps": 6, "lr": 1e-3, "seq_len": 128, "batch_size": 4, "calibration": 8,
-              "heldout_bytes": 4_000},
+              "steps": 1_000, "mask_steps": 250, "lr": 1e-3, "seq_len": 128, "batch_size": 8, "calibration": 8,
+              "heldout_bytes": 520_000, "val_every": 5,
+              "gentle": {"target": {"hidden_size": 384, "num_layers": 16, "num_heads": 6, "num_kv_heads": 2,
+                                    "intermediate_size": 1024}, "seeds": 3}},
     # the paper: PanGu-π-7B → PanGu-π-1B Pro (GPU cluster; configured, not run here)
     "paper": {"vocab_size": 48_000, "target": "pangu-pi-1b-pro", "steps": 50_000, "mask_steps": 3_200, "lr": 1e-4,
-              "seq_len": 2048, "batch_size": 32, "calibration": 10, "heldout_bytes": 1_000_000},
+              "seq_len": 2048, "batch_size": 32, "calibration": 10, "heldout_bytes": 1_000_000,
+              "gentle": None},  # the paper's cut is itself the gentle one
 }
 
 PAPER = {  # ARC-E, HellaSwag, C3, Avg. [P]
@@ -73,24 +93,23 @@ FINDINGS = (
     Finding("criteria_order_step0", "the same ranking holds right after inheritance (step 0: what each criterion "
             "kept)", "P", "held-out bpb at step 0", ("learned", "taylor", "l2", "l1", "base"),
             smallest_effect=SMALLEST_BPB),
+    Finding("gentle_inherit_beats_init", "at a gentle cut (a child ~5× smaller than its source, as the paper's 7B → "
+            "1B), Taylor inheritance beats random init (plan v3)", "P", "held-out bpb", ("taylor", "base"),
+            smallest_effect=SMALLEST_BPB),
 )
 
 
 def training(cfg: dict) -> Recipe:
     """The child's recipe: the built-in ``wiki`` training documents (``lee`` at smoke scale)."""
     return Recipe(sources=(cfg.get("corpus", CORPUS),), seq_len=cfg["seq_len"], batch_size=cfg["batch_size"],
-                  lr=cfg["lr"], val_batches=1)
+                  lr=cfg["lr"], val_batches=1, val_every=cfg.get("val_every", pretrained.SAMPLE_EVERY))
 
 
 def compact_source(scale: str, given: Path | None, vocab_size: int, corpus: str = CORPUS) -> tuple[Path, dict]:
     """The pretrained source with its tokenizer compacted to ``vocab_size`` (counted on the ``wiki`` training
     documents) and its embedding rows remapped, cached; plus the compaction record."""
-    from tinylm.artifacts.io import default_cache_dir
-    from tinylm.tokenizer import load_tokenizer
-    from tinylm.vocab.compact import compact_model
-
     source = pretrained.source(scale, given)
-    key = experiment.cache_key(str(source), load_tokenizer(source / "tokenizer.json").sha256, vocab_size, corpus,
+    key = cache_key(str(source), load_tokenizer(source / "tokenizer.json").sha256, vocab_size, corpus,
                                modules=COMPACT_CODE)
     folder = Path(default_cache_dir()) / "reproduce" / f"compact-source-{key}"
     if not (folder / "source" / "config.json").is_file():
@@ -128,21 +147,14 @@ def init_dir(arm: str, source: Path, shape, cfg: dict, root: Path, seed: int) ->
 
 def run_arm(arm: str, seed: int, source: Path, shape, cfg: dict, scale: str) -> dict[str, Any]:
     """One (arm, seed): step-0 and trained held-out bpb, tokens, curve, seconds — cached once it finishes."""
-    import torch
-
-    from tinylm.artifacts.io import default_cache_dir
-    from tinylm.artifacts.model_dir import load_model_dir
-    from tinylm.inherit.layers import bits_per_byte
-    from tinylm.model import Transformer
-    from tinylm.tokenizer import load_tokenizer
-
-    key = experiment.cache_key(str(source), str(shape), cfg, scale, modules=RUN_CODE)
+    key = cache_key(str(source), str(shape), cfg, scale, modules=RUN_CODE)
     cached = Path(default_cache_dir()) / "reproduce" / f"inherit-runs-{key}" / f"{arm}-seed{seed}.json"
     if (record := experiment.read_json(cached)) is not None:
         return record
     start = time.perf_counter()
     tokenizer = load_tokenizer(source / "tokenizer.json")  # the compact one: held-out blocks and bytes per token
-    blocks = pretrained.heldout_blocks(tokenizer, cfg["heldout_bytes"], cfg["seq_len"])
+    blocks = pretrained.heldout_blocks(tokenizer, cfg["heldout_bytes"], cfg["seq_len"],
+                                       cfg.get("val_every", pretrained.SAMPLE_EVERY))
     token_bytes = torch.from_numpy(tokenizer.token_bytes)
     with scratch(f"inherit-{arm}") as work:
         init, seen = init_dir(arm, source, shape, cfg, work, seed)
@@ -165,9 +177,6 @@ def run_arm(arm: str, seed: int, source: Path, shape, cfg: dict, scale: str) -> 
 def runs(arms, cfg: dict, options: Options) -> tuple[dict[str, list[dict]], Path, Any, dict]:
     """Every arm at every seed (seed-major, so a cut-short run has whole seeds), the compact source, the child's
     shape and the compaction record."""
-    from tinylm.artifacts.model_dir import load_config
-    from tinylm.inherit import resolve_target
-
     source, record = compact_source(options.scale, options.source, cfg["vocab_size"], cfg.get("corpus", CORPUS))
     shape = resolve_target(cfg["target"], load_config(source))
     out: dict[str, list[dict]] = {arm: [] for arm in arms}
@@ -185,8 +194,27 @@ def measured(done: dict[str, list[dict]]) -> tuple[dict, dict, dict, dict, dict]
             {a: f"{mean_sd([r['seconds'] for r in runs])[0]:.0f}" for a, runs in done.items()})
 
 
+def gentle_cut(cfg: dict, options: Options) -> tuple[dict[str, list[float]], list[str], dict]:
+    """Taylor vs scratch at the scale's gentle cut (a child ~5× smaller than the source) over its own seeds: the
+    finding's arms, the table's lines and a record; nothing when the scale declares no gentle cut."""
+    if not cfg.get("gentle"):
+        return {}, [], {}
+    seeds = min(options.seeds, cfg["gentle"]["seeds"])
+    done, _, shape, _ = runs(("taylor", "scratch"), {**cfg, "target": cfg["gentle"]["target"]},
+                             dataclasses.replace(options, seeds=seeds))
+    final, step0, tokens, _, seconds = measured({"taylor": done["taylor"], "base": done["scratch"]})
+    lines = ["", f"**Gentle cut** (plan v3): child {shape.num_layers} layers × {shape.hidden_size} "
+             f"({shape.num_params() / 1e6:.1f} M parameters), {seeds} seed(s), same recipe and tokens:", "",
+             *markdown(("Strategy", "step-0 bpb ↓", "bpb after budget ↓", "tokens seen", "wall s / run"),
+                       ((v, fmt(statistics.fmean(step0[v]), 3), fmt(statistics.fmean(final[v]), 3),
+                         f"{tokens[v]:,}", seconds[v]) for v in ("taylor", "base")))]
+    return final, lines, {"child": experiment.shown(str(shape)), "seeds": seeds, "bpb": final, "step0_bpb": step0,
+                          "tokens": tokens}
+
+
 def measure(cfg: dict, options: Options, folder: Path) -> Measured:
     done, source, shape, record = runs([ARM[v] for v in VARIANTS], cfg, options)
+    gentle, gentle_lines, gentle_record = gentle_cut(cfg, options)
     final, step0, tokens, curves, seconds = measured({v: done[ARM[v]] for v in VARIANTS})
     mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
     lines = markdown(("Strategy", "ours: step-0 bpb ↓", "ours: bpb after budget ↓", "tokens seen", "wall s / run",
@@ -205,11 +233,13 @@ def measure(cfg: dict, options: Options, folder: Path) -> Measured:
         f"both-ends layers for every criterion; {cfg['steps']} steps × {cfg['batch_size']} × {cfg['seq_len']} "
         f"tokens at lr {cfg['lr']}, Learned's first {cfg['mask_steps']} of them learning masks (weights trained too; "
         "its step 0 is after them). Benchmarks are not run: a child trained for minutes is at chance on them. "
-        + tokens_line(tokens) + "\n")
-    return Measured(table, {"inherit_beats_init": final, "criteria_order": final, "criteria_order_step0": step0},
+        + tokens_line(tokens) + "\n" + "\n".join(gentle_lines))
+    return Measured(table, {"inherit_beats_init": final, "criteria_order": final, "criteria_order_step0": step0,
+                            "gentle_inherit_beats_init": gentle},
                     rows=[{"strategy": v, "bpb": final[v], "step0_bpb": step0[v], "mean_bpb": mean(final[v])}
                           for v in VARIANTS], tokens=tokens, figures=[plot(curves, folder)],
-                    extra={"curves": curves, "compaction": record, "child": experiment.shown(str(shape))})
+                    extra={"curves": curves, "compaction": record, "child": experiment.shown(str(shape)),
+                           "gentle": gentle_record})
 
 
 def plot(curves: dict[str, list[tuple[float, float]]], folder: Path) -> str:
@@ -224,4 +254,4 @@ def plot(curves: dict[str, list[tuple[float, float]]], folder: Path) -> str:
 EXPERIMENT = Experiment(
     "inheritance", "Base / L1 / L2 / Taylor / Learned inheritance (§2, the printed table)", SCALES, FINDINGS, measure,
     paper={v: dict(zip(("arc_e", "hellaswag", "c3", "avg"), PAPER[v])) for v in VARIANTS},
-    core_hours={"small": 0.4})
+    core_hours={"small": 8.5})

@@ -49,4 +49,4 @@ def measure(cfg: dict, options: Options, folder: Path) -> Measured:
 EXPERIMENT = Experiment(
     "layer_selection", "Which layers to inherit (§2, parameter inheritance)", inheritance.SCALES, FINDINGS, measure,
     paper={"finding": "inherited layers reach lower training loss; first and last layers matter most [P]"},
-    core_hours={"small": 0.25})
+    core_hours={"small": 3.0})

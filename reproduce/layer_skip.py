@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from reproduce import pretrained
@@ -29,7 +30,6 @@ from reproduce.experiment import (
     Experiment,
     Measured,
     Options,
-    cache_key,
     fmt,
     markdown,
     read_json,
@@ -37,7 +37,11 @@ from reproduce.experiment import (
     subplots,
     write_json,
 )
-from reproduce.verdict import Finding
+from reproduce.verdict import Finding, bootstrap_statistic
+from tinylm.artifacts.cache import cache_key
+from tinylm.artifacts.io import default_cache_dir
+from tinylm.artifacts.model_dir import load_model_dir
+from tinylm.evaluation.datasets import DATA_ENV, data_dir, has_benchmark
 from tinylm.model import Transformer
 from tinylm.model.scoring import block_nll
 
@@ -53,7 +57,8 @@ ARC = "arc_easy/ARC-Easy-Test.jsonl"
 FINDINGS = (
     *(Finding(f"{end}_costs_most", f"skipping the {end} layers costs more bpb than the cheapest middle span "
               "(every x)", "P", "held-out bpb minus the cheapest middle span's, smallest over x", kind="threshold",
-              at_least=0.0) for end in ("first", "last")),
+              at_least=0.0, note="decided by a 95% bootstrap interval over the held-out blocks (plan v3)")
+      for end in ("first", "last")),
     Finding("block_influence_predicts_skip", "ShortGPT (Men et al. 2024): a layer's Block Influence ranks the "
             "measured cost of skipping it (x = 1)", "X", "Spearman ρ(BI, Δbpb)", ("block influence", "Δbpb"),
             kind="correlation"),
@@ -115,8 +120,6 @@ def _summed(parts: list[dict]) -> dict:
 def arc_items(limit: int | None) -> list[dict]:
     """The first ``limit`` ARC-Easy test items in file order: prompt, choices, answer index; none (with a line
     saying so) when the benchmark files are not there — the held-out part of the study runs without them."""
-    from tinylm.evaluation.datasets import DATA_ENV, data_dir, has_benchmark
-
     if not has_benchmark(ARC):
         print(f"layer_skip: ARC-Easy part skipped: no {ARC} (set ${DATA_ENV} to the paper's benchmark files to "
               "score it)", flush=True)
@@ -157,9 +160,6 @@ def sweep_arc(model, tokenizer, items, cache: Path) -> dict:
 
 
 def measure(cfg: dict, options: Options, folder: Path) -> Measured:
-    from tinylm.artifacts.io import default_cache_dir
-    from tinylm.artifacts.model_dir import load_model_dir
-
     torch.manual_seed(0)
     source = pretrained.source(options.scale, options.source)
     model, tokenizer = load_model_dir(source)
@@ -182,10 +182,9 @@ def measure(cfg: dict, options: Options, folder: Path) -> Measured:
     angular = {x: [text["angle"][f"{x},{s}"] / tokens for s in range(n - x + 1)] for x in spans}
     accuracy = {s: arc["correct"][f"1,{s}"] / len(items) if arc else float("nan") for s in range(n)}
     full_acc = arc["correct"]["0,0"] / len(items) if arc else float("nan")
-    long = [x for x in spans if len(scores[x]) > 2]  # spans with a middle position to compare with
     measured: dict[str, Any] = {
-        **{f"{end}_costs_most": {"value": min((scores[x][pos] - min(scores[x][1:-1]) for x in long),
-                                              default=float("nan"))} for end, pos in (("first", 0), ("last", -1))},
+        **{f"{end}_costs_most": end_cost(read_json(cache.with_suffix(".bpb.json"))["blocks"][: len(blocks)], n,
+                                         spans, position) for end, position in (("first", 0), ("last", -1))},
         "block_influence_predicts_skip": {"x": influence[1], "y": cost[1]},
         **{f"angular_predicts_skip{x}": {"x": angular.get(x, []), "y": cost.get(x, [])} for x in (1, 2, 4)}}
     lines = markdown(("start s", *(f"Δbpb x={x}" for x in spans), "BI (x=1)", "angular (x=1)", "ARC-E acc x=1"),
@@ -211,6 +210,24 @@ def measure(cfg: dict, options: Options, folder: Path) -> Measured:
                                                    "arc": arc["untimed"] if arc else None}}})
 
 
+def end_cost(blocks: list[dict], n: int, spans, position: int) -> dict[str, float]:
+    """How much more skipping the layers at ``position`` (0: first, -1: last) costs than the cheapest middle span,
+    in bpb, smallest over the spans x that have a middle: the value over all held-out blocks and its 95% bootstrap
+    interval over blocks (each resample re-picks the cheapest middle span)."""
+    spans = [x for x in spans if n - x + 1 > 2]  # spans with a middle position to compare with
+    if not spans:
+        return {"value": float("nan")}
+    nll = np.array([[b["nll"][f"{x},{s}"] for x in spans for s in range(n - x + 1)] for b in blocks])
+    size = np.array([b["bytes"] for b in blocks])
+    starts = np.cumsum([0] + [n - x + 1 for x in spans])
+
+    def statistic(rows: np.ndarray) -> float:
+        bpb = nll[rows].sum(0) / (math.log(2) * size[rows].sum())
+        return min(float(bpb[a:b][position] - bpb[a:b][1:-1].min()) for a, b in zip(starts, starts[1:]))
+
+    return {"value": statistic(np.arange(len(blocks))), **bootstrap_statistic(len(blocks), statistic)}
+
+
 def _timed(sums: dict, count: int, what: str) -> str:
     timed = f"{sums['seconds']:.0f} s"
     if sums["untimed"]:
@@ -219,8 +236,6 @@ def _timed(sums: dict, count: int, what: str) -> str:
 
 
 def heatmap(cost: dict[int, list[float]], spans: list[int], n: int, folder: Path) -> str:
-    import numpy as np
-
     grid = np.full((len(spans), n), np.nan)
     for row, x in enumerate(spans):
         grid[row, : len(cost[x])] = np.array(cost[x])
@@ -237,4 +252,4 @@ EXPERIMENT = Experiment("layer_skip", "Skipping adjacent layers of a pretrained 
                         SCALES, FINDINGS, measure, deterministic=True,
                         paper={"finding": "skipping layers near the first and last costs most [P]",
                                "criteria": "ShortGPT Block Influence; Gromov et al. angular distance"},
-                        core_hours={"small": 1.0})
+                        core_hours={"small": 1.2})

@@ -27,9 +27,10 @@ TINY = {"hidden_size": 64, "num_layers": 6, "num_heads": 2, "num_kv_heads": 1, "
         "max_seq_len": 512, "tie_embeddings": True}
 
 
-def heldout_documents(min_bytes: int) -> list[str]:
-    """The fixed held-out text sample: whole held-out documents, in corpus order, until ``min_bytes``."""
-    _, held_out = split_documents(resolve(SAMPLE_CORPUS), SAMPLE_EVERY)
+def heldout_documents(min_bytes: int, every: int = SAMPLE_EVERY) -> list[str]:
+    """The fixed held-out text sample: whole held-out documents (every ``every``-th), in corpus order, until
+    ``min_bytes``."""
+    _, held_out = split_documents(resolve(SAMPLE_CORPUS), every)
     docs, size = [], 0
     for doc in held_out:
         docs.append(doc)
@@ -39,13 +40,13 @@ def heldout_documents(min_bytes: int) -> list[str]:
     return docs
 
 
-def heldout_blocks(tokenizer, min_bytes: int, seq_len: int) -> list[torch.Tensor]:
+def heldout_blocks(tokenizer, min_bytes: int, seq_len: int, every: int = SAMPLE_EVERY) -> list[torch.Tensor]:
     """The sample as blocks of ``seq_len + 1`` tokens: the held-out documents joined by EOS into one stream, cut in
     order, as many blocks as it takes for the scored tokens (the last ``seq_len`` of each block) to reach
-    ``min_bytes`` bytes of text. A smaller sample is always a prefix of a larger one."""
+    ``min_bytes`` bytes of text. A smaller sample is always a prefix of a larger one (at the same ``every``)."""
     eos = tokenizer.eos_id
     stream: list[int] = []
-    for ids in tokenizer.encode(heldout_documents(2 * min_bytes)):
+    for ids in tokenizer.encode(heldout_documents(2 * min_bytes, every)):
         stream += ids + ([eos] if eos is not None else [])
     token_bytes = tokenizer.token_bytes
     blocks, scored, size = [], 0, seq_len + 1
