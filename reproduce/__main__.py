@@ -13,9 +13,10 @@ from __future__ import annotations
 import sys
 import traceback
 
-from reproduce.experiment import RESULTS, check_out, options_from, parser, run, seeds_words
+from reproduce.experiment import seeds_words
 from reproduce.plan import write_plan
 from reproduce.report import EXPERIMENTS, load, summary, write_report
+from reproduce.runner import RESULTS, check_out, options_from, parser, run
 from tinylm.errors import TinyLMError
 
 

@@ -15,22 +15,12 @@ from typing import Any, Sequence
 
 import torch
 
-from reproduce.experiment import (
-    PAPER_CORPUS,
-    Experiment,
-    Measured,
-    Options,
-    Recipe,
-    cached_run,
-    fmt,
-    markdown,
-    mean_sd,
-    recipe,
-    save_figure,
-    scratch,
-    subplots,
-)
+from reproduce.cache import cached_run
+from reproduce.experiment import Experiment, Measured, Options
+from reproduce.figures import save_figure, subplots
+from reproduce.recipe import PAPER_CORPUS, Recipe, recipe, scratch
 from reproduce.shapes import sample, spearman
+from reproduce.tables import fmt, markdown, mean_sd
 from reproduce.verdict import Finding
 from tinylm.artifacts.cache import cache_key
 from tinylm.model import ModelConfig
@@ -84,7 +74,7 @@ FINDINGS = (
 
 
 # the code behind a cached (shape, seed) run: a change to it retrains (cache keys carry its version)
-RUN_CODE = ["reproduce.experiment", "tinylm.training.lm", "tinylm.training.fit", "tinylm.training.optim",
+RUN_CODE = ["reproduce.recipe", "tinylm.training.lm", "tinylm.training.fit", "tinylm.training.optim",
             "tinylm.model.transformer", "tinylm.model.scoring", "tinylm.data.datamodule", "tinylm.data.packing",
             "tinylm.tokenizer"]
 

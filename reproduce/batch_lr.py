@@ -13,20 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reproduce.experiment import (
-    PAPER_CORPUS,
-    Experiment,
-    Measured,
-    Options,
-    Recipe,
-    fmt,
-    markdown,
-    matching,
-    save_figure,
-    scratch,
-    seed_summary,
-    subplots,
-)
+from reproduce.experiment import Experiment, Measured, Options
+from reproduce.figures import save_figure, subplots
+from reproduce.recipe import PAPER_CORPUS, Recipe, scratch
+from reproduce.tables import fmt, markdown, matching, seed_summary
 from reproduce.verdict import SMALLEST_BPB, Finding
 from tinylm.model import ModelConfig
 from tinylm.training.lm import LanguageModel

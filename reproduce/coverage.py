@@ -10,10 +10,12 @@ counting uses no seed, so the one finding is a threshold on a measurement.
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reproduce.experiment import Experiment, Measured, Options, fmt, markdown
+from reproduce.experiment import Experiment, Measured, Options
+from reproduce.tables import fmt, markdown
 from reproduce.verdict import Finding
 from tinylm.artifacts.cache import cache_key
 from tinylm.artifacts.io import default_cache_dir
@@ -26,11 +28,19 @@ from tinylm.vocab.compact import count_frequencies, coverage_curve, pieces_for_c
 PAPER_VOCAB, PAPER_K, PAPER_COVERAGE = 100_883, 48_000, 0.9786  # [P]
 KS = (1000, 2000, 4000, 8000, 12000, 16000, 24000, 32000)
 
-# the corpus counted (and, for tinylm's own tokenizer, trained on) and the size of tinylm's own tokenizer
+
+@dataclass(frozen=True)
+class Scale:
+    """What is counted: nothing is trained but tinylm's own tokenizer."""
+
+    sources: str  # the corpus counted (and, for tinylm's own tokenizer, trained on)
+    own_vocab: int  # the size of tinylm's own tokenizer
+
+
 SCALES = {
-    "smoke": {"sources": "builtin", "own_vocab": 8000},
-    "small": {"sources": "builtin", "own_vocab": 32000},
-    "paper": {"sources": "builtin", "own_vocab": 100_000},  # a 100k tokenizer needs a far larger corpus
+    "smoke": Scale(sources="builtin", own_vocab=8000),
+    "small": Scale(sources="builtin", own_vocab=32000),
+    "paper": Scale(sources="builtin", own_vocab=100_000),  # a 100k tokenizer needs a far larger corpus
 }
 FINDINGS = (
     Finding("coverage", f"the top {100 * PAPER_K / PAPER_VOCAB:.1f}% of an inherited tokenizer's pieces (mistral-32k) "
@@ -60,10 +70,10 @@ def counted(tokenizer: Tokenizer, sources: str, val_every: int = 50) -> dict[str
     return read_frequencies(folder)
 
 
-def measure(setting: dict[str, Any], options: Options, folder: Path) -> Measured:
-    sources = setting["sources"]
-    tokenizers = {"mistral-32k": mistral_tokenizer(), f"tinylm-{setting['own_vocab'] // 1000}k":
-                  own_tokenizer(sources, setting["own_vocab"])}
+def measure(setting: Scale, options: Options, folder: Path) -> Measured:
+    sources = setting.sources
+    tokenizers = {"mistral-32k": mistral_tokenizer(), f"tinylm-{setting.own_vocab // 1000}k":
+                  own_tokenizer(sources, setting.own_vocab)}
     freqs = {name: counted(tok, sources) for name, tok in tokenizers.items()}
     curves = {name: coverage_curve(f["counts"]) for name, f in freqs.items()}
     paper_fraction, names = PAPER_K / PAPER_VOCAB, list(curves)

@@ -10,11 +10,14 @@ from __future__ import annotations
 import math
 import random
 import statistics
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-from reproduce import experiment, pretrained
-from reproduce.experiment import Experiment, Measured, Options, fmt, markdown, read_json, write_json
+from reproduce import pretrained
+from reproduce.cache import read_json, write_json
+from reproduce.experiment import Experiment, Measured, Options
+from reproduce.tables import fmt, markdown, shown
 from reproduce.verdict import Finding
 from tinylm.artifacts.cache import cache_key
 from tinylm.artifacts.io import default_cache_dir
@@ -28,31 +31,45 @@ SCORING_CODE = ["tinylm.evaluation.adapter", "tinylm.evaluation.datasets", "tiny
                 "tinylm.model.transformer", "tinylm.model.generate"]
 
 BENCHMARKS = ("C-Eval", "CMMLU", "MMLU", "AGI-Eval", "BoolQ", "AX-b", "PIQA", "EPRSTMT", "XSum", "C3")
-# [P] the ICML version's table: benchmark scores in BENCHMARKS order, then the average
-PAPER_ROWS = {
-    "MobileLLaMA-1.4B": (23.93, 25.10, 25.05, 18.53, 58.75, 45.20, 71.27, 46.25, 18.19, 37.42, 36.97),
-    "Sheared-LLaMA-1.3B": (24.28, 25.10, 25.77, 18.01, 62.39, 43.57, 72.91, 46.25, 16.44, 35.45, 37.02),
-    "TinyLLaMA-1.1B": (27.85, 24.64, 25.75, 18.54, 56.06, 45.47, 70.62, 46.25, 20.15, 36.71, 37.20),
-    "MobileLLaMA-2.7B": (23.53, 25.55, 26.63, 18.43, 54.74, 55.80, 72.85, 46.25, 16.96, 36.11, 37.69),
-    "Chinese-LLaMA2-1.3B": (28.70, 24.78, 24.55, 19.40, 56.79, 47.46, 56.91, 72.50, 8.90, 43.12, 38.31),
-    "RWKV-5-1.5B": (25.92, 25.14, 25.66, 19.01, 62.29, 54.05, 71.22, 46.25, 20.67, 49.15, 39.94),
-    "Phi-1.3B": (27.78, 25.85, 44.32, 23.42, 73.52, 44.20, 76.99, 50.00, 14.90, 38.96, 41.99),
-    "PanGu-π-1B": (36.85, 35.90, 35.96, 30.77, 58.44, 43.48, 61.92, 55.62, 15.92, 49.21, 42.41),
-    "Open-LLaMA-3B": (27.50, 25.42, 27.09, 20.68, 60.58, 52.72, 77.09, 82.50, 19.75, 43.23, 43.66),
-    "Phi2-2.7B": (31.86, 32.18, 58.49, 28.51, 77.40, 43.57, 78.89, 46.25, 13.66, 40.11, 45.09),
-    "PanGu-π-1B Pro": (46.50, 46.56, 50.38, 41.58, 63.43, 53.99, 64.96, 74.38, 18.40, 52.66, 51.28),
-    "Qwen-1.8B": (53.60, 52.12, 46.43, 35.83, 64.31, 57.79, 73.83, 88.12, 20.03, 58.30, 55.04),
-    "PanGu-π-1.5B Pro": (52.39, 48.51, 62.54, 44.89, 70.61, 67.93, 79.55, 86.12, 24.61, 69.24, 60.64),
-}
+# [P] the ICML version's table, as printed: the benchmark scores in BENCHMARKS order, then the average
+PAPER_TABLE = """
+MobileLLaMA-1.4B     23.93 25.10 25.05 18.53 58.75 45.20 71.27 46.25 18.19 37.42 36.97
+Sheared-LLaMA-1.3B   24.28 25.10 25.77 18.01 62.39 43.57 72.91 46.25 16.44 35.45 37.02
+TinyLLaMA-1.1B       27.85 24.64 25.75 18.54 56.06 45.47 70.62 46.25 20.15 36.71 37.20
+MobileLLaMA-2.7B     23.53 25.55 26.63 18.43 54.74 55.80 72.85 46.25 16.96 36.11 37.69
+Chinese-LLaMA2-1.3B  28.70 24.78 24.55 19.40 56.79 47.46 56.91 72.50  8.90 43.12 38.31
+RWKV-5-1.5B          25.92 25.14 25.66 19.01 62.29 54.05 71.22 46.25 20.67 49.15 39.94
+Phi-1.3B             27.78 25.85 44.32 23.42 73.52 44.20 76.99 50.00 14.90 38.96 41.99
+PanGu-π-1B           36.85 35.90 35.96 30.77 58.44 43.48 61.92 55.62 15.92 49.21 42.41
+Open-LLaMA-3B        27.50 25.42 27.09 20.68 60.58 52.72 77.09 82.50 19.75 43.23 43.66
+Phi2-2.7B            31.86 32.18 58.49 28.51 77.40 43.57 78.89 46.25 13.66 40.11 45.09
+PanGu-π-1B Pro       46.50 46.56 50.38 41.58 63.43 53.99 64.96 74.38 18.40 52.66 51.28
+Qwen-1.8B            53.60 52.12 46.43 35.83 64.31 57.79 73.83 88.12 20.03 58.30 55.04
+PanGu-π-1.5B Pro     52.39 48.51 62.54 44.89 70.61 67.93 79.55 86.12 24.61 69.24 60.64
+"""
+# a model's name may hold spaces: its scores are the last len(BENCHMARKS) + 1 fields of its line
+PAPER_ROWS = {name: tuple(map(float, scores)) for name, *scores in
+              (line.rsplit(maxsplit=len(BENCHMARKS) + 1) for line in PAPER_TABLE.strip().splitlines())}
+
+
+@dataclass(frozen=True)
+class Scale:
+    """How many items of each benchmark are scored, and in which dtype: nothing is trained here."""
+
+    items: int | None  # for tinylm's rows (None: the whole benchmark)
+    reference_items: int | None  # for the pretrained reference row
+    reference_dtype: str
+    reference_task_dtypes: Mapping[str, str] = field(default_factory=dict)  # another dtype for some tasks, by name
+
+
 # Items per benchmark: a fixed seeded sample of each benchmark (the full set where smaller), the same items for every
 # model, a smaller sample being a prefix of a larger one's draw. The small-scale reference row was scored in
 # bfloat16, expected to be faster; on this CPU at one thread it ran 3.5× slower than float32 (4.3 vs 15.2 s for a
 # 1,600-token forward), and XSum's generation at 32 s per item, so XSum was scored in float32. Ours: float32.
-LIMITS = {"smoke": {"items": 4, "reference_items": 2, "reference_dtype": "float32", "reference_task_dtypes": {}},
-          "small": {"items": 200, "reference_items": 500, "reference_dtype": "bfloat16",
-                    "reference_task_dtypes": {"xsum": "float32"}},
-          "paper": {"items": None, "reference_items": None, "reference_dtype": "bfloat16",
-                    "reference_task_dtypes": {}}}
+SCALES = {"smoke": Scale(items=4, reference_items=2, reference_dtype="float32"),
+          "small": Scale(items=200, reference_items=500, reference_dtype="bfloat16",
+                         reference_task_dtypes={"xsum": "float32"}),
+          "paper": Scale(items=None, reference_items=None, reference_dtype="bfloat16")}
 # a uniform guess; AGI-Eval mixes 4- and 5-way questions with cloze items (about 20); XSum's ROUGE has none
 CHANCE = {"C-Eval": 25.0, "CMMLU": 25.0, "MMLU": 25.0, "AGI-Eval": 20.0, "BoolQ": 50.0, "AX-b": 50.0, "PIQA": 50.0,
           "EPRSTMT": 50.0, "C3": 25.0}
@@ -127,8 +144,8 @@ def near_chance(row: dict[str, float | None], items: int) -> list[str]:
             and abs(row[name] - chance) <= 2 * math.sqrt(chance * (100 - chance) / items)]
 
 
-def measure(cfg: dict, options: Options, folder: Path) -> Measured:
-    limit, reference_limit = cfg["items"], cfg["reference_items"]
+def measure(setting: Scale, options: Options, folder: Path) -> Measured:
+    limit, reference_limit = setting.items, setting.reference_items
     reference = {"SmolLM2-135M-Instruct (reference)" if options.scale != "smoke" else "tiny random-init (reference)":
                  str(pretrained.source(options.scale))}
     ours: dict[str, list[str]] = {f"tinylm {Path(m).name}": [m] for m in options.models}
@@ -142,7 +159,7 @@ def measure(cfg: dict, options: Options, folder: Path) -> Measured:
             ours[f"tinylm ladder {step}"] = dirs
     columns, note = (*BENCHMARKS, "Avg."), ""
     try:
-        measured = {name: [scores(d, reference_limit, cfg["reference_dtype"], cfg["reference_task_dtypes"])]
+        measured = {name: [scores(d, reference_limit, setting.reference_dtype, setting.reference_task_dtypes)]
                     for name, d in reference.items()}
         measured.update({name: [scores(d, limit) for d in dirs] for name, dirs in ours.items()})
     except TinyLMError as err:  # the benchmark files live outside the package (see eval/README.md)
@@ -152,7 +169,7 @@ def measure(cfg: dict, options: Options, folder: Path) -> Measured:
         note = f"Benchmark files not found, so tinylm rows are n/a: {err}"
     if gone:
         note += (f" The ladder's model dirs are no longer on this machine ({len(gone)} missing, e.g. "
-                 f"{experiment.shown(gone[0])}): rerun `python -m reproduce ladder` for their rows.")
+                 f"{shown(gone[0])}): rerun `python -m reproduce ladder` for their rows.")
     table_rows = [{"model": name, **{c: statistics.fmean(v) if (v := [r[c] for r in runs if r[c] is not None]) else None
                                      for c in columns}, "per_seed_avg": [r["Avg."] for r in runs]}
                   for name, runs in measured.items()]
@@ -162,8 +179,8 @@ def measure(cfg: dict, options: Options, folder: Path) -> Measured:
     lines = [f"Paper rows [P] (OpenCompass, ICML version); our rows: zero-shot lm-eval on a fixed seeded sample of "
              f"each benchmark ({'all' if limit is None else limit} items for tinylm rows, mean over the ladder's "
              f"seeds; {'all' if reference_limit is None else reference_limit} for the reference, in "
-             f"{cfg['reference_dtype']}" + "".join(f", {task} in {dtype}" for task, dtype in
-                                                  cfg["reference_task_dtypes"].items())
+             f"{setting.reference_dtype}" + "".join(f", {task} in {dtype}" for task, dtype in
+                                                      setting.reference_task_dtypes.items())
              + "; the whole set where smaller; tinylm's items are among the reference's). "
              "XSum is ROUGE-1 F1 ×100 (the paper's ROUGE variant is not stated).", "",
              *markdown(("model", *columns), [*((f"{name} [P]", *(f"{v:.2f}" for v in values))
@@ -185,6 +202,6 @@ def measure(cfg: dict, options: Options, folder: Path) -> Measured:
                     rows=table_rows, extra={"limit": limit, "reference_limit": reference_limit, "reference": reference})
 
 
-EXPERIMENT = Experiment("final", "Final comparison table (§5)", LIMITS, FINDINGS, measure,
+EXPERIMENT = Experiment("final", "Final comparison table (§5)", SCALES, FINDINGS, measure,
                         paper={"rows": PAPER_ROWS, "tag": "P"},
                         core_hours={"small": 0.5})

@@ -24,20 +24,11 @@ from typing import Any
 import lightning as L
 import numpy as np
 
-from reproduce.experiment import (
-    PAPER_CORPUS,
-    Experiment,
-    Measured,
-    Options,
-    Recipe,
-    fmt,
-    markdown,
-    save_figure,
-    scratch,
-    shown,
-    subplots,
-)
 from reproduce import pretrained
+from reproduce.experiment import Experiment, Measured, Options
+from reproduce.figures import save_figure, subplots
+from reproduce.recipe import PAPER_CORPUS, Recipe, scratch
+from reproduce.tables import fmt, markdown, shown
 from reproduce.verdict import Finding
 from tinylm.artifacts.model_dir import load_config
 from tinylm.model import ModelConfig

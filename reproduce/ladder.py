@@ -28,30 +28,29 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reproduce import experiment, pretrained
-from reproduce.experiment import (
-    Experiment,
-    Measured,
-    Options,
-    Recipe,
-    fmt,
-    markdown,
-    mean_sd,
-    save_figure,
-    scratch,
-    subplots,
-    tokens_line,
-)
+from reproduce import pretrained
+from reproduce.experiment import Experiment, Measured, Options
+from reproduce.figures import save_figure, subplots
+from reproduce.inheritance import compact_source
+from reproduce.recipe import Recipe, scratch
+from reproduce.tables import fmt, markdown, mean_sd, shown, tokens_line
 from reproduce.verdict import SMALLEST_BPB, Finding
 from tinylm.artifacts.cache import code_version
 from tinylm.artifacts.io import default_cache_dir
+from tinylm.artifacts.model_dir import load_config
+from tinylm.errors import TinyLMError
+from tinylm.evaluation.command import run_tasks
+from tinylm.evaluation.datasets import DATA_ENV, has_benchmark
 from tinylm.evaluation.tasks import ABLATION_TASKS
+from tinylm.inherit import resolve_target
 from tinylm.inherit.pipeline import Calibration, inherit
+from tinylm.pro.data import write_sample
+from tinylm.training.rounds import MultiRoundTraining
 
 # the code that builds and trains the ladder's step models (its cache folder carries their version)
-LADDER_CODE = ("reproduce.ladder", "tinylm.vocab.compact", "tinylm.inherit.importance", "tinylm.inherit.materialize",
-               "tinylm.inherit.pipeline", "tinylm.training.lm", "tinylm.training.rounds", "tinylm.training.fit",
-               "tinylm.model.transformer")
+LADDER_CODE = ("reproduce.ladder", "reproduce.recipe", "tinylm.vocab.compact", "tinylm.inherit.importance",
+               "tinylm.inherit.materialize", "tinylm.inherit.pipeline", "tinylm.training.lm", "tinylm.training.rounds",
+               "tinylm.training.fit", "tinylm.model.transformer")
 
 STEPS = ("base", "+tokenizer", "+arch", "+inherit", "+rounds")
 PAPER = {"base": 42.41, "+tokenizer": 44.11, "+arch": 46.53, "+inherit": 49.79, "+rounds": 51.28}  # [R] Figure 1
@@ -109,15 +108,11 @@ def _say_skipped(reason: str) -> None:
 
 def ablation_scores(model_dir: Path, limit: int | None) -> dict[str, float] | None:
     """Accuracy on ARC-E / HellaSwag / C3 (acc_norm where lm-eval reports it), or None without the data."""
-    from tinylm.errors import TinyLMError
-    from tinylm.evaluation.datasets import DATA_ENV, has_benchmark
-
     if missing := [task for task in ABLATION_TASKS if not has_benchmark(task)]:
         _say_skipped(f"no {', '.join(missing)} benchmark files; set ${DATA_ENV} to the paper's benchmark files")
         return None
     try:
-        from tinylm.evaluation.adapter import TinyLMEval
-        from tinylm.evaluation.command import run_tasks
+        from tinylm.evaluation.adapter import TinyLMEval  # imports lm_eval (heavy): only when a model is scored
 
         results = run_tasks(TinyLMEval(str(model_dir), batch_size=16, device="cpu"), list(ABLATION_TASKS),
                             limit=limit, bootstrap_iters=0)["results"]
@@ -132,8 +127,6 @@ def ablation_scores(model_dir: Path, limit: int | None) -> dict[str, float] | No
 def sample(scale: Scale, compact: Path, folder: Path, seed: int) -> Recipe:
     """The seed's training sample of the corpus (sized so one pass + a half pass is the budget, in compact tokens)
     with the fixed held-out documents interleaved, as the recipe every step trains with."""
-    from tinylm.pro.data import write_sample
-
     folder.mkdir(parents=True)
     record = write_sample(folder, list(scale.sources), "text", HELDOUT_EVERY, compact,
                           round(scale.train_tokens / 1.5), scale.heldout_chars, seed)
@@ -144,11 +137,6 @@ def sample(scale: Scale, compact: Path, folder: Path, seed: int) -> Recipe:
 def run_seed(scale: Scale, seed: int, source: Path, big: Path, compact: Path, cache: Path,
              runs: Path) -> dict[str, dict[str, Any]]:
     """Train every step of the ladder for one seed; the model dirs are kept under ``cache/seed<seed>/``."""
-    from tinylm.artifacts.model_dir import load_config
-    from tinylm.errors import TinyLMError
-    from tinylm.inherit import resolve_target
-    from tinylm.training.rounds import MultiRoundTraining
-
     recipe = sample(scale, compact, runs / f"sample-{seed}", seed)
     with_big, with_compact = recipe.data(seed, big), recipe.data(seed, compact)
     rounds = MultiRoundTraining(rounds=2, rate=0.5, seed=seed, out_dir=str(runs / f"rounds-{seed}"))
@@ -187,9 +175,6 @@ def run_seed(scale: Scale, seed: int, source: Path, big: Path, compact: Path, ca
 
 
 def measure(settings: Scale, options: Options, folder: Path) -> Measured:
-    from reproduce.inheritance import compact_source
-    from tinylm.artifacts.model_dir import load_config
-
     scale, seeds = options.scale, options.seeds
     if scale == "paper":
         raise SystemExit("ladder --scale paper needs the 1.6T-token corpus and a GPU cluster; run each step with "
@@ -216,7 +201,7 @@ def measure(settings: Scale, options: Options, folder: Path) -> Measured:
                      "tasks": tasks, "model_dirs": [s[step]["model_dir"] for s in per_seed], "paper": PAPER[step]})
     inflation = (compacted.get("verify") or {}).get("inflation")
     lines = [f"Corpus `{settings.corpus}` (a training sample per seed; the same held-out documents for all). Source "
-             f"and big tokenizer: {experiment.shown(compacted['parent'])} ({big_vocab:,} pieces) → compact "
+             f"and big tokenizer: {shown(compacted['parent'])} ({big_vocab:,} pieces) → compact "
              f"{compacted['vocab_size']:,} pieces" + ("" if settings.compact_vocab else " (the paper's 48k-of-100,883 share)")
              + f", covering "
              f"{100 * compacted['counted_coverage']:.2f}% of the counted tokens"

@@ -9,8 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from reproduce import inheritance
-from reproduce.experiment import Experiment, Measured, Options, fmt, markdown, tokens_line
+from reproduce.experiment import Experiment, Measured, Options
+from reproduce.tables import fmt, markdown, tokens_line
 from reproduce.verdict import SMALLEST_BPB, Finding
+from tinylm.artifacts.model_dir import load_config
+from tinylm.inherit import select_layers
 
 STRATEGIES = ("first", "last", "both-ends", "uniform")
 FINDINGS = (
@@ -23,12 +26,9 @@ FINDINGS = (
 )
 
 
-def measure(cfg: dict, options: Options, folder: Path) -> Measured:
-    from tinylm.artifacts.model_dir import load_config
-    from tinylm.inherit import select_layers
-
+def measure(setting: inheritance.Scale, options: Options, folder: Path) -> Measured:
     arms = ("scratch", *STRATEGIES)
-    done, source, shape, record = inheritance.runs(arms, cfg, options)
+    done, source, shape, record = inheritance.runs(arms, setting, options)
     final, step0, tokens, curves, seconds = inheritance.measured(done)
     n = load_config(source).num_layers
     mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
@@ -39,7 +39,7 @@ def measure(cfg: dict, options: Options, folder: Path) -> Measured:
     table = "\n".join(lines) + (
         f"\n\nSeed means over {options.seeds} seed(s); source {n} layers "
         f"({record['vocab_size']:,}-piece compact tokenizer), child {shape.num_layers} layers × {shape.hidden_size} "
-        f"with widths kept by L1; {cfg['steps']} steps × {cfg['batch_size']} × {cfg['seq_len']} tokens. "
+        f"with widths kept by L1; {setting.steps} steps × {setting.batch_size} × {setting.seq_len} tokens. "
         + tokens_line(tokens) + "\n")
     return Measured(table, {f.key: final for f in FINDINGS}, tokens=tokens,
                     rows=[{"strategy": a, "bpb": final[a], "step0_bpb": step0[a]} for a in arms],

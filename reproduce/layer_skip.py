@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,17 +27,10 @@ import numpy as np
 import torch
 
 from reproduce import pretrained
-from reproduce.experiment import (
-    Experiment,
-    Measured,
-    Options,
-    fmt,
-    markdown,
-    read_json,
-    save_figure,
-    subplots,
-    write_json,
-)
+from reproduce.cache import read_json, write_json
+from reproduce.experiment import Experiment, Measured, Options
+from reproduce.figures import save_figure, subplots
+from reproduce.tables import fmt, markdown
 from reproduce.verdict import Finding, bootstrap_statistic
 from tinylm.artifacts.cache import cache_key
 from tinylm.artifacts.io import default_cache_dir
@@ -45,13 +39,24 @@ from tinylm.evaluation.datasets import DATA_ENV, data_dir, has_benchmark
 from tinylm.model import Transformer
 from tinylm.model.scoring import block_nll
 
-SCALES: dict[str, dict[str, Any]] = {
-    "smoke": {"text_bytes": 3_000, "seq_len": 64, "spans": (1, 2, 4), "arc_items": 4},
+
+@dataclass(frozen=True)
+class Scale:
+    """How much is measured: nothing is trained, one pretrained model is scored with spans of layers skipped."""
+
+    text_bytes: int  # the held-out text sample's size
+    seq_len: int  # tokens per held-out block
+    spans: tuple[int, ...]  # x: how many adjacent layers are skipped at once
+    arc_items: int | None  # ARC-Easy test items for x = 1 (None: the whole split)
+
+
+SCALES = {
+    "smoke": Scale(text_bytes=3_000, seq_len=64, spans=(1, 2, 4), arc_items=4),
     # the issue's size: ≥ 50 KB of held-out text and 200 ARC-Easy items; SmolLM2-135M runs ~740 tokens/s in fp32 on
     # 2 idle cores, and reusing the stream before each span makes the 87-configuration sweep ~30 min in all
-    "small": {"text_bytes": 50_000, "seq_len": 256, "spans": (1, 2, 4), "arc_items": 200},
+    "small": Scale(text_bytes=50_000, seq_len=256, spans=(1, 2, 4), arc_items=200),
     # what a GPU would run: a 1 MB sample and the whole ARC-Easy test split
-    "paper": {"text_bytes": 1_000_000, "seq_len": 1024, "spans": (1, 2, 3, 4), "arc_items": None},
+    "paper": Scale(text_bytes=1_000_000, seq_len=1024, spans=(1, 2, 3, 4), arc_items=None),
 }
 ARC = "arc_easy/ARC-Easy-Test.jsonl"
 FINDINGS = (
@@ -159,19 +164,19 @@ def sweep_arc(model, tokenizer, items, cache: Path) -> dict:
     return _summed(done["items"][: len(items)])
 
 
-def measure(cfg: dict, options: Options, folder: Path) -> Measured:
+def measure(setting: Scale, options: Options, folder: Path) -> Measured:
     torch.manual_seed(0)
     source = pretrained.source(options.scale, options.source)
     model, tokenizer = load_model_dir(source)
     model.eval()
-    n, spans = model.config.num_layers, [x for x in cfg["spans"] if x < model.config.num_layers]
-    blocks = pretrained.heldout_blocks(tokenizer, cfg["text_bytes"], cfg["seq_len"])
+    n, spans = model.config.num_layers, [x for x in setting.spans if x < model.config.num_layers]
+    blocks = pretrained.heldout_blocks(tokenizer, setting.text_bytes, setting.seq_len)
     token_bytes = torch.from_numpy(tokenizer.token_bytes)
-    key = cache_key(tokenizer.sha256, str(source), (source / "model.safetensors").stat().st_size, cfg["seq_len"],
+    key = cache_key(tokenizer.sha256, str(source), (source / "model.safetensors").stat().st_size, setting.seq_len,
                     spans, modules=["reproduce.layer_skip", "tinylm.model.transformer", "tinylm.model.scoring"])
     cache = Path(default_cache_dir()) / "reproduce" / f"layer-skip-v2-{key}"  # blocks and items of any prefix
     text = sweep_bpb(model, blocks, token_bytes, spans, cache.with_suffix(".bpb.json"))
-    items = arc_items(cfg["arc_items"])
+    items = arc_items(setting.arc_items)
     arc = sweep_arc(model, tokenizer, items, cache.with_suffix(".arc.json")) if items else None
     bpb = {k: v / (math.log(2) * text["bytes"]) for k, v in text["nll"].items()}
     full = bpb["0,0"]
@@ -193,7 +198,7 @@ def measure(cfg: dict, options: Options, folder: Path) -> Measured:
     size = int(text["bytes"])
     table = (f"Source: {pretrained.BUILTIN if options.scale != 'smoke' and options.source is None else source} "
              f"({n} layers). Full model: {full:.4f} bpb on {tokens:,} held-out tokens ({len(blocks)} blocks of "
-             f"{cfg['seq_len']} tokens scoring {size:,} bytes: the start of the held-out `{pretrained.SAMPLE_CORPUS}` "
+             f"{setting.seq_len} tokens scoring {size:,} bytes: the start of the held-out `{pretrained.SAMPLE_CORPUS}` "
              f"documents, every {pretrained.SAMPLE_EVERY}th, joined by EOS), "
              + (f"ARC-Easy {100 * full_acc:.1f}% on the first {len(items)} test items (chance 25%, standard error ≈ "
                 f"{100 * math.sqrt(0.25 / len(items)):.0f} points)" if arc else "ARC-Easy n/a (no benchmark files)")

@@ -22,22 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from reproduce.experiment import (
-    PAPER_CORPUS,
-    Experiment,
-    Measured,
-    Options,
-    Recipe,
-    fmt,
-    markdown,
-    matching,
-    recipe,
-    save_figure,
-    scratch,
-    seed_summary,
-    subplots,
-    tokens_line,
-)
+from reproduce.experiment import Experiment, Measured, Options
+from reproduce.figures import save_figure, subplots
+from reproduce.recipe import PAPER_CORPUS, Recipe, recipe, scratch
+from reproduce.tables import fmt, markdown, matching, seed_summary, tokens_line
 from reproduce.verdict import SMALLEST_BPB, Finding
 from tinylm.artifacts.cache import cache_key
 from tinylm.artifacts.io import atomic_dir, atomic_file, default_cache_dir

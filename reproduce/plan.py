@@ -128,7 +128,7 @@ def git_state(root: Path = REPO, outside: tuple[Path, ...] = ()) -> tuple[str | 
 
 def provenance(commit: str | None, dirty: bool | None, hash_: str) -> dict[str, Any]:
     """What a results.json records about the code and machine that produced it."""
-    import lightning
+    import lightning  # slow to import: only a run that writes its results records the versions
     import torch
 
     return {"commit": commit, "dirty": dirty, "plan_hash": hash_, "torch_threads": torch.get_num_threads(),

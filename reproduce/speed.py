@@ -21,10 +21,12 @@ from typing import Any
 import torch
 
 from reproduce.architecture import SCALES as STUDY, Scale, budget_words, shape_row
-from reproduce.experiment import Experiment, Measured, Options, fmt, markdown, recipe, save_figure, scratch, subplots
+from reproduce.experiment import Experiment, Measured, Options
+from reproduce.figures import save_figure, subplots
+from reproduce.recipe import recipe, scratch
 from reproduce.shapes import decode_speeds, grid
+from reproduce.tables import fmt, markdown
 from reproduce.verdict import Finding, bootstrap
-from tinylm.model import ModelConfig
 from tinylm.model.shapes import ShapeSpace
 
 PROTOCOL = {"batch_size": 20, "prefix": 2, "new_tokens": 510}  # third-party notes [?]: one V100, fp16

@@ -18,19 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from reproduce.coverage import counted, mistral_tokenizer
-from reproduce.experiment import (
-    Experiment,
-    Measured,
-    Options,
-    Recipe,
-    fmt,
-    markdown,
-    mean_sd,
-    save_figure,
-    scratch,
-    subplots,
-    tokens_line,
-)
+from reproduce.experiment import Experiment, Measured, Options
+from reproduce.figures import save_figure, subplots
+from reproduce.recipe import Recipe, scratch
+from reproduce.tables import fmt, markdown, mean_sd, tokens_line
 from reproduce.verdict import SMALLEST_BPB, Finding
 from tinylm.artifacts.io import default_cache_dir
 from tinylm.model import ModelConfig

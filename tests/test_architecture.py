@@ -210,7 +210,8 @@ def check_architecture_results(folder: Path) -> dict:
 def test_reproduce_scripts_on_a_tiny_setting(corpus_dir, tmp_path):
     """The code path of ``--scale smoke`` on an even smaller setting: tables, Spearman and figures."""
     from reproduce import architecture, speed
-    from reproduce.experiment import Options, run
+    from reproduce.experiment import Options
+    from reproduce.runner import run
 
     tiny = replace(
         architecture.SCALES["smoke"],

@@ -1,5 +1,5 @@
 """The house's one-way streets: tinylm's import graph (module-level and function-local imports alike, read by
-``ast``) has no cycle, and no library module imports the CLI."""
+``ast``) has no cycle, and no library module imports the CLI; reproduce's own graph has no cycle either."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "tinylm"
+EXPERIMENTS = PACKAGE.parent / "reproduce"
 
 
 def module_name(path: Path, package: Path = PACKAGE) -> str:
@@ -17,9 +18,10 @@ def module_name(path: Path, package: Path = PACKAGE) -> str:
 
 
 def import_graph(package: Path = PACKAGE) -> dict[str, set[str]]:
-    """Module -> the tinylm modules it imports anywhere in its body (``from a.b import c`` counts as ``a.b.c``
-    when that is a module, else ``a.b``)."""
+    """Module -> the modules of the same package it imports anywhere in its body (``from a.b import c`` counts as
+    ``a.b.c`` when that is a module, else ``a.b``)."""
     modules = {module_name(path, package): path for path in package.rglob("*.py")}
+    prefix = package.name
 
     def known(name: str) -> str | None:
         while name and name not in modules:
@@ -31,8 +33,8 @@ def import_graph(package: Path = PACKAGE) -> dict[str, set[str]]:
         targets: set[str] = set()
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Import):
-                targets.update(known(alias.name) for alias in node.names if alias.name.startswith("tinylm"))
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("tinylm"):
+                targets.update(known(alias.name) for alias in node.names if alias.name.startswith(prefix))
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith(prefix):
                 for alias in node.names:
                     full = f"{node.module}.{alias.name}"
                     targets.add(full if full in modules else known(node.module))
@@ -74,6 +76,12 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_tinylm_has_no_import_cycle():
     assert cycles(import_graph()) == []
+
+
+def test_reproduce_has_no_import_cycle():
+    """The experiments share a contract, a runner and each other's steps (the ladder compacts its source as
+    ``reproduce.inheritance`` does) without a module reaching back up."""
+    assert cycles(import_graph(EXPERIMENTS)) == []
 
 
 def test_no_library_module_imports_the_cli():

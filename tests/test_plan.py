@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from reproduce import plan as plans
-from reproduce.experiment import Experiment, Measured, Options, run
+from reproduce.experiment import Experiment, Measured, Options
 from reproduce.report import EXPERIMENTS, load, write_report
+from reproduce.runner import run
 from reproduce.verdict import Finding
 from tinylm.errors import TinyLMError
 
@@ -39,6 +40,14 @@ def test_every_experiment_has_a_plan_derived_from_its_declarations(name):
         assert planned["seeds"] == ("deterministic" if experiment.deterministic else experiment.seeds[scale])
         assert json.loads(json.dumps(planned)) == planned  # plain data
         assert plans.plan_hash(experiment, scale) == plans.plan_hash(load(name), scale)
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_scale_is_a_frozen_dataclass(name):
+    """One scale form for every experiment: a frozen dataclass per scale (a ``Recipe`` where it trains), so its plan
+    states each setting by name and nothing changes a setting after it is declared."""
+    for scale, setting in load(name).scales.items():
+        assert dataclasses.is_dataclass(setting) and type(setting).__dataclass_params__.frozen, (name, scale)
 
 
 def test_the_plan_hash_is_stable_across_processes_and_changes_with_the_plan():

@@ -75,7 +75,8 @@ def test_every_architecture_scale_has_its_shapes(scale):
 
 
 def test_results_write_the_home_folder_as_a_tilde_and_replace_only_with_overwrite(tmp_path):
-    from reproduce.experiment import Experiment, Measured, Options, run
+    from reproduce.experiment import Experiment, Measured, Options
+    from reproduce.runner import run
     from tinylm.errors import TinyLMError
 
     model = str(Path.home() / ".cache" / "tinylm" / "ladder" / "seed0")
@@ -142,7 +143,7 @@ def test_ladder_declares_every_step_and_the_whole_recipe():
 def test_smoke_runs_stay_out_of_the_committed_results(tmp_path, monkeypatch):
     """Without --out, smoke writes under runs/smoke (git-ignored); small and paper write results/."""
     from reproduce.__main__ import main
-    from reproduce.experiment import default_out
+    from reproduce.runner import default_out
 
     assert default_out("smoke") == Path("runs/smoke") and default_out("small") == default_out("paper") == Path("results")
     monkeypatch.chdir(tmp_path)
@@ -209,7 +210,7 @@ def test_layer_studies_on_the_real_smollm2(tmp_path):
     want = layer_skip_scores(model, blocks, token_bytes, (1,))
     for s in (0, 14, 29):
         assert got["nll"][f"1,{s}"] / (math.log(2) * got["bytes"]) == pytest.approx(want[1][s], rel=1e-4)
-    compact, record = inheritance.compact_source("small", None, inheritance.SCALES["small"]["vocab_size"])
+    compact, record = inheritance.compact_source("small", None, inheritance.SCALES["small"].vocab_size)
     small, small_tok = load_model_dir(compact)
     assert small_tok.vocab_size == record["vocab_size"] == 8000 and record["parent_vocab_size"] == 49152
     text = "The history of the city begins in the"

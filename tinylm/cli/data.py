@@ -10,17 +10,9 @@ from tinylm.data.prepared import prepare
 from tinylm.tokenizer import load_tokenizer
 
 
-def prepare_command(
-    tokenizer: str,
-    out: str,
-    sources: list[str] | str = "builtin",
-    workers: int = 1,
-    chunk_bytes: str = "64MB",
-    val_every: int = 50,
-    unit_chars: int = 1_000_000,
-    text_field: str = "text",
-    overwrite: bool = False,
-) -> None:
+def prepare_command(tokenizer: str, out: str, sources: list[str] | str = "builtin", workers: int = 1,
+                    chunk_bytes: str = "64MB", val_every: int = 50, unit_chars: int = 1_000_000,
+                    text_field: str = "text", overwrite: bool = False) -> None:
     """Tokenize text sources in parallel into a prepared dataset: litdata token chunks, a manifest and the tokenizer.
 
     A killed prepare continues when run again with the same arguments. Train on the result with

@@ -23,10 +23,8 @@ def inherit(
     masks: str | None = None,
     calibration: str = "builtin",
     calibration_size: int = 16,
-    seq_len: int = 128,
-    batch_size: int = 4,
-    keep_ids: str | None = None,
-    tokenizer: str | None = None,
+    seq_len: int = 128, batch_size: int = 4,  # the Taylor calibration's blocks
+    keep_ids: str | None = None, tokenizer: str | None = None,  # a compacted vocabulary for the child
     seed: int = 0,
     overwrite: bool = False,
 ) -> None:

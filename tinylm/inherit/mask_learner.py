@@ -61,18 +61,11 @@ class MaskLearner(LanguageModel):
         self,
         source: str,
         target: str | dict[str, int],
-        lr: float = 1e-4,
-        min_lr: float = 1e-5,
-        warmup: float = 0.1,
-        mask_lr: float = 1.0,
-        lambda_lr: float = 1.0,
-        target_warmup: float = 0.2,
+        lr: float = 1e-4, min_lr: float = 1e-5, warmup: float = 0.1,  # the weights' lr schedule
+        mask_lr: float = 1.0, lambda_lr: float = 1.0, target_warmup: float = 0.2,  # the gates' and the target's
         train_weights: bool = True,
-        weight_decay: float = 0.0,
-        betas: tuple[float, float] = (0.9, 0.95),
-        eps: float = 1e-8,
-        init_log_alpha: float = 5.0,
-        temperature: float = TEMPERATURE,
+        weight_decay: float = 0.0, betas: tuple[float, float] = (0.9, 0.95), eps: float = 1e-8,  # the weights' AdamW
+        init_log_alpha: float = 5.0, temperature: float = TEMPERATURE,  # the hard-concrete gates
         attention: str = "sdpa",
         model_dir: str | None = None,
         overwrite: bool = False,

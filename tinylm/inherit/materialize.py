@@ -19,6 +19,7 @@ from tinylm.artifacts.model_dir import write_model_dir
 from tinylm.inherit.plan import Plan, kv_groups
 from tinylm.model import ModelConfig, Transformer
 from tinylm.tokenizer import Tokenizer
+from tinylm.vocab.remap import select_vocab_rows
 
 
 def materialize_state(state: dict[str, Tensor], config: ModelConfig, plan: Plan) -> tuple[ModelConfig,
@@ -65,8 +66,6 @@ def materialize_state(state: dict[str, Tensor], config: ModelConfig, plan: Plan)
         out["model.norm.weight"] = norm
         out["lm_head.weight"] = state["lm_head.weight"][:, hidden]
     if plan.keep_ids is not None:
-        from tinylm.vocab.compact import select_vocab_rows
-
         out = select_vocab_rows(out, plan.keep_ids)
     if config.tie_embeddings:
         out["lm_head.weight"] = out["model.embed_tokens.weight"]

@@ -16,6 +16,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
+from tinylm.artifacts.model_dir import load_config
 from tinylm.errors import TinyLMError
 from tinylm.model import PRESETS, Masks, ModelConfig
 
@@ -166,8 +167,6 @@ def resolve_target(target: ModelConfig | str | dict, source: ModelConfig) -> Mod
     """
     if isinstance(target, str):
         if (Path(target) / "config.json").is_file():
-            from tinylm.artifacts.model_dir import load_config
-
             target = load_config(target)
         elif target.lstrip().startswith("{"):
             try:
