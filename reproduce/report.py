@@ -12,7 +12,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from reproduce.plan import history
+from reproduce.plan import history, plan_file, plan_hash
 from reproduce.verdict import RULE, across
 from tinylm.artifacts.io import atomic_file
 
@@ -88,6 +88,31 @@ def _provenance(record: dict) -> str:
             f"{record.get('torch_threads', '?')} torch thread(s), {versions}.")
 
 
+def current_plan(name: str, record: dict) -> str | None:
+    """The hash of the experiment's committed plan at the record's scale when the record ran under another one
+    (or none): its numbers are kept, and the plan it should be judged under has not been run yet. None when the
+    record is under the current plan."""
+    scale = record.get("scale", "small")
+    if not plan_file(name, scale).is_file():
+        return None
+    current = plan_hash(load(name), scale)
+    return None if record.get("plan_hash") == current else current
+
+
+def compute_rows(records: dict[str, dict]) -> list[str]:
+    """The compute table: per experiment, the plan's estimate and what the committed result took, in core-hours
+    (wall time × torch threads; the runs shared their cores, so these are upper bounds)."""
+    rows = ["| experiment | plan estimate (core-h) | committed run (core-h) | under the current plan |", "|---|---|---|---|"]
+    for name in EXPERIMENTS:
+        estimate = load(name).core_hours.get("small")
+        record = records.get(name)
+        took = "not run" if record is None else \
+            f"{record['wall_seconds'] * int(record.get('torch_threads') or 1) / 3600:.2f}"
+        current = "–" if record is None else ("yes" if current_plan(name, record) is None else "no: rerun pending")
+        rows.append(f"| {name} | {'–' if estimate is None else f'{estimate:g}'} | {took} | {current} |")
+    return rows
+
+
 def _seeds(record: dict) -> str:
     return record["seeds"] if isinstance(record["seeds"], str) else f"{record['seeds']} seed(s)"
 
@@ -137,7 +162,9 @@ def write_report(out: Path) -> Path:
              "| experiment | scale | seeds | wall time | hardware | verdicts |", "|---|---|---|---|---|---|",
              *(f"| [{name}](#{name}) | not run | | | | |" if (r := records.get(name)) is None else
                f"| [{name}](#{name}) | {r['scale']} | {_seeds(r)} | {r['wall_seconds']:.0f} s | {r['hardware']} | "
-               f"{verdicts(found[name])} |" for name in EXPERIMENTS)]
+               f"{verdicts(found[name])} |" for name in EXPERIMENTS),
+             "", "**Compute.** Core-hours at small scale: the plan's estimate and the committed run.", "",
+             *compute_rows(records)]
     for name in EXPERIMENTS:
         record = records.get(name)
         title = record.get("title", name) if record else name
@@ -148,6 +175,10 @@ def write_report(out: Path) -> Path:
         lines.append(f"Scale `{record['scale']}`, {_seeds(record)}, {record['wall_seconds']:.0f} s on "
                      f"{record['hardware']}.")
         lines += ["", _provenance(record)]
+        if (pending := current_plan(name, record)) is not None:
+            lines.append(f"**Under an earlier plan.** The committed plan (`{pending}`, "
+                         f"`reproduce/plans/{name}.{record['scale']}.json`) has not been run yet; these numbers are "
+                         "what the earlier plan measured.")
         if record.get("deviation"):
             lines.append(f"Run against its plan: {record['deviation']}.")
         if record.get("tree_changed_during_run"):
