@@ -206,3 +206,19 @@ def test_a_result_from_before_provenance_says_what_git_knows_and_no_more():
     assert "committed in `80caa317e7`" in line and "code commit not recorded" in line and "no plan hash" in line
     assert "code commit `b9533f8b8f`" in _provenance({"recorded_later": {**later, "code_commit": "b9533f8b8f57"}})
     assert "no commit recorded" in _provenance({})
+
+
+def test_the_report_says_which_results_ran_under_an_earlier_plan_and_what_they_cost(tmp_path):
+    import shutil
+
+    for name in ("coverage", "tokenizer"):
+        shutil.copytree(Path(__file__).resolve().parents[1] / "results" / name, tmp_path / name)
+    record = json.loads((tmp_path / "tokenizer" / "results.json").read_text())
+    current = plans.plan_hash(load("tokenizer"), record["scale"])
+    (tmp_path / "tokenizer" / "results.json").write_text(json.dumps({**record, "plan_hash": "0" * 16}))
+    report = write_report(tmp_path).read_text()
+    assert report.count("**Under an earlier plan.**") == 1 and f"(`{current}`, `reproduce/plans/tokenizer" in report
+    rows = {line.split(" | ")[0].strip("| "): line for line in report.splitlines() if line.startswith("| ")}
+    assert rows["coverage"].endswith("| yes |") and rows["tokenizer"].endswith("| no: rerun pending |")
+    hours = record["wall_seconds"] * record["torch_threads"] / 3600
+    assert f"| {hours:.2f} |" in rows["tokenizer"] and rows["architecture"].endswith("| not run | – |")
