@@ -185,7 +185,7 @@ def main() -> None:
             data.setup("fit")
         for repeat in range(args.repeats):
             for name, data in loaders.items():
-                steps, loader = train_tokens_per_s(data, args.steps, work / f"fit-{name}")
+                steps, loader = train_tokens_per_s(data, args.steps, work / f"fit-{name}-{repeat}")
                 record(f"train tok/s ({name})", steps)
                 record(f"loader tok/s ({name})", loader)
     finally:

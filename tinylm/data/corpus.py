@@ -167,14 +167,25 @@ def _kind(path: Path) -> str | None:
 
 
 def _read_files(files: list[Path], kind: str, text_field: str, spec: str) -> Iterator[str]:
-    import datasets
+    """The documents of local files, read through 🤗 datasets in streaming mode: rows are parsed as they are read,
+    so memory stays flat in corpus size (a non-streaming load would first convert every file into an Arrow cache
+    and memory-map all of it)."""
+    import datasets  # heavy (~1 s to import): only when local files are read
 
     datasets.disable_progress_bars()
     if all(f.stat().st_size == 0 for f in files):
         raise TinyLMError(f"corpus {spec!r} is empty (every file has 0 bytes); give real text")
     kwargs = {"sample_by": "document", "encoding": "utf-8"} if kind == "text" else {}
     try:
-        data = datasets.load_dataset(kind, data_files=[str(f) for f in files], split="train", **kwargs)
+        data = datasets.load_dataset(kind, data_files=[str(f) for f in files], split="train", streaming=True,
+                                     **kwargs)
+        batches = 0
+        for batch in data.iter(batch_size=1000):
+            if not batches and text_field not in batch:
+                raise TinyLMError(f"corpus {spec!r} has no field {text_field!r} (fields: {sorted(batch)}); "
+                                  "set --data.text_field")
+            batches += 1
+            yield from (t for t in batch[text_field] if t and t.strip())
     except StopIteration:  # datasets' json reader finds no row at all
         raise TinyLMError(f"corpus {spec!r} has no rows; give one JSON object per line with a text field") from None
     except UnicodeDecodeError as err:
@@ -185,14 +196,8 @@ def _read_files(files: list[Path], kind: str, text_field: str, spec: str) -> Ite
         if isinstance(cause, UnicodeDecodeError):
             raise TinyLMError(f"corpus {spec!r} is not UTF-8 text; convert it with iconv -t UTF-8") from None
         raise TinyLMError(f"cannot read corpus {spec!r}: {str(cause).splitlines()[0]}") from None
-    if text_field not in data.column_names:
-        raise TinyLMError(f"corpus {spec!r} has no field {text_field!r} (fields: {data.column_names}); "
-                          "set --data.text_field")
-    try:
-        for row in data.iter(batch_size=1000):
-            yield from (t for t in row[text_field] if t and t.strip())
-    except UnicodeDecodeError:  # a json/parquet string column is decoded only when read
-        raise TinyLMError(f"corpus {spec!r} is not UTF-8 text; convert it with iconv -t UTF-8") from None
+    if not batches:
+        raise TinyLMError(f"corpus {spec!r} has no rows; give one JSON object per line with a text field")
 
 
 def _hub_source(spec: str) -> Source:
