@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+import signal
 
 import lightning as L
 import pytest
@@ -174,3 +176,20 @@ def test_the_text_datamodule_fulfils_the_declared_contract(corpus_dir, tokenizer
         list(TrainingData.__annotations__)
     assert {"tokenizer", "seq_len", "batch_size", "train_stream", "num_train_blocks", "set_round_plan"} <= set(members)
     assert not isinstance(object(), TrainingData)
+
+
+def test_a_sigterm_during_validation_also_saves_and_stops(corpus_dir, tokenizer, tmp_path):
+    """A signal during validation (here the sanity check): Lightning raises its SIGTERMException there, a silent
+    exit 0; the run saves checkpoints/last.ckpt and stops with exit status 143 instead."""
+    from tinylm.training.runs import Stopped
+
+    class EarlySigterm(L.Callback):
+        def on_validation_batch_start(self, trainer, *args) -> None:  # the sanity check, before any step
+            if not trainer.received_sigterm:
+                os.kill(os.getpid(), signal.SIGTERM)  # Lightning's handler, installed for fit, notes it
+
+    with pytest.raises(Stopped) as stopped:
+        fit(module(), data(corpus_dir, tokenizer, tmp_path / "cache"), tmp_path / "run", max_steps=50,
+            callbacks=[EarlySigterm(), ModelCheckpoint(dirpath=tmp_path / "run" / "checkpoints")])
+    assert stopped.value.code == 143 and "stopped by SIGTERM after step" in stopped.value.message
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()

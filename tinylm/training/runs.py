@@ -30,6 +30,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from tinylm.artifacts import builtin
 from tinylm.artifacts.io import check_apart, check_output_dir, check_writable, is_tinylm_dir
@@ -134,17 +135,28 @@ class SaveOnSigterm(Callback):
     """
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
-        if not trainer.strategy.reduce_boolean_decision(trainer.received_sigterm, all=False):
-            return
+        if trainer.strategy.reduce_boolean_decision(trainer.received_sigterm, all=False):
+            self.stop(trainer)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        # a SIGTERM during validation (or the sanity check): Lightning raises SIGTERMException there, a SystemExit
+        # with status 0 and no checkpoint; between steps one process can save, several could deadlock
+        if isinstance(exception, SIGTERMException):
+            self.stop(trainer, save=trainer.world_size == 1)
+
+    def stop(self, trainer: L.Trainer, save: bool = True) -> None:
+        """Save ``checkpoints/last.ckpt`` and end the run with ``Stopped`` (exit status 143)."""
         saved = None
-        for callback in trainer.checkpoint_callbacks:
+        for callback in trainer.checkpoint_callbacks if save else ():
             if callback.dirpath:
                 saved = Path(callback.dirpath) / LAST
                 trainer.save_checkpoint(saved)  # a collective under DDP/FSDP: every rank is here
                 break
         raise Stopped(f"stopped by SIGTERM after step {trainer.global_step}; "
                       + (f"checkpoint saved to {saved}; continue with --ckpt_path last" if saved else
-                         "this run has no checkpoint callback, so nothing was saved"))
+                         "this run has no checkpoint callback, so nothing was saved" if save else
+                         "it came during validation on several processes, so nothing was saved; continue from "
+                         "the last periodic checkpoint"))
 
 
 class Stopped(SystemExit):
