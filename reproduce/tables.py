@@ -7,6 +7,8 @@ import statistics
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from tinylm.artifacts.io import default_cache_dir
+
 
 def fmt(value: float | None, digits: int = 2) -> str:
     """A number for a table, or "n/a" when unknown."""
@@ -20,8 +22,10 @@ def markdown(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
 
 
 def shown(text: str | Path) -> str:
-    """Text as it may appear in committed results: paths under the home folder are written ``~/...``."""
-    return str(text).replace(str(Path.home()) + "/", "~/")
+    """Text as it may appear in committed results: paths under the tinylm cache are written ``$TINYLM_CACHE/...``
+    and paths under the home folder ``~/...``, so no machine's folders land in the repository."""
+    return str(text).replace(default_cache_dir().rstrip("/") + "/", "$TINYLM_CACHE/").replace(
+        str(Path.home()) + "/", "~/")
 
 
 def tokens_line(tokens: Mapping[str, int]) -> str:

@@ -287,3 +287,11 @@ def test_final_scores_resume_at_the_first_benchmark_not_yet_scored(monkeypatch, 
     assert calls == ["boolq"] and again["BoolQ"] == 50.0
     assert {k: v for k, v in again.items() if k not in ("BoolQ", "Avg.")} == \
         {k: v for k, v in first.items() if k not in ("BoolQ", "Avg.")}
+
+
+def test_committed_results_name_no_machine_folder(monkeypatch, tmp_path):
+    from reproduce.tables import shown
+
+    monkeypatch.setenv("TINYLM_CACHE", str(tmp_path / "cache"))
+    assert shown(tmp_path / "cache" / "pretrained" / "smollm2-135m") == "$TINYLM_CACHE/pretrained/smollm2-135m"
+    assert shown(Path.home() / "runs" / "x") == "~/runs/x"
