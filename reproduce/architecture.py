@@ -3,11 +3,13 @@ goes with a better model? Shapes sampled inside the budget (``reproduce.shapes.s
 for equal tokens and are scored by held-out bpb; the table gives Spearman's ρ(factor, −bpb) (the paper's
 orientation: it correlates with accuracy) beside ρ(factor, bpb), and three scatter plots. The small and paper
 scales take their optimiser settings from the ``recipes/architecture/`` recipes (those files are the variants of
-the speed table). Each (shape, seed) run is cached as it finishes, so the study can span several runs.
+the speed table). Each (shape, seed) is a study unit kept under ``<out>/units/`` as it finishes
+(``reproduce.cache.study_units``): committed, the study spans several sittings and clones.
 """
 
 from __future__ import annotations
 
+import functools
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +17,7 @@ from typing import Any, Sequence
 
 import torch
 
-from reproduce.cache import cached_run
+from reproduce.cache import study_units, units_summary
 from reproduce.experiment import Experiment, Measured, Options
 from reproduce.figures import save_figure, subplots
 from reproduce.recipe import PAPER_CORPUS, Recipe, recipe, scratch
@@ -88,20 +90,28 @@ def shape_row(config: ModelConfig, scale: Scale) -> dict[str, Any]:
 
 
 def trained_seed(config: ModelConfig, scale: Scale, seed: int, root: Path) -> dict[str, Any]:
-    """One shape at one seed with the scale's recipe, cached: held-out bpb, tokens and total parameters."""
-    def train() -> dict[str, Any]:
-        trained = scale.fit(scale.data(seed), root / f"seed{seed}", seed, config=config)
-        return {"bpb": trained.bpb, "tokens": trained.tokens, "total_params": trained.module.config.num_params()}
-
-    return cached_run("architecture-runs", cache_key(config, scale, seed, modules=RUN_CODE), train)
+    """One shape at one seed with the scale's recipe: held-out bpb, tokens and total parameters."""
+    trained = scale.fit(scale.data(seed), root / f"seed{seed}", seed, config=config)
+    return {"bpb": trained.bpb, "tokens": trained.tokens, "total_params": trained.module.config.num_params()}
 
 
-def trained_shape(config: ModelConfig, scale: Scale, seeds: int, root: Path) -> dict[str, Any]:
-    """A shape trained at every seed (each cached as it finishes): its row with the seed-mean bpb."""
-    runs = [trained_seed(config, scale, seed, root) for seed in range(seeds)]
-    scores = [r["bpb"] for r in runs]
-    return {**shape_row(config, scale), "total_params": runs[0]["total_params"], "tokens": runs[0]["tokens"],
-            "bpb": statistics.fmean(scores), "bpb_per_seed": scores}
+def trained_shapes(configs: Sequence[ModelConfig], scale: Scale, options: Options,
+                   root: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Every shape at every seed (seed-major, each a study unit kept under ``<out>/units/``), as rows with the
+    seed-mean bpb; plus the units' summary."""
+    names = [shape_row(config, scale)["name"] for config in configs]
+    if len(set(names)) != len(names):  # a unit is named by its shape: two equal names would share one record
+        raise ValueError(f"architecture: the sampled shapes repeat a name: {names}")
+    jobs = {f"{name}-seed{seed}": functools.partial(trained_seed, config, scale, seed, root / name)
+            for seed in range(options.seeds) for name, config in zip(names, configs)}
+    done = study_units(options.out, "architecture-runs", cache_key(scale, options.scale, modules=RUN_CODE), jobs)
+    rows = []
+    for name, config in zip(names, configs):
+        runs = [done[f"{name}-seed{seed}"] for seed in range(options.seeds)]
+        scores = [r["bpb"] for r in runs]
+        rows.append({**shape_row(config, scale), "total_params": runs[0]["total_params"],
+                     "tokens": runs[0]["tokens"], "bpb": statistics.fmean(scores), "bpb_per_seed": scores})
+    return rows, units_summary(done)
 
 
 def budget_words(space: ShapeSpace) -> str:
@@ -146,14 +156,13 @@ def table(rows: Sequence[dict[str, Any]], stats: dict[str, dict[str, float]], sc
 
 def measure(scale: Scale, options: Options, folder: Path) -> Measured:
     with scratch("architecture") as runs:  # the design points; seeds vary init and data order
-        rows = [trained_shape(config, scale, options.seeds, runs / str(index))
-                for index, config in enumerate(sample(scale.space, scale.configs, seed=0))]
+        rows, units = trained_shapes(sample(scale.space, scale.configs, seed=0), scale, options, runs)
     stats = correlations(rows)
     return Measured(
         table(rows, stats, scale, options.seeds), {"depth": {"x": [r["depth"] for r in rows],
                                                             "y": [r["bpb"] for r in rows]}},
         rows=rows, tokens={"each shape": scale.tokens}, figures=scatter_plots(rows, stats, folder),
-        extra={"spearman": stats, "settings": {
+        extra={"spearman": stats, "units": units, "settings": {
             "budget": scale.space.budget, "budget_counts_embeddings": scale.space.embeddings,
             "tolerance": scale.space.tolerance, "tokens_per_config": scale.tokens, "steps": scale.steps,
             "score": "held-out bpb (lower is better); rho_quality = rho(factor, -bpb)",

@@ -1,14 +1,25 @@
-"""An experiment's records kept between runs: JSON written atomically, and one unit of work (an arm at a seed)
-computed once under the tinylm cache, so a long study cut short resumes. The key itself comes from
-``tinylm.artifacts.cache.cache_key`` (it carries the version of the code that computes the record)."""
+"""An experiment's records kept between runs: JSON written atomically, and the units of a long study (an arm at a
+seed, a shape at a seed), each computed once and kept beside the results it adds up to, so a study longer than one
+sitting resumes on any clone and several processes can share it. Keys come from
+``tinylm.artifacts.cache.cache_key`` (they carry the version of the code that computes the record)."""
 
 from __future__ import annotations
 
 import json
+import os
+import socket
+import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Callable
 
-from tinylm.artifacts.io import atomic_file, default_cache_dir
+import torch
+
+from reproduce.plan import tree_state
+from tinylm.artifacts.io import atomic_file
+
+UNITS = "units"  # <out>/units/<study>-<key>/<unit>.json, committed with the results: a study spans sittings
+POLL_SECONDS = 20.0  # how often a process waiting on another's unit looks for it
 
 
 def read_json(path: Path, missing: Any = None) -> Any:
@@ -23,12 +34,95 @@ def write_json(path: Path, record: Any) -> None:
         handle.write(json.dumps(record))
 
 
-def cached_run(kind: str, key: str, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """The record of one unit of an experiment (an arm at a seed), computed once and kept in the tinylm cache
-    under ``reproduce/<kind>/<key>.json`` (``key`` from ``cache_key``, so it carries the code version): a long
-    study cut short resumes at the next unit, in this run or a later one."""
-    path = Path(default_cache_dir()) / "reproduce" / kind / f"{key}.json"
-    if (record := read_json(path)) is None:
+def study_units(out: Path, study: str, key: str, jobs: Mapping[str, Callable[[], dict[str, Any]]],
+                log: Callable[[str], None] = print) -> dict[str, dict[str, Any]]:
+    """Every unit of a long study, by name (in ``jobs``' order), each computed once and kept under
+    ``<out>/units/<study>-<key>/<name>.json`` with the commit, threads and seconds it ran with: commit the
+    units and the study resumes on any clone (``key`` from ``cache_key`` carries the code version, so a unit from
+    changed code is never reused). Several processes may run one study at once: each claims a unit before
+    computing it (``<name>.claim``, ignored by git), passes over units a live process holds, then waits for
+    them (and takes over any whose process died)."""
+    folder = Path(out) / UNITS / f"{study}-{key}"
+    folder.mkdir(parents=True, exist_ok=True)
+    done: dict[str, dict[str, Any]] = {}
+    for name, compute in jobs.items():  # first pass: every free unit
+        path = folder / f"{name}.json"
+        if (record := read_json(path)) is None and _claim(path):
+            record = _compute(path, compute, out)
+        if record is not None:
+            done[name] = record
+    for name in [n for n in jobs if n not in done]:  # then the units other processes held
+        path = folder / f"{name}.json"
+        log(f"  waiting for unit {name}: {_holder(path)} is computing it")
+        while (record := read_json(path)) is None:
+            if _claim(path):  # its process stopped without a record
+                record = _compute(path, jobs[name], out)
+                break
+            time.sleep(POLL_SECONDS)
+        done[name] = record
+    return {name: done[name] for name in jobs}
+
+
+def units_summary(records: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
+    """What a results.json says about the units it was assembled from: how many, the commits they ran at and
+    their summed compute."""
+    ran = [r.get("ran", {}) for r in records.values()]
+    return {"count": len(ran), "commits": sorted({r.get("commit") or "unknown" for r in ran}),
+            "core_seconds": round(sum(r.get("seconds", 0.0) * r.get("torch_threads", 1) for r in ran), 1)}
+
+
+def _compute(path: Path, compute: Callable[[], dict[str, Any]], out: Path) -> dict[str, Any]:
+    """Compute one claimed unit and write its record with what it ran on; the claim goes whatever happens."""
+    try:
+        start = time.perf_counter()
         record = compute()
+        commit, dirty = tree_state((Path(out),))
+        record = {**record, "ran": {"commit": commit, "dirty": dirty, "torch_threads": torch.get_num_threads(),
+                                    "seconds": round(time.perf_counter() - start, 1)}}
         write_json(path, record)
-    return record
+        return record
+    finally:
+        path.with_suffix(".claim").unlink(missing_ok=True)
+
+
+def _claim(path: Path) -> bool:
+    """Claim the unit at ``path`` for this process; False when a live process holds it. A claim left by a
+    process of this machine that has died is taken over (two processes taking over the same dead claim at the
+    same instant would both compute the unit: the records are written atomically, so the cost is time only)."""
+    claim = path.with_suffix(".claim")
+    for _ in range(2):
+        try:
+            with open(claim, "x") as handle:
+                handle.write(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
+            return True
+        except FileExistsError:
+            if _alive(claim):
+                return False
+            claim.unlink(missing_ok=True)
+    return False
+
+
+def _alive(claim: Path) -> bool:
+    """Whether the process that wrote ``claim`` still runs; one on another machine is assumed to (delete its
+    claim file by hand if that machine stopped)."""
+    try:
+        holder = json.loads(claim.read_text())
+    except (OSError, ValueError):
+        return True  # being written this instant
+    if holder.get("host") != socket.gethostname():
+        return True
+    try:
+        os.kill(int(holder["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _holder(path: Path) -> str:
+    try:
+        holder = json.loads(path.with_suffix(".claim").read_text())
+        return f"process {holder['pid']} on {holder['host']}"
+    except (OSError, ValueError, KeyError):
+        return "another process"

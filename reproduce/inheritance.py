@@ -7,12 +7,14 @@ which train the weights too, come out of its budget; Taylor's calibration tokens
 order, calibration sample, mask-learning data and Base's init; the source is one model, like the paper's 7B.
 Scored by held-out bpb on ``reproduce.pretrained``'s fixed sample at step 0 (what each criterion kept) and after
 the budget; the paper's ARC-E / HellaSwag / C3 are at chance for a child trained minutes on a CPU, so not run.
-Each (arm, seed) is cached as it finishes and shared with ``reproduce.layer_selection``, so a rerun resumes.
+Each (arm, seed) is a study unit kept under ``<out>/units/`` as it finishes (``reproduce.cache.study_units``) and
+shared with ``reproduce.layer_selection``: committed, a study longer than one sitting resumes on any clone.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import statistics
 import time
@@ -23,7 +25,7 @@ from typing import Any, Sequence
 import torch
 
 from reproduce import pretrained
-from reproduce.cache import read_json, write_json
+from reproduce.cache import study_units, units_summary
 from reproduce.experiment import Experiment, Measured, Options
 from reproduce.figures import save_figure, subplots
 from reproduce.recipe import Recipe, scratch
@@ -31,7 +33,7 @@ from reproduce.tables import fmt, markdown, mean_sd, shown, tokens_line
 from reproduce.verdict import SMALLEST_BPB, Finding
 from tinylm.artifacts.cache import cache_key
 from tinylm.artifacts.io import default_cache_dir
-from tinylm.artifacts.model_dir import load_config, load_model_dir
+from tinylm.artifacts.model_dir import load_config, load_model_dir, model_fingerprint
 from tinylm.inherit import resolve_target
 from tinylm.inherit.layers import bits_per_byte
 from tinylm.inherit.mask_learner import MaskLearner
@@ -118,17 +120,17 @@ FINDINGS = (
 
 def compact_source(scale: str, given: Path | None, vocab_size: int, corpus: str = CORPUS) -> tuple[Path, dict]:
     """The pretrained source with its tokenizer compacted to ``vocab_size`` (counted on the ``wiki`` training
-    documents) and its embedding rows remapped, cached; plus the compaction record."""
+    documents) and its embedding rows remapped, cached; plus the compaction record, whose ``key`` names the compact
+    source by content (the same on every machine, for the study units built on it)."""
     source = pretrained.source(scale, given)
-    key = cache_key(str(source), load_tokenizer(source / "tokenizer.json").sha256, vocab_size, corpus,
-                    modules=COMPACT_CODE)
+    key = cache_key(model_fingerprint(source), vocab_size, corpus, modules=COMPACT_CODE)
     folder = Path(default_cache_dir()) / "reproduce" / f"compact-source-{key}"
     if not (folder / "source" / "config.json").is_file():
         compact_model(source, [corpus], folder, vocab_size=vocab_size, workers=1, verify_chars=200_000,
                       overwrite=True)
     record = json.loads((folder / "tokenizer" / "compact.json").read_text())
     record.pop("id_map", None)
-    return folder / "source", {"parent": str(source), **record}
+    return folder / "source", {"parent": str(source), **record, "key": key}
 
 
 def init_dir(arm: str, source: Path, shape: ModelConfig, setting: Scale, root: Path,
@@ -154,12 +156,8 @@ def init_dir(arm: str, source: Path, shape: ModelConfig, setting: Scale, root: P
     return child.model_dir, child.calibration_tokens
 
 
-def run_arm(arm: str, seed: int, source: Path, shape: ModelConfig, setting: Scale, scale: str) -> dict[str, Any]:
-    """One (arm, seed): step-0 and trained held-out bpb, tokens, curve, seconds — cached once it finishes."""
-    key = cache_key(str(source), str(shape), dataclasses.asdict(setting), scale, modules=RUN_CODE)
-    cached = Path(default_cache_dir()) / "reproduce" / f"inherit-runs-{key}" / f"{arm}-seed{seed}.json"
-    if (record := read_json(cached)) is not None:
-        return record
+def run_arm(arm: str, seed: int, source: Path, shape: ModelConfig, setting: Scale) -> dict[str, Any]:
+    """One (arm, seed): step-0 and trained held-out bpb, tokens, curve, seconds."""
     start = time.perf_counter()
     tokenizer = load_tokenizer(source / "tokenizer.json")  # the compact one: held-out blocks and bytes per token
     blocks = pretrained.heldout_blocks(tokenizer, setting.heldout_bytes, setting.seq_len, setting.val_every)
@@ -174,24 +172,24 @@ def run_arm(arm: str, seed: int, source: Path, shape: ModelConfig, setting: Scal
         trained = setting.fit(setting.data(seed, source), work / "train", seed, config=shape, steps=steps,
                               init_from=init and str(init))
         final = bits_per_byte(trained.module.net.eval(), blocks, token_bytes)
-    record = {"arm": arm, "seed": seed, "step0_bpb": step0, "bpb": final, "tokens": seen + trained.tokens,
-              "calibration_tokens": seen, "curve": [(t + seen, loss) for t, loss in trained.curve],
-              "seconds": time.perf_counter() - start}
-    write_json(cached, record)
-    return record
+    return {"arm": arm, "seed": seed, "step0_bpb": step0, "bpb": final, "tokens": seen + trained.tokens,
+            "calibration_tokens": seen, "curve": [(t + seen, loss) for t, loss in trained.curve],
+            "seconds": time.perf_counter() - start}
 
 
 def runs(arms: Sequence[str], setting: Scale,
          options: Options) -> tuple[dict[str, list[dict]], Path, ModelConfig, dict]:
-    """Every arm at every seed (seed-major, so a cut-short run has whole seeds), the compact source, the child's
-    shape and the compaction record."""
+    """Every arm at every seed (seed-major, so a cut-short run has whole seeds), each a study unit kept under
+    ``<out>/units/`` (shared with ``reproduce.layer_selection``), the compact source, the child's shape and the
+    compaction record (with the units' summary)."""
     source, record = compact_source(options.scale, options.source, setting.vocab_size, setting.corpus)
     shape = resolve_target(setting.target, load_config(source))
-    out: dict[str, list[dict]] = {arm: [] for arm in arms}
-    for seed in range(options.seeds):
-        for arm in arms:
-            out[arm].append(run_arm(arm, seed, source, shape, setting, options.scale))
-    return out, source, shape, record
+    key = cache_key(record["key"], str(shape), dataclasses.asdict(setting), options.scale, modules=RUN_CODE)
+    jobs = {f"{arm}-seed{seed}": functools.partial(run_arm, arm, seed, source, shape, setting)
+            for seed in range(options.seeds) for arm in arms}
+    done = study_units(options.out, "inherit-runs", key, jobs)
+    out = {arm: [done[f"{arm}-seed{seed}"] for seed in range(options.seeds)] for arm in arms}
+    return out, source, shape, {**record, "units": units_summary(done)}
 
 
 def measured(done: dict[str, list[dict]]) -> tuple[dict, dict, dict, dict, dict]:
@@ -208,8 +206,9 @@ def gentle_cut(setting: Scale, options: Options) -> tuple[dict[str, list[float]]
     if setting.gentle is None:
         return {}, [], {}
     seeds = min(options.seeds, setting.gentle.seeds)
-    done, _, shape, _ = runs(("taylor", "scratch"), dataclasses.replace(setting, target=setting.gentle.target),
-                             dataclasses.replace(options, seeds=seeds))
+    done, _, shape, record = runs(("taylor", "scratch"),
+                                  dataclasses.replace(setting, target=setting.gentle.target),
+                                  dataclasses.replace(options, seeds=seeds))
     final, step0, tokens, _, seconds = measured({"taylor": done["taylor"], "base": done["scratch"]})
     lines = ["", f"**Gentle cut** (plan v3): child {shape.num_layers} layers × {shape.hidden_size} "
              f"({shape.num_params() / 1e6:.1f} M parameters), {seeds} seed(s), same recipe and tokens:", "",
@@ -217,7 +216,7 @@ def gentle_cut(setting: Scale, options: Options) -> tuple[dict[str, list[float]]
                        ((v, fmt(statistics.fmean(step0[v]), 3), fmt(statistics.fmean(final[v]), 3),
                          f"{tokens[v]:,}", seconds[v]) for v in ("taylor", "base")))]
     return final, lines, {"child": shown(str(shape)), "seeds": seeds, "bpb": final, "step0_bpb": step0,
-                          "tokens": tokens}
+                          "tokens": tokens, "units": record["units"]}
 
 
 def measure(setting: Scale, options: Options, folder: Path) -> Measured:
@@ -246,7 +245,8 @@ def measure(setting: Scale, options: Options, folder: Path) -> Measured:
                             "gentle_inherit_beats_init": gentle},
                     rows=[{"strategy": v, "bpb": final[v], "step0_bpb": step0[v], "mean_bpb": mean(final[v])}
                           for v in VARIANTS], tokens=tokens, figures=[plot(curves, folder)],
-                    extra={"curves": curves, "compaction": record, "child": shown(str(shape)),
+                    extra={"curves": curves, "units": record.pop("units"), "compaction": record,
+                           "child": shown(str(shape)),
                            "gentle": gentle_record})
 
 

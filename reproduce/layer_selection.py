@@ -43,7 +43,8 @@ def measure(setting: inheritance.Scale, options: Options, folder: Path) -> Measu
         + tokens_line(tokens) + "\n")
     return Measured(table, {f.key: final for f in FINDINGS}, tokens=tokens,
                     rows=[{"strategy": a, "bpb": final[a], "step0_bpb": step0[a]} for a in arms],
-                    figures=[inheritance.plot(curves, folder)], extra={"curves": curves, "compaction": record})
+                    figures=[inheritance.plot(curves, folder)],
+                    extra={"curves": curves, "units": record.pop("units"), "compaction": record})
 
 
 EXPERIMENT = Experiment(

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
 
 from tests.conftest import MIXED_TEXT
-from tinylm.artifacts.model_dir import load_model_dir, read_provenance, save_model_dir
+from tinylm.artifacts.model_dir import load_model_dir, model_fingerprint, read_provenance, save_model_dir
 from tinylm.errors import TinyLMError
 from tinylm.model import ModelConfig, Transformer
 
@@ -109,3 +111,12 @@ def test_extra_files_are_written_inside_the_atomic_write(tmp_path):
     with pytest.raises(OSError):
         write_model_dir(tmp_path / "n", model.config, model.state_dict(), None, extra=fails)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]  # no model dir without its extra files
+
+
+def test_model_fingerprint_is_by_content_not_place(model_dir_factory, tmp_path):
+    original = model_dir_factory()
+    copy = Path(shutil.copytree(original, tmp_path / "elsewhere"))
+    assert model_fingerprint(original) == model_fingerprint(copy)
+    weights = next(copy.glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:-1] + bytes([weights.read_bytes()[-1] ^ 1]))
+    assert model_fingerprint(original) != model_fingerprint(copy)

@@ -15,6 +15,7 @@ torch.load(weights_only=True)).
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -238,3 +239,15 @@ def load_model_dir(
 def read_provenance(directory: str | os.PathLike) -> dict[str, Any]:
     path = resolve_model_dir(directory) / PROVENANCE
     return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def model_fingerprint(directory: str | os.PathLike) -> str:
+    """What a model dir holds, by content (its config, tokenizer and weight files), not where it lies: the same
+    model copied to another folder or machine has the same fingerprint, so a cache key built on it carries over."""
+    folder = resolve_model_dir(directory)
+    files = sorted(p for p in folder.iterdir()
+                   if p.name in ("config.json", "tokenizer.json") or p.suffix == ".safetensors")
+    if not any(p.suffix == ".safetensors" for p in files):
+        raise TinyLMError(f"{folder}: no .safetensors weights to fingerprint; give a model dir written by tinylm or "
+                          "transformers")
+    return hashlib.sha256(json.dumps({p.name: sha256_file(p) for p in files}).encode()).hexdigest()[:16]
