@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import platform
 import shutil
-import subprocess
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from tinylm.artifacts.cache import digest
+from tinylm.artifacts.provenance import environment, git_state
 from tinylm.errors import TinyLMError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -104,36 +103,11 @@ def check_plan_written(experiment: Any, scale: str) -> None:
                           f"reproduce plan --scale {scale}`, review and commit it, then run")
 
 
-def git_state(root: Path = REPO, outside: tuple[Path, ...] = ()) -> tuple[str | None, bool | None]:
-    """``(commit, dirty)`` of the git checkout at ``root``; ``(None, None)`` when it is not one. Changes under the
-    ``outside`` folders (the results being written) do not count as dirty; untracked, not-ignored files do, since
-    an uncommitted module can be imported by the run."""
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout
-
-    try:
-        commit = git("rev-parse", "HEAD").strip()
-        top = Path(git("rev-parse", "--show-toplevel").strip()).resolve()
-    except (OSError, subprocess.CalledProcessError):
-        return None, None
-    excludes = []
-    for folder in outside:
-        folder = Path(folder).resolve()
-        if top in folder.parents:  # results inside the checkout (results/): what the run writes is not code
-            excludes.append(f":(exclude){folder.relative_to(top).as_posix()}")
-    status = git("status", "--porcelain", "--untracked-files=normal", "--", ".", *excludes) if excludes else \
-        git("status", "--porcelain", "--untracked-files=normal")
-    return commit, bool(status.strip())
-
-
 def provenance(commit: str | None, dirty: bool | None, hash_: str) -> dict[str, Any]:
     """What a results.json records about the code and machine that produced it."""
-    import lightning  # slow to import: only a run that writes its results records the versions
-    import torch
-
-    return {"commit": commit, "dirty": dirty, "plan_hash": hash_, "torch_threads": torch.get_num_threads(),
-            "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                         "lightning": lightning.__version__}}
+    env = environment()
+    return {"commit": commit, "dirty": dirty, "plan_hash": hash_, "torch_threads": env["torch_threads"],
+            "versions": env["versions"]}
 
 
 def keep_history(old: Path, new: Path, new_hash: str) -> dict[str, Any] | None:

@@ -8,19 +8,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from reproduce.experiment import DEFAULT_SEEDS, SCALES, Experiment, Options, seeds_words
 from reproduce.plan import check_plan_written, checked_tree, keep_history, plan, plan_hash, provenance, tree_state
 from reproduce.tables import shown
 from reproduce.verdict import judged
 from tinylm.artifacts.io import atomic_dir, check_output_dir
+from tinylm.artifacts.provenance import hardware
 
 RESULTS = Path("results")  # the committed small-scale results and REPORT.md
 
@@ -38,12 +36,6 @@ def _portable(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_portable(item) for item in value]
     return value
-
-
-def hardware() -> str:
-    if torch.cuda.is_available():
-        return f"{torch.cuda.device_count()}× {torch.cuda.get_device_name(0)}"
-    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
 def check_out(experiment: Experiment, options: Options) -> Path:

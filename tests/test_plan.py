@@ -10,8 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lightning
 import pytest
+import torch
 
+import tinylm
 from reproduce import plan as plans
 from reproduce.experiment import Experiment, Measured, Options
 from reproduce.report import EXPERIMENTS, load, write_report
@@ -144,8 +147,6 @@ def test_the_command_refuses_small_scale_results_from_a_dirty_tree_before_any_wo
 
 
 def test_a_result_records_its_provenance(tmp_path):
-    import lightning
-    import torch
 
     experiment = toy()
     folder, record = run(experiment, Options(out=tmp_path))
@@ -154,8 +155,8 @@ def test_a_result_records_its_provenance(tmp_path):
     commit, dirty = plans.git_state(plans.REPO, (tmp_path,))
     assert (record["commit"], record["dirty"]) == (commit, dirty)
     assert record["torch_threads"] == torch.get_num_threads()
-    assert record["versions"] == {"python": sys.version.split()[0], "torch": torch.__version__,
-                                  "lightning": lightning.__version__}
+    assert record["versions"] == {"tinylm": tinylm.__version__, "python": sys.version.split()[0],
+                                  "torch": torch.__version__, "lightning": lightning.__version__}
     assert record["plan_hash"] in (folder / "table.md").read_text()
     assert json.loads((folder / "results.json").read_text())["plan_hash"] == record["plan_hash"]
 

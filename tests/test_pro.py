@@ -72,6 +72,10 @@ def test_whole_chain_on_a_tiny_source(finished):
     assert all(row["tasks"] == {"arc_easy": None} for row in scores.values())  # no benchmark files: n/a
     text = (finished / "report.md").read_text()
     assert "n/a" in text and "loss_curves.png" in text and (finished / "loss_curves.png").stat().st_size > 0
+    made_by = report["provenance"]  # the code and machine behind the numbers
+    assert made_by["commit"] is None or len(made_by["commit"]) == 40
+    assert set(made_by["versions"]) == {"tinylm", "python", "torch", "lightning"} and made_by["torch_threads"] >= 1
+    assert "Made by " in text
     # 1. the kept pieces cover the asked share and the compact source has that many rows
     tok = report["tokenizer"]
     assert tok["counted_coverage"] >= 0.9786 and scores["compact source"]["vocab_size"] == tok["vocab_size"]

@@ -16,6 +16,7 @@ import torch
 
 from tinylm.artifacts.io import atomic_file
 from tinylm.artifacts.model_dir import load_model_dir
+from tinylm.artifacts.provenance import run_provenance
 from tinylm.errors import TinyLMError
 from tinylm.evaluation.adapter import TinyLMEval
 from tinylm.evaluation.command import run_tasks
@@ -177,12 +178,19 @@ def write_pro_report(run: Path, source: str, done: dict[str, dict[str, Any]], sc
     arch = done["architecture"]["result"]
     inherit = done["inherit"]["result"]
     first = next((r for by_seed in results.values() for r in by_seed.values()), {})  # same steps, tokens per arm
+    made_by = run_provenance()
+    commit = (f"commit {made_by['commit'][:10]}{' with uncommitted changes' if made_by['dirty'] else ''}"
+              if made_by["commit"] else f"tinylm {made_by['versions']['tinylm']} (not a git checkout)")
     drawn = (f"one seed ({seeds[0]}): every number below is one draw" if len(seeds) == 1 else
              f"{len(seeds)} seeds ({', '.join(map(str, seeds))}), each a row of its own")
     text = [
         "# tinylm pro report", "",
         f"Source `{source}`: {_fmt(scores['source']['params'] / 1e6)}M parameters, "
         f"vocab {scores['source']['vocab_size']:,}.",
+        "",
+        f"Made by {commit}, torch {made_by['versions']['torch']}, lightning {made_by['versions']['lightning']}, "
+        f"{made_by['hardware']} (a resumed stage may have run earlier, under code of the same version: stage keys "
+        "carry it).",
         "",
         "## The four formulas, in order",
         f"1. **Compact tokenizer**: {tokenizer_line(tok)}.",
@@ -220,7 +228,7 @@ def write_pro_report(run: Path, source: str, done: dict[str, dict[str, Any]], sc
     report = {"scores": scores, "findings": said, "tokenizer": tok, "architecture": arch, "seeds": seeds,
               "heldout_bpb": heldout, "comparisons": compared,
               "benchmarks": "every training seed's model is scored (a row each in scores)",
-              "training": results, "recipe": recipe}
+              "training": results, "recipe": recipe, "provenance": made_by}
     with atomic_file(run / "report.md") as handle:
         handle.write("\n".join(text) + "\n")
     with atomic_file(run / "report.json") as handle:
