@@ -187,3 +187,35 @@ def test_the_1b_pro_recipe_shrunk_trains_a_few_steps_on_its_prepared_dataset(pre
     provenance = json.loads((root / "logs" / "version_0" / "model" / "tinylm.json").read_text())
     assert provenance["tokens_seen"] == 3 * 4 * 32
     assert provenance["data"]["cache"]["id"] == json.loads((prepared / "manifest.json").read_text())["id"]
+
+
+def test_runs_are_cut_in_order_by_cost_not_count():
+    from tinylm.data.prepared import _runs, _Unit
+
+    units = [_Unit([str(i)], cost) for i, cost in enumerate([4, 4, 4] + [1] * 12)]  # 24 in all
+    runs = _runs(units, 2)
+    assert [u for r in runs for u in r.units] == units  # every unit once, in document order
+    assert [sum(u.cost for u in r.units) for r in runs] == [12, 12]  # by count: 17 vs 7
+    assert len(_runs(units[:1], 2)) == 1 and len(_runs(units, 1)) == 1
+    assert [len(r.units) for r in _runs([_Unit(["x"])] * 6, 3)] == [2, 2, 2]
+
+
+def test_a_segment_frees_its_text_without_waiting_for_the_collector(corpus_dir, tokenizer, tmp_path, monkeypatch):
+    """litdata's recipe holds the segment's units in a reference cycle; prepare collects it after each segment, so
+    the parent's memory stays flat in corpus size instead of growing by a segment's text each time."""
+    import weakref
+
+    from tinylm.data import prepared as module
+
+    held, encode = [], module._encode_segment
+
+    def spy(units, folder, workers, chunk_bytes):
+        assert all(ref() is None for ref in held[:-workers]), "an earlier segment's text is still in memory"
+        chunks = encode(units, folder, workers, chunk_bytes)
+        held.extend(weakref.ref(u) for u in units)
+        return chunks
+
+    monkeypatch.setattr(module, "_encode_segment", spy)
+    monkeypatch.setattr(module, "UNITS_PER_WORKER", 1)
+    prepare(resolve(str(corpus_dir)), tokenizer, tmp_path / "data", workers=1, val_every=10, unit_chars=30_000)
+    assert len(held) > 4

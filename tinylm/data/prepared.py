@@ -13,7 +13,12 @@ DataModule's token streams (``tinylm.data.chunks``). A prepared folder holds:
 ``val_every``-th document of each source is held out), blank ones dropped, each encoded with EOS, and the tokens
 concatenated in document order — what ``packing.pack`` writes, so block ``i`` is the same tokens. The number of
 workers never changes the result: documents are cut, in order, into *units* of about ``unit_chars`` characters;
-litdata gives each worker a contiguous run of units (``keep_data_ordered``) and lists the chunks in input order.
+each worker encodes one contiguous run of units (``keep_data_ordered``), and litdata lists the chunks in input order.
+
+**Balanced workers.** The runs are cut by estimated cost, not by count: a unit's cost is the time its tokenizer
+takes on a sample of its documents (every 256th), since text of different scripts encodes at very
+different speeds (SentencePiece reads Chinese poetry at ~9.5 M characters/s and English prose at ~4: a run of
+poetry beside a run of prose left one of two workers idle a third of the time).
 
 **Resumable.** The folder is built beside ``out`` (``.<out>.tinylm-prepare``) in segments of units; after each
 segment ``progress.json`` records the units and chunks done. A rerun after a kill re-reads the text, skips the
@@ -23,6 +28,8 @@ renamed to ``out``, so ``out`` is never half-written.
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import hashlib
 import json
 import os
@@ -59,26 +66,71 @@ HF_CONFIG = "tokenizer_config.json"  # the special tokens and BOS setting beside
 # ---- the worker's side ------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class _Unit:
-    """Documents one worker call encodes. A wrapper, not a bare list of strings: litdata looks for file paths among
-    the strings of its inputs, and a document may well read like one."""
+    """Documents one worker encodes in a row, and the estimated seconds it takes. A wrapper, not a bare list of
+    strings: litdata looks for file paths among the strings of its inputs, and a document may well read like one."""
 
     docs: list[str]
+    cost: float = 1.0
+
+
+@dataclass(frozen=True)
+class _Run:
+    """One worker's share of a segment: consecutive units."""
+
+    units: list[_Unit]
 
 
 _encoder: tuple[Tokenizer, np.dtype] | None = None  # set before optimize forks its workers, who inherit it
+SAMPLE_EVERY = 256  # a unit's cost is timed on every 256th of its documents
 
 
-def _encode_unit(unit: _Unit) -> np.ndarray:
-    """The unit's documents, each encoded with EOS, as one token array (litdata writes it into a chunk)."""
-    tokenizer, dtype = _encoder
+def _encode(docs: list[str]) -> list[list[int]]:
+    tokenizer, _ = _encoder
     threads = {"num_threads": 1} if isinstance(tokenizer, SentencePieceTokenizer) else {}  # one core per worker
-    ids = tokenizer.encode(unit.docs, eos=True, **threads)
-    return np.fromiter(chain.from_iterable(ids), dtype=dtype, count=sum(map(len, ids)))
+    return tokenizer.encode(docs, eos=True, **threads)
+
+
+def _encode_run(run: _Run) -> Iterator[np.ndarray]:
+    """Each unit of the run as one token array (its documents, each encoded with EOS), which litdata writes into
+    chunks in order."""
+    dtype = _encoder[1]
+    for unit in run.units:
+        ids = _encode(unit.docs)
+        yield np.fromiter(chain.from_iterable(ids), dtype=dtype, count=sum(map(len, ids)))
+
+
+def _timed_unit(docs: list[str]) -> _Unit:
+    """``docs`` as a unit, its cost estimated by encoding every ``SAMPLE_EVERY``-th document (CPU time of this
+    thread, so other processes do not blur it), scaled by characters."""
+    tokenizer, _ = _encoder
+    sample = docs[::SAMPLE_EVERY]
+    start = time.thread_time()
+    for doc in sample:  # one at a time: a batched encode may run on threads this clock does not see
+        tokenizer.encode_one(doc, eos=True)
+    seconds = time.thread_time() - start
+    return _Unit(docs, max(seconds, 1e-6) * sum(map(len, docs)) / max(1, sum(map(len, sample))))
+
+
+def _runs(units: list[_Unit], workers: int) -> list[_Run]:
+    """``units`` cut, in order, into at most ``workers`` runs of about equal cost (each cut where the running cost
+    first reaches its share)."""
+    total = sum(u.cost for u in units)
+    runs: list[_Run] = []
+    start, done = 0, 0.0
+    for index, unit in enumerate(units):
+        done += unit.cost
+        left = len(units) - index - 1
+        if len(runs) < workers - 1 and left and done >= total * (len(runs) + 1) / workers:
+            runs.append(_Run(units[start:index + 1]))
+            start = index + 1
+    runs.append(_Run(units[start:]))
+    return runs
 
 
 # ---- reading the text in order ----------------------------------------------------------------------------------
-def _units(sources: list[Source], val_every: int, unit_chars: int, counts: dict) -> Iterator[tuple[str, _Unit, int]]:
-    """``(split, unit, bytes)`` in document order; counts each split's documents and bytes as it goes."""
+def _units(sources: list[Source], val_every: int, unit_chars: int,
+           counts: dict) -> Iterator[tuple[str, list[str], int]]:
+    """``(split, a unit's documents, bytes)`` in document order; counts each split's documents and bytes."""
     docs: dict[str, list[str]] = {s: [] for s in SPLITS}
     chars, nbytes = dict.fromkeys(SPLITS, 0), dict.fromkeys(SPLITS, 0)
     for held_out, doc in tag_documents(sources, val_every):
@@ -92,22 +144,23 @@ def _units(sources: list[Source], val_every: int, unit_chars: int, counts: dict)
         counts[split]["documents"] += 1
         counts[split]["bytes"] += size
         if chars[split] >= unit_chars:
-            yield split, _Unit(docs[split]), nbytes[split]
+            yield split, docs[split], nbytes[split]
             docs[split], chars[split], nbytes[split] = [], 0, 0
     for split in SPLITS:
         if docs[split]:
-            yield split, _Unit(docs[split]), nbytes[split]
+            yield split, docs[split], nbytes[split]
 
 
-def _segments(units: Iterable[tuple[str, _Unit, int]], done: dict[str, int], size: int) -> Iterator[dict]:
-    """Batches of about ``size`` units still to encode, per split; the first ``done[split]`` units are skipped."""
+def _segments(units: Iterable[tuple[str, list[str], int]], done: dict[str, int], size: int) -> Iterator[dict]:
+    """Batches of about ``size`` units still to encode, per split, each unit timed on a sample (read ahead, in the
+    prefetch thread); the first ``done[split]`` units are skipped."""
     seen = dict.fromkeys(SPLITS, 0)
     batch: dict[str, list] = {s: [] for s in SPLITS}
-    for split, unit, nbytes in units:
+    for split, docs, nbytes in units:
         seen[split] += 1
         if seen[split] <= done[split]:
             continue  # encoded before the kill
-        batch[split].append((unit, nbytes))
+        batch[split].append((_timed_unit(docs), nbytes))
         if sum(map(len, batch.values())) >= size:
             yield batch
             batch = {s: [] for s in SPLITS}
@@ -115,23 +168,29 @@ def _segments(units: Iterable[tuple[str, _Unit, int]], done: dict[str, int], siz
         yield batch
 
 
-def _prefetched(items: Iterator, depth: int = 1) -> Iterator:
-    """``items``, produced one step ahead in a thread: the next segment's text is read while workers encode."""
-    handoff: queue.Queue = queue.Queue(maxsize=depth)
+def _prefetched(items: Iterator) -> Iterator:
+    """``items``, each produced in a thread while the consumer works on the one before: the next segment's text is
+    read while workers encode this one. Never more than one ahead, so the text in memory is two segments at most,
+    whatever the corpus size."""
+    handoff: queue.Queue = queue.Queue()
+    taken = threading.Semaphore(1)  # the producer starts an item only once the consumer took the one before
     end = object()
 
     def produce() -> None:
         try:
             for item in items:
                 handoff.put(item)
+                taken.acquire()
         except BaseException as err:  # noqa: BLE001 — handed to the consumer, raised there
             handoff.put(err)
         handoff.put(end)
 
+    taken.acquire()
     threading.Thread(target=produce, daemon=True).start()
     while (item := handoff.get()) is not end:
         if isinstance(item, BaseException):
             raise item
+        taken.release()
         yield item
 
 
@@ -194,17 +253,38 @@ def _trim(folder: Path, chunks: int) -> None:
 
 
 def _encode_segment(units: list[_Unit], folder: Path, workers: int, chunk_bytes: int) -> int:
-    """Encode ``units`` in ``workers`` processes and append their chunks to the split's litdata dataset; returns
-    the dataset's chunk count."""
+    """Encode ``units`` in ``workers`` processes (one run of about equal cost each) and append their chunks to the
+    split's litdata dataset; returns the dataset's chunk count."""
     folder.mkdir(exist_ok=True)
+    runs = _runs(units, workers)
     interrupt = signal.getsignal(signal.SIGINT)
     try:
-        optimize(fn=_encode_unit, inputs=units, output_dir=str(folder), num_workers=min(workers, len(units)),
+        optimize(fn=_encode_run, inputs=runs, output_dir=str(folder), num_workers=len(runs),
                  chunk_bytes=chunk_bytes, item_loader=TokensLoader(), keep_data_ordered=True, reorder_files=False,
                  start_method="fork", mode="append" if (folder / INDEX).is_file() else None, verbose=False)
     finally:
         signal.signal(signal.SIGINT, interrupt)  # optimize installs its own Ctrl-C handler and leaves it
+        # litdata's recipe sits in a reference cycle (a bound method of itself) that holds the segment's text
+        # until a full collection: without this the parent grew ~50 MB a segment (1.6 GB RSS on 1 GB of text)
+        del runs
+        gc.collect()
+        _release_free_memory()
     return len(json.loads((folder / INDEX).read_text())["chunks"])
+
+
+def _release_free_memory() -> None:
+    """Give the heap's free pages back to the system (glibc's ``malloc_trim``; nothing elsewhere): a segment's
+    millions of small strings leave free memory scattered through the heap, which the next segment's forked
+    workers would otherwise carry in their resident size too."""
+    if _libc is not None:
+        _libc.malloc_trim(0)
+
+
+try:
+    _libc = ctypes.CDLL("libc.so.6")
+    _libc.malloc_trim  # noqa: B018 — glibc only
+except (OSError, AttributeError):
+    _libc = None
 
 
 # ---- the pipeline -----------------------------------------------------------------------------------------------
