@@ -42,6 +42,7 @@ from litdata import optimize
 from litdata.streaming.item_loader import TokensLoader
 
 from tinylm.artifacts.io import atomic_file
+from tinylm.artifacts.provenance import git_state
 from tinylm.data.corpus import resolve
 from tinylm.data.datamodule import TextDataModule
 from tinylm.data.packing import token_dtype
@@ -210,9 +211,11 @@ def write_report(args, results: dict[str, list[float]], nbytes: int, bytes_per_t
     # the corpus folders by name (benchmarks/corpora.py writes them): no machine's paths in the committed report
     command = f"python benchmarks/prepare.py --corpus {Path(args.corpus).name}" + \
         (f" --large {Path(args.large).name}" if args.large else "") + f" --repeats {args.repeats}"
+    commit, dirty = git_state(outside=(Path(args.out).parent,))
     header = (f"# Data preparation benchmark\n\n`{command}` — {nbytes / 1e6:.1f} MB of text, tokenizer "
               f"{Path(args.tokenizer or mistral_tokenizer()).name}, {os.cpu_count()} CPUs, medians of "
-              f"{args.repeats} interleaved repeats.\n")
+              f"{args.repeats} interleaved repeats; commit {(commit or 'unknown')[:10]}"
+              f"{' (uncommitted changes)' if dirty else ''}.\n")
     lines = [header, "| measure | median | runs |", "|---|---|---|"]
     lines += [f"| {name} | {med[name]:.2f} | {', '.join(f'{v:.2f}' for v in values)} |"
               for name, values in results.items()]
