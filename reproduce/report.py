@@ -12,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from reproduce.cache import UNITS, units_summary
 from reproduce.plan import history, plan_file, plan_hash
 from reproduce.verdict import RULE, across
 from tinylm.artifacts.io import atomic_file
@@ -113,6 +114,22 @@ def compute_rows(records: dict[str, dict]) -> list[str]:
     return rows
 
 
+def units_rows(out: Path) -> list[str]:
+    """The long studies' finished units under ``<out>/units/`` (``reproduce.cache.study_units``): per study and
+    code key, how many, their compute and the commits they ran at; a rerun resumes from them."""
+    folders = sorted(p for p in (Path(out) / UNITS).glob("*") if p.is_dir())
+    if not folders:
+        return []
+    rows = ["", f"**Study units** kept in `{UNITS}/` (each an arm or shape at a seed; a rerun of the experiment "
+            "with the same code resumes from them):", "",
+            "| study | units | core-h | ran at |", "|---|---|---|---|"]
+    for folder in folders:
+        done = units_summary({p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))})
+        commits = ", ".join(f"`{c[:10]}`" for c in done["commits"])
+        rows.append(f"| {folder.name} | {done['count']} | {done['core_seconds'] / 3600:.2f} | {commits} |")
+    return rows
+
+
 def _seeds(record: dict) -> str:
     return record["seeds"] if isinstance(record["seeds"], str) else f"{record['seeds']} seed(s)"
 
@@ -164,7 +181,7 @@ def write_report(out: Path) -> Path:
                f"| [{name}](#{name}) | {r['scale']} | {_seeds(r)} | {r['wall_seconds']:.0f} s | {r['hardware']} | "
                f"{verdicts(found[name])} |" for name in EXPERIMENTS),
              "", "**Compute.** Core-hours at small scale: the plan's estimate and the committed run.", "",
-             *compute_rows(records)]
+             *compute_rows(records), *units_rows(out)]
     for name in EXPERIMENTS:
         record = records.get(name)
         title = record.get("title", name) if record else name

@@ -128,3 +128,12 @@ def test_two_processes_share_one_study(tmp_path):
     assert results[0] == results[1]  # both assembled the same study
     assert len(set(computed[1::2])) == 2  # and both did some of the work
     assert not list((tmp_path / "units").rglob("*.claim"))
+
+
+def test_the_report_lists_the_units_a_rerun_resumes_from(tmp_path):
+    from reproduce.report import units_rows
+
+    assert units_rows(tmp_path) == []  # nothing kept: no section
+    study_units(tmp_path, "inherit-runs", "k", counting_jobs(["scratch-seed0", "l1-seed0"], []), log=lambda _: None)
+    rows = units_rows(tmp_path)
+    assert any(row.startswith("| inherit-runs-k | 2 | 0.00 | `") for row in rows)
