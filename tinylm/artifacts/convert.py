@@ -63,7 +63,9 @@ _CONTROL, _USER_DEFINED = 3, 4  # llama.cpp token types
 
 
 # ---- GGUF ------------------------------------------------------------------------------------------------
-def _reader(path: Path):
+def gguf_reader(path: Path):
+    """A ``gguf.GGUFReader`` of ``path`` (its header and tensors, read lazily); a one-line error when the gguf
+    package is missing or the file is not a GGUF."""
     try:
         import gguf
     except ImportError:
@@ -183,7 +185,7 @@ def convert_gguf(path: str | os.PathLike, out: str | os.PathLike, overwrite: boo
 
     path = Path(path)
     check_output_dir(out, overwrite, inputs=[path])
-    reader = _reader(path)
+    reader = gguf_reader(path)
     config = gguf_config(reader)
     state = gguf_state_dict(reader, config)
     with tempfile.TemporaryDirectory() as tmp:

@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 from tinylm.artifacts import builtin
 from tinylm.artifacts.cache import digest
-from tinylm.artifacts.convert import _reader, convert_gguf, gguf_config
+from tinylm.artifacts.convert import convert_gguf, gguf_config, gguf_reader
 from tinylm.artifacts.io import atomic_file
 from tinylm.artifacts.model_dir import load_config
 from tinylm.data.corpus import resolve
@@ -326,7 +326,7 @@ def _source_config(source: str) -> ModelConfig:
         if not path.is_file():
             raise TinyLMError(f"--source {path} does not exist; give a .gguf file, a model dir or "
                               "builtin:smollm2-135m")
-        return gguf_config(_reader(path))
+        return gguf_config(gguf_reader(path))
     directory = builtin.resolve(source)
     if not (directory / "config.json").is_file():
         raise TinyLMError(f"--source {source} is not a model dir (no config.json); give a model dir, a .gguf file "
