@@ -18,7 +18,7 @@ from tinylm.training.lm import LanguageModel
 from tinylm.training.runs import RunCLI, RunLogger
 
 ROOT = Path(__file__).resolve().parents[1] / "recipes"
-# recipes/pro/ holds `tinylm pro` configs (a function command); tests/test_pro.py parses those
+# recipes/pro/ holds `tinylm pro` configs (a function command); tests/pro/test_pro.py parses those
 RECIPES = sorted(p for p in ROOT.rglob("*.yaml") if p.relative_to(ROOT).parts[0] != "pro")
 CPU_OVERRIDES = ["--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.num_nodes", "1",
                  "--trainer.strategy", "auto", "--trainer.precision", "32-true"]

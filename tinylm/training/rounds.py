@@ -216,7 +216,7 @@ class MultiRoundTraining(L.Callback):
                                      trainer.accumulate_grad_batches))
         # The run ends by steps, not epochs: with max_epochs = -1 Lightning's step estimate (which the LR schedule
         # spans) is max_steps itself, not rounds × the current loader's length — that length changes per round.
-        # Trainer.max_steps/max_epochs have no setters: the loops' attributes (tests/test_lightning_contract.py)
+        # Trainer.max_steps/max_epochs have no setters: the loops' attributes (tests/training/test_lightning_contract.py)
         trainer.fit_loop.max_epochs = -1
         trainer.reload_dataloaders_every_n_epochs = 1
         if trainer.max_steps == -1 or trainer.max_steps > steps:

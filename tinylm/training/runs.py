@@ -185,7 +185,7 @@ class RunLogger(CSVLogger):
 class _AppendingWriter(ExperimentWriter):
     """Continues an existing metrics.csv, and makes its folder only at the first write: Lightning builds the
     writer before setup, so a run refused during setup (or a refused resume) leaves no empty version folder.
-    It sets ExperimentWriter's attributes without calling its __init__: pinned by tests/test_lightning_contract.py."""
+    It sets ExperimentWriter's attributes without calling its __init__: pinned by tests/training/test_lightning_contract.py."""
 
     def __init__(self, log_dir: str) -> None:  # ExperimentWriter's, without its makedirs and metrics.csv removal
         self.metrics: list[dict[str, float]] = []
@@ -257,7 +257,7 @@ class RunCLI(LightningCLI):
     def _parse_ckpt_path(self) -> None:
         """LightningCLI would load the checkpoint here and let its hyperparameters silently replace the command's;
         tinylm instead refuses a resume whose model, data or rounds settings differ (``on_load_checkpoint``).
-        A private Lightning hook: pinned by tests/test_lightning_contract.py."""
+        A private Lightning hook: pinned by tests/training/test_lightning_contract.py."""
 
     def before_instantiate_classes(self) -> None:
         fitting = self.subcommand == "fit"

@@ -17,7 +17,7 @@ import pytest
 from reproduce import cache
 from reproduce.cache import study_units, units_summary
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def counting_jobs(names, calls):

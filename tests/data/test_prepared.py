@@ -26,7 +26,7 @@ from tinylm.data.datamodule import TextDataModule
 from tinylm.data.prepared import prepare
 from tinylm.errors import TinyLMError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SMALL = dict(unit_chars=20_000, chunk_bytes="40KB")  # many units and chunks out of a small corpus
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from tinylm.cli import main
 
-QUICKSTART = str(Path(__file__).resolve().parents[1] / "recipes" / "quickstart.yaml")
+QUICKSTART = str(Path(__file__).resolve().parents[2] / "recipes" / "quickstart.yaml")
 
 
 def fit(*extra: str) -> list[str]:

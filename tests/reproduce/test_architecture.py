@@ -21,7 +21,7 @@ from tinylm.errors import TinyLMError
 from tinylm.model import ModelConfig
 from tinylm.model.shapes import ShapeSpace, expansion_rate, feasible_shapes
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def random_space(rng: random.Random) -> ShapeSpace:

@@ -1,6 +1,6 @@
 """Plans and provenance: a plan derived from the declarations with a stable hash; small and paper scale refuse a
 dirty tree; every result records commit, dirty flag, plan hash, threads and versions; a result under an earlier
-plan moves to history/ and the report says so (cache keys and their code version: tests/test_cache.py)."""
+plan moves to history/ and the report says so (cache keys and their code version: tests/artifacts/test_cache.py)."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def test_the_plan_hash_is_stable_across_processes_and_changes_with_the_plan():
     code = ("from reproduce.report import load; from reproduce.plan import plan_hash; "
             "print(plan_hash(load('ladder'), 'small'))")
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                           cwd=Path(__file__).resolve().parents[1]).stdout.strip()
+                           cwd=Path(__file__).resolve().parents[2]).stdout.strip()
     ladder = load("ladder")
     assert other == plans.plan_hash(ladder, "small")
     reworded = dataclasses.replace(ladder, findings=(dataclasses.replace(ladder.findings[0], claim="reworded"),
@@ -213,7 +213,7 @@ def test_the_report_says_which_results_ran_under_an_earlier_plan_and_what_they_c
     import shutil
 
     for name in ("coverage", "tokenizer"):
-        shutil.copytree(Path(__file__).resolve().parents[1] / "results" / name, tmp_path / name)
+        shutil.copytree(Path(__file__).resolve().parents[2] / "results" / name, tmp_path / name)
     record = json.loads((tmp_path / "tokenizer" / "results.json").read_text())
     current = plans.plan_hash(load("tokenizer"), record["scale"])
     (tmp_path / "tokenizer" / "results.json").write_text(json.dumps({**record, "plan_hash": "0" * 16}))

@@ -41,7 +41,7 @@ def test_reproduce_all_at_smoke_scale_writes_the_full_report(tmp_path):
 
     env = {k: v for k, v in os.environ.items() if k != "TINYLM_EVAL_DATA"} | {"PYTHONWARNINGS": "ignore"}
     result = subprocess.run([sys.executable, "-m", "reproduce", "all", "--scale", "smoke", "--out", str(tmp_path)],
-                            cwd=Path(__file__).resolve().parents[1], env=env, capture_output=True, text=True,
+                            cwd=Path(__file__).resolve().parents[2], env=env, capture_output=True, text=True,
                             timeout=40 * 60)
     assert result.returncode == 0, result.stderr[-4000:]
     assert "FAILED" not in result.stdout + result.stderr
@@ -58,7 +58,7 @@ def test_reproduce_all_at_smoke_scale_writes_the_full_report(tmp_path):
         assert [f["key"] for f in record["findings"]] == [f.key for f in load(name).findings], name  # as declared
         assert all(f["verdict"] in (INCONCLUSIVE, "exploratory") for f in record["findings"]), name  # smoke
     again = subprocess.run([sys.executable, "-m", "reproduce", "coverage", "--scale", "smoke", "--out", str(tmp_path)],
-                           cwd=Path(__file__).resolve().parents[1], env=env, capture_output=True, text=True)
+                           cwd=Path(__file__).resolve().parents[2], env=env, capture_output=True, text=True)
     assert again.returncode == 2 and "--overwrite" in again.stderr  # an earlier result is never silently replaced
 
 

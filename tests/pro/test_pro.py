@@ -28,7 +28,7 @@ from tinylm.pro import (
     shape_for_budget,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 STAGE_FOLDERS = ["1-tokenizer", "2-architecture", "3-inherit", "data", "4-train/pro-seed1234",
                  "4-train/scratch-seed1234", "4-train/distill-seed1234"]
 

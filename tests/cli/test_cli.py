@@ -14,7 +14,7 @@ import pytest
 
 from tinylm.cli import main
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def tinylm(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -111,7 +111,7 @@ def test_ckpt_path_last_resumes_the_previous_run_and_appends_its_logs(corpus_dir
     root = tmp_path / "elsewhere"
     every_3 = {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
                "init_args": {"every_n_train_steps": 3, "save_last": True}}
-    crash = {"class_path": "tests.test_cli.CrashAt", "init_args": {"step": 4}}
+    crash = {"class_path": "tests.cli.test_cli.CrashAt", "init_args": {"step": 4}}
     (tmp_path / "crash.yaml").write_text(json.dumps({"trainer": {"callbacks": [every_3, crash]}}))
     (tmp_path / "resume.yaml").write_text(json.dumps({"trainer": {"callbacks": [every_3]}}))
     with pytest.raises(Crash):

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RECIPE = REPO / "recipes" / "optimization" / "multi_round.yaml"
 # The README's two-process command; the test adds only tiny data and model sizes and its recording callbacks.
 DDP = ["--trainer.accelerator", "cpu", "--trainer.strategy", "ddp", "--trainer.devices", "2"]
@@ -77,10 +77,10 @@ def callbacks(log: Path, checkpoint_every: int = 1000, kill_at: int | None = Non
          "init_args": {"rounds": 2, "rate": 0.5, "granularity": 4, "seed": 5}},
         {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
          "init_args": {"every_n_train_steps": checkpoint_every, "save_last": True}},
-        {"class_path": "tests.test_ddp.LossLog", "init_args": {"path": str(log)}},
+        {"class_path": "tests.training.test_ddp.LossLog", "init_args": {"path": str(log)}},
     ]
     if kill_at is not None:
-        chosen.append({"class_path": "tests.test_ddp.KillAt", "init_args": {"step": kill_at}})
+        chosen.append({"class_path": "tests.training.test_ddp.KillAt", "init_args": {"step": kill_at}})
     return chosen
 
 

@@ -90,7 +90,7 @@ def test_mask_learner_recipe_runs_under_tinylm_fit(corpus_dir, model_dir_factory
     from tinylm.cli import main
 
     source = str(model_dir_factory("tiny"))
-    recipe = str(__import__("pathlib").Path(__file__).resolve().parents[1] / "recipes/inheritance/mask_learner.yaml")
+    recipe = str(__import__("pathlib").Path(__file__).resolve().parents[2] / "recipes/inheritance/mask_learner.yaml")
     main(["fit", "--config", recipe, "--model.source", source, "--data.tokenizer", source,
           "--data.sources", str(corpus_dir), "--data.cache_dir", str(tmp_path / "cache"), "--data.seq_len", "32",
           "--model.target", '{"num_layers": 2, "intermediate_size": 256}', "--model.model_dir", str(tmp_path / "out"),
