@@ -74,6 +74,8 @@ def units_summary(records: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
 def _compute(path: Path, compute: Callable[[], dict[str, Any]], out: Path) -> dict[str, Any]:
     """Compute one claimed unit and write its record with what it ran on; the claim goes whatever happens."""
     try:
+        if (record := read_json(path)) is not None:  # finished by another process since this one looked
+            return record
         start = time.perf_counter()
         record = compute()
         commit, dirty = tree_state((Path(out),))
