@@ -7,20 +7,21 @@ zero-shot lm-eval with the prompts cited in the task files.
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 from reproduce import pretrained
-from reproduce.cache import read_json, write_json
+from reproduce.cache import read_json, study_units, units_summary
 from reproduce.experiment import Experiment, Measured, Options
 from reproduce.tables import fmt, markdown, shown
 from reproduce.verdict import Finding
 from tinylm.artifacts.cache import cache_key
-from tinylm.artifacts.io import default_cache_dir
+from tinylm.artifacts.model_dir import model_fingerprint
 from tinylm.errors import TinyLMError
 from tinylm.evaluation.command import run_tasks
 from tinylm.evaluation.datasets import has_benchmark
@@ -103,39 +104,37 @@ def benchmark_score(lm, task: str, metric: str, sample: dict[str, list[int]]) ->
     return sum(value * n for value, n in values) / sum(n for _, n in values)
 
 
-def scores(model_dir: str, items: int | None, dtype: str = "float32",
-           task_dtypes: Mapping[str, str] | None = None) -> dict[str, float | None]:
-    """The ten benchmarks on ``items`` items each and their plain average, as the paper averages; each benchmark
-    is kept in the tinylm cache as it finishes (per model dir, its weights' size and time, items and dtype), so
-    a run cut short resumes at the next benchmark. ``task_dtypes``: a dtype for some benchmarks (by task name)."""
+def scores(model_dir: str, items: int | None, out: Path, dtype: str = "float32",
+           task_dtypes: Mapping[str, str] | None = None) -> tuple[dict[str, float | None], dict[str, dict]]:
+    """The ten benchmarks on ``items`` items each and their plain average, as the paper averages; plus the score
+    records. Each benchmark is a study unit kept under ``<out>/units/`` as it finishes (keyed by the model's
+    content, items, dtype and the scoring code), so a run cut short resumes at the next benchmark, on any clone
+    once committed: the reference row takes hours on a CPU. ``task_dtypes``: a dtype for some benchmarks."""
     from tinylm.evaluation.adapter import TinyLMEval  # imports lm_eval (heavy): only when a model is scored
 
     if missing := [task for _, task, _ in PAPER_FINAL.values() if not has_benchmark(task)]:
         # the seeded item samples index the local files; lm-eval's hub fallback would score other items
         raise TinyLMError(f"final scores the local benchmark files and {', '.join(missing)} are missing; set "
                           "TINYLM_EVAL_DATA to the folder that holds them (see docs/evaluation.md)")
-    weights = [(w.st_size, w.st_mtime) for w in (p.stat() for p in sorted(Path(model_dir).glob("*.safetensors")))]
-    config = (Path(model_dir) / "config.json").read_text()
+    fingerprint, models = model_fingerprint(model_dir), {}
 
-    def folder(dtype: str) -> Path:
-        key = cache_key(str(model_dir), config, weights, items, dtype, modules=SCORING_CODE)
-        return Path(default_cache_dir()) / "reproduce" / "final-scores" / key
+    def score(task: str, metric: str, task_dtype: str) -> dict[str, Any]:
+        if task_dtype not in models:
+            models[task_dtype] = TinyLMEval(model_dir, batch_size=16, device="cpu", dtype=task_dtype)
+        sample = benchmark_sample(task, items)
+        return {"score": benchmark_score(models[task_dtype], task, metric, sample),
+                "items": sum(map(len, sample.values())), "dtype": task_dtype}
 
-    models, row = {}, {}
-    for name, (_, task, metric) in PAPER_FINAL.items():
+    jobs = {}
+    for _, task, metric in PAPER_FINAL.values():
         task_dtype = (task_dtypes or {}).get(task, dtype)
-        path = folder(task_dtype) / f"{task}.json"
-        if (cached := read_json(path)) is None:
-            if task_dtype not in models:
-                models[task_dtype] = TinyLMEval(model_dir, batch_size=16, device="cpu", dtype=task_dtype)
-            lm = models[task_dtype]
-            cached = {"score": benchmark_score(lm, task, metric, sample := benchmark_sample(task, items)),
-                      "items": sum(map(len, sample.values()))}
-            write_json(path, cached)
-        row[name] = cached["score"]
+        jobs[task] = functools.partial(score, task, metric, task_dtype)
+    key = cache_key(fingerprint, items, dtype, dict(task_dtypes or {}), modules=SCORING_CODE)
+    done = study_units(out, "final-scores", key, jobs)
+    row: dict[str, float | None] = {name: done[task]["score"] for name, (_, task, _) in PAPER_FINAL.items()}
     present = [v for v in row.values() if v is not None]
     row["Avg."] = statistics.fmean(present) if present else None
-    return row
+    return row, done
 
 
 def near_chance(row: dict[str, float | None], items: int) -> list[str]:
@@ -158,10 +157,17 @@ def measure(setting: Scale, options: Options, folder: Path) -> Measured:
         if dirs := [d for d in dirs if (Path(d) / "config.json").is_file()]:
             ours[f"tinylm ladder {step}"] = dirs
     columns, note = (*BENCHMARKS, "Avg."), ""
+    units: dict[str, dict] = {}
+
+    def scored(model_dir: str, items: int | None, *dtypes: Any) -> dict[str, float | None]:
+        row, done = scores(model_dir, items, Path(options.out), *dtypes)
+        units.update({f"{model_dir}:{task}": record for task, record in done.items()})
+        return row
+
     try:
-        measured = {name: [scores(d, reference_limit, setting.reference_dtype, setting.reference_task_dtypes)]
+        measured = {name: [scored(d, reference_limit, setting.reference_dtype, setting.reference_task_dtypes)]
                     for name, d in reference.items()}
-        measured.update({name: [scores(d, limit) for d in dirs] for name, dirs in ours.items()})
+        measured.update({name: [scored(d, limit) for d in dirs] for name, dirs in ours.items()})
     except TinyLMError as err:  # the benchmark files live outside the package (see eval/README.md)
         print(f"final: benchmarks unavailable ({err})")
         measured = {name: [dict.fromkeys(columns)] for name in reference}
@@ -199,7 +205,8 @@ def measure(setting: Scale, options: Options, folder: Path) -> Measured:
              *(["", note] if note else [])]
     arms = {row["model"]: [v for v in row["per_seed_avg"] if v is not None] for row in table_rows}
     return Measured("\n".join(lines), {"recipe_beats_base": {arm: arms.get(arm, []) for arm in FINDINGS[0].arms}},
-                    rows=table_rows, extra={"limit": limit, "reference_limit": reference_limit, "reference": reference})
+                    rows=table_rows, extra={"limit": limit, "reference_limit": reference_limit, "reference": reference,
+                                            "units": units_summary(units)})
 
 
 EXPERIMENT = Experiment("final", "Final comparison table (§5)", SCALES, FINDINGS, measure,

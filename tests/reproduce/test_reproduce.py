@@ -270,21 +270,24 @@ def test_final_samples_each_benchmark_once_for_every_model():
 
 
 @needs_benchmarks
-def test_final_scores_resume_at_the_first_benchmark_not_yet_scored(monkeypatch, model_dir_factory):
+def test_final_scores_resume_at_the_first_benchmark_not_yet_scored(monkeypatch, model_dir_factory, tmp_path):
+    """Each benchmark is a study unit beside the results, keyed by the model's content: a copy of the model in
+    another folder (another clone, another machine) reuses them; a unit removed is the only one scored again."""
+    import shutil
+
     from reproduce import final
-    from tinylm.artifacts.io import default_cache_dir
 
     tiny_model_dir = model_dir_factory("debug")
-    first = final.scores(str(tiny_model_dir), 2)
+    first, _ = final.scores(str(tiny_model_dir), 2, tmp_path)
     assert set(first) == {*final.BENCHMARKS, "Avg."}
-    cached = sorted((Path(default_cache_dir()) / "reproduce" / "final-scores").glob("*/boolq.json"))
-    assert cached
-    for path in cached:
-        path.unlink()
+    cached = sorted((tmp_path / "units").glob("final-scores-*/boolq.json"))
+    assert len(cached) == 1
+    cached[0].unlink()
     calls = []
     monkeypatch.setattr(final, "benchmark_score", lambda lm, task, metric, sample: calls.append(task) or 50.0)
-    again = final.scores(str(tiny_model_dir), 2)
-    assert calls == ["boolq"] and again["BoolQ"] == 50.0
+    moved = shutil.copytree(tiny_model_dir, tmp_path / "elsewhere")
+    again, done = final.scores(str(moved), 2, tmp_path)
+    assert calls == ["boolq"] and again["BoolQ"] == 50.0 and done["boolq"]["ran"]["torch_threads"] >= 1
     assert {k: v for k, v in again.items() if k not in ("BoolQ", "Avg.")} == \
         {k: v for k, v in first.items() if k not in ("BoolQ", "Avg.")}
 
