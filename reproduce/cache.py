@@ -16,7 +16,8 @@ from typing import Any, Callable
 import torch
 
 from reproduce.plan import tree_state
-from tinylm.artifacts.io import atomic_file
+from tinylm.artifacts.io import MARKER, atomic_file, is_tinylm_dir
+from tinylm.errors import TinyLMError
 
 UNITS = "units"  # <out>/units/<study>-<key>/<unit>.json, committed with the results: a study spans sittings
 POLL_SECONDS = 20.0  # how often a process waiting on another's unit looks for it
@@ -42,8 +43,14 @@ def study_units(out: Path, study: str, key: str, jobs: Mapping[str, Callable[[],
     changed code is never reused). Several processes may run one study at once: each claims a unit before
     computing it (``<name>.claim``, ignored by git), passes over units a live process holds, then waits for
     them (and takes over any whose process died)."""
-    folder = Path(out) / UNITS / f"{study}-{key}"
+    root = Path(out) / UNITS
+    if root.is_dir() and any(root.iterdir()) and not is_tinylm_dir(root):  # claims are deleted here: ours only
+        raise TinyLMError(f"{root} exists and was not written by tinylm (no {MARKER}); move it away or give "
+                          "another --out")
+    folder = root / f"{study}-{key}"
     folder.mkdir(parents=True, exist_ok=True)
+    if not is_tinylm_dir(root):
+        (root / MARKER).write_text("written by tinylm: the units of long studies (reproduce.cache)\n")
     done: dict[str, dict[str, Any]] = {}
     for name, compute in jobs.items():  # first pass: every free unit
         path = folder / f"{name}.json"

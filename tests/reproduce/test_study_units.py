@@ -58,7 +58,9 @@ def test_a_failed_unit_leaves_neither_record_nor_claim(tmp_path):
 
 
 def claim(folder: Path, name: str, pid: int) -> None:
+    """A claim as another tinylm process leaves it, in a units folder tinylm wrote."""
     folder.mkdir(parents=True, exist_ok=True)
+    (folder.parent / ".tinylm").write_text("written by tinylm")
     (folder / f"{name}.claim").write_text(json.dumps({"host": socket.gethostname(), "pid": pid}))
 
 
@@ -137,3 +139,13 @@ def test_the_report_lists_the_units_a_rerun_resumes_from(tmp_path):
     study_units(tmp_path, "inherit-runs", "k", counting_jobs(["scratch-seed0", "l1-seed0"], []), log=lambda _: None)
     rows = units_rows(tmp_path)
     assert any(row.startswith("| inherit-runs-k | 2 | 0.00 | `") for row in rows)
+
+
+def test_a_units_folder_tinylm_did_not_write_is_refused(tmp_path):
+    from tinylm.errors import TinyLMError
+
+    (tmp_path / "units").mkdir()
+    (tmp_path / "units" / "mine.claim").write_text("the user's file")
+    with pytest.raises(TinyLMError, match="not written by tinylm"):
+        study_units(tmp_path, "study", "k", counting_jobs(["a"], []), log=lambda _: None)
+    assert (tmp_path / "units" / "mine.claim").read_text() == "the user's file"
