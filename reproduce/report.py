@@ -100,15 +100,22 @@ def current_plan(name: str, record: dict) -> str | None:
     return None if record.get("plan_hash") == current else current
 
 
+def core_seconds(record: dict) -> float:
+    """What a result cost: the summed core-seconds of its units where it has them, else wall × threads."""
+    if units := record.get("units"):
+        return units["core_seconds"]
+    return record["wall_seconds"] * int(record.get("torch_threads") or 1)
+
+
 def compute_rows(records: dict[str, dict]) -> list[str]:
-    """The compute table: per experiment, the plan's estimate and what the committed result took, in core-hours
-    (wall time × torch threads; the runs shared their cores, so these are upper bounds)."""
+    """The compute table: per experiment, the plan's estimate and what the committed result took, in core-hours:
+    a study's summed units (several processes and sittings may have run them), else wall time × torch threads (the
+    runs shared their cores, so these are upper bounds)."""
     rows = ["| experiment | plan estimate (core-h) | committed run (core-h) | under the current plan |", "|---|---|---|---|"]
     for name in EXPERIMENTS:
         estimate = load(name).core_hours.get("small")
         record = records.get(name)
-        took = "not run" if record is None else \
-            f"{record['wall_seconds'] * int(record.get('torch_threads') or 1) / 3600:.2f}"
+        took = "not run" if record is None else f"{core_seconds(record) / 3600:.2f}"
         current = "–" if record is None else ("yes" if current_plan(name, record) is None else "no: rerun pending")
         rows.append(f"| {name} | {'–' if estimate is None else f'{estimate:g}'} | {took} | {current} |")
     return rows

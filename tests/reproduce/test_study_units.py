@@ -16,6 +16,8 @@ import pytest
 
 from reproduce import cache
 from reproduce.cache import study_units, units_summary
+from reproduce.report import core_seconds, units_rows
+from tinylm.errors import TinyLMError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -133,8 +135,6 @@ def test_two_processes_share_one_study(tmp_path):
 
 
 def test_the_report_lists_the_units_a_rerun_resumes_from(tmp_path):
-    from reproduce.report import units_rows
-
     assert units_rows(tmp_path) == []  # nothing kept: no section
     study_units(tmp_path, "inherit-runs", "k", counting_jobs(["scratch-seed0", "l1-seed0"], []), log=lambda _: None)
     rows = units_rows(tmp_path)
@@ -142,10 +142,15 @@ def test_the_report_lists_the_units_a_rerun_resumes_from(tmp_path):
 
 
 def test_a_units_folder_tinylm_did_not_write_is_refused(tmp_path):
-    from tinylm.errors import TinyLMError
-
     (tmp_path / "units").mkdir()
     (tmp_path / "units" / "mine.claim").write_text("the user's file")
     with pytest.raises(TinyLMError, match="not written by tinylm"):
         study_units(tmp_path, "study", "k", counting_jobs(["a"], []), log=lambda _: None)
     assert (tmp_path / "units" / "mine.claim").read_text() == "the user's file"
+
+
+def test_a_study_costs_its_units_not_the_wall_time_of_its_last_process():
+    # two processes ran the study for an hour of wall time each: two core-hours, as its units add up
+    units = {"count": 4, "commits": ["c"], "core_seconds": 7200.0}
+    assert core_seconds({"wall_seconds": 3600.0, "torch_threads": 1, "units": units}) == 7200.0
+    assert core_seconds({"wall_seconds": 3600.0, "torch_threads": 2}) == 7200.0  # no units: wall × threads
