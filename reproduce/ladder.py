@@ -14,12 +14,15 @@ from it and every seed scores the same held-out documents (every 50th, the first
 the same number of steps on that sample — one pass plus a half pass of the compact tokenization, what two rounds at
 50% cost — so +rounds gets no extra compute; Taylor's calibration tokens are stated beside the budget. Scores:
 held-out bpb and, with the benchmark files, ARC-E / HellaSwag / C3 on a ``limit``. Model dirs stay under
-``$TINYLM_CACHE/ladder/<scale>/`` for ``reproduce/final.py``. Seeds vary the sample, init, data order, the rounds'
+``$TINYLM_CACHE/ladder/<scale>-<code version>/`` for ``reproduce/final.py``. Each seed (its five
+step models and their scores) is a study unit kept under ``<out>/units/`` as it finishes
+(``reproduce.cache.study_units``): two processes share the seeds, and a run cut short resumes at the next seed. Seeds vary the sample, init, data order, the rounds'
 draws and Taylor's calibration blocks; the source is one model, like the paper's 7B.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import shutil
@@ -29,13 +32,14 @@ from pathlib import Path
 from typing import Any
 
 from reproduce import pretrained
+from reproduce.cache import study_units, units_summary
 from reproduce.experiment import Experiment, Measured, Options
 from reproduce.figures import save_figure, subplots
 from reproduce.inheritance import compact_source
 from reproduce.recipe import Recipe, scratch
 from reproduce.tables import fmt, markdown, mean_sd, shown, tokens_line
 from reproduce.verdict import SMALLEST_BPB, Finding
-from tinylm.artifacts.cache import code_version
+from tinylm.artifacts.cache import cache_key, code_version
 from tinylm.artifacts.io import default_cache_dir
 from tinylm.artifacts.model_dir import load_config
 from tinylm.errors import TinyLMError
@@ -51,6 +55,9 @@ from tinylm.training.rounds import MultiRoundTraining
 LADDER_CODE = ("reproduce.ladder", "reproduce.recipe", "tinylm.vocab.compact", "tinylm.inherit.importance",
                "tinylm.inherit.materialize", "tinylm.inherit.pipeline", "tinylm.training.lm", "tinylm.training.rounds",
                "tinylm.training.fit", "tinylm.model.transformer")
+# the code that scores a step model on the ablation benchmarks (kept in the seed's unit with its bpb)
+ABLATION_CODE = ("tinylm.evaluation.adapter", "tinylm.evaluation.datasets", "tinylm.evaluation.command",
+                 "tinylm.evaluation.tasks")
 
 STEPS = ("base", "+tokenizer", "+arch", "+inherit", "+rounds")
 PAPER = {"base": 42.41, "+tokenizer": 44.11, "+arch": 46.53, "+inherit": 49.79, "+rounds": 51.28}  # [R] Figure 1
@@ -186,12 +193,24 @@ def measure(settings: Scale, options: Options, folder: Path) -> Measured:
     source, compacted = compact_source(scale, options.source,
                                        settings.compact_vocab or round(big_vocab * PAPER_FRACTION), settings.corpus)
     compact = source.parent / "tokenizer"
-    with scratch("ladder") as runs:
-        per_seed = [run_seed(settings, seed, source, parent, compact, cache, runs) for seed in range(seeds)]
+    scored = all(has_benchmark(task) for task in ABLATION_TASKS)
+
+    def seed_unit(seed: int) -> dict[str, dict[str, Any]]:
+        with scratch("ladder") as runs:
+            steps = run_seed(settings, seed, source, parent, compact, cache, runs)
+        return {name: {**step, "tasks": ablation_scores(Path(step["model_dir"]), settings.eval_limit)}
+                for name, step in steps.items()}
+
+    # each seed is a study unit: two processes share the seeds, and a cut-short run resumes at the next seed
+    key = cache_key(compacted["key"], dataclasses.asdict(settings), scale, scored,
+                    modules=(*LADDER_CODE, *ABLATION_CODE))
+    done = study_units(options.out, "ladder-seeds", key,
+                       {f"seed{seed}": functools.partial(seed_unit, seed) for seed in range(seeds)})
+    per_seed = list(done.values())
     rows = []
     for step in STEPS:
         bpbs = [s[step]["bpb"] for s in per_seed]
-        tasks = [ablation_scores(Path(s[step]["model_dir"]), settings.eval_limit) for s in per_seed]
+        tasks = [s[step]["tasks"] for s in per_seed]
         averages = [t["avg"] for t in tasks if t is not None]
         rows.append({"step": step, **{key: per_seed[0][step][key] for key in ("shape", "vocab", "params",
                                                                                "embedding_share", "tokens",
@@ -219,7 +238,7 @@ def measure(settings: Scale, options: Options, folder: Path) -> Measured:
     arms = {r["step"]: r["bpb_seeds"] for r in rows}
     return Measured("\n".join(lines), {f.key: arms for f in FINDINGS}, rows=rows,
                     tokens={r["step"]: r["tokens"] for r in rows}, figures=[plot(rows, folder)],
-                    extra={"compaction": compacted})
+                    extra={"compaction": compacted, "units": units_summary(done)})
 
 
 def plot(rows: list[dict[str, Any]], folder: Path) -> str:
