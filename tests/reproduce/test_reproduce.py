@@ -243,6 +243,23 @@ def test_the_small_ladder_on_the_real_smollm2(tmp_path):
     inherited = load_config(rows["+inherit"]["model_dirs"][0])
     assert inherited.rope_theta == 100_000 and inherited.num_layers == 17 and inherited.tie_embeddings
 
+def test_the_ladder_resumes_at_the_first_seed_not_yet_trained(tmp_path, monkeypatch):
+    """Each seed of the ladder is a study unit: a run with more seeds trains only the new one, a run after it trains
+    nothing and gives the same rows (two processes share the seeds this way; a cut-short run resumes)."""
+    from reproduce import ladder
+    from reproduce.experiment import Options
+
+    smoke = ladder.SCALES["smoke"]
+    first = ladder.measure(smoke, Options(scale="smoke", seeds=1, out=tmp_path), tmp_path)
+    trained, run_seed = [], ladder.run_seed
+    monkeypatch.setattr(ladder, "run_seed", lambda scale, seed, *args: trained.append(seed) or run_seed(scale, seed,
+                                                                                                        *args))
+    more = ladder.measure(smoke, Options(scale="smoke", seeds=2, out=tmp_path), tmp_path)
+    assert trained == [1] and [r["bpb_seeds"][0] for r in more.rows] == [r["bpb_seeds"][0] for r in first.rows]
+    again = ladder.measure(smoke, Options(scale="smoke", seeds=2, out=tmp_path), tmp_path)
+    assert trained == [1] and again.rows == more.rows and again.extra["units"]["count"] == 2
+
+
 def _benchmarks_found() -> bool:
     from tinylm.evaluation.datasets import has_benchmark
 
