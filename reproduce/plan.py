@@ -110,10 +110,12 @@ def provenance(commit: str | None, dirty: bool | None, hash_: str) -> dict[str, 
             "versions": env["versions"]}
 
 
-def keep_history(old: Path, new: Path, new_hash: str) -> dict[str, Any] | None:
+def keep_history(old: Path, new: Path, new_hash: str, new_commit: str | None = None) -> dict[str, Any] | None:
     """Carry ``old/history/`` into the folder ``new`` that replaces ``old``; when ``old`` holds a result under
     another plan (or none recorded), also move that result (results.json, table.md, figures) to
-    ``new/history/<its plan hash>/``. Nothing is deleted. Returns the plan change, or None."""
+    ``new/history/<its plan hash>/``; a small- or paper-scale result of the same plan from another commit goes to
+    ``new/history/<plan hash>-<commit>/`` (what a rerun changed is a result too). Nothing is deleted. Returns the
+    plan change, or None."""
     old, new = Path(old), Path(new)
     if (old / HISTORY).is_dir():
         shutil.copytree(old / HISTORY, new / HISTORY, dirs_exist_ok=True)
@@ -123,10 +125,19 @@ def keep_history(old: Path, new: Path, new_hash: str) -> dict[str, Any] | None:
         record = json.loads((old / "results.json").read_text())
     except ValueError:
         record = {}
-    old_hash = record.get("plan_hash")
+    old_hash, old_commit = record.get("plan_hash"), record.get("commit")
     if old_hash == new_hash:
+        if record.get("scale") in ("small", "paper") and old_commit and new_commit and old_commit != new_commit:
+            _keep(old, new, f"{old_hash}-{old_commit[:10]}")
         return None
     name = old_hash or "unplanned-" + time.strftime("%Y-%m-%d", time.gmtime((old / "results.json").stat().st_mtime))
+    target = _keep(old, new, name)
+    return {"from": old_hash, "to": new_hash, "moved_to": f"{HISTORY}/{target.name}",
+            "from_commit": old_commit, "on": time.strftime("%Y-%m-%d", time.gmtime())}
+
+
+def _keep(old: Path, new: Path, name: str) -> Path:
+    """Copy ``old``'s result (not its history) to a new ``new/history/<name>[-n]/``."""
     target, suffix = new / HISTORY / name, 2
     while target.exists():
         target, suffix = new / HISTORY / f"{name}-{suffix}", suffix + 1
@@ -135,8 +146,7 @@ def keep_history(old: Path, new: Path, new_hash: str) -> dict[str, Any] | None:
         if item.name in (HISTORY, ".tinylm"):
             continue
         (shutil.copytree if item.is_dir() else shutil.copy2)(item, target / item.name)
-    return {"from": old_hash, "to": new_hash, "moved_to": f"{HISTORY}/{target.name}",
-            "from_commit": record.get("commit"), "on": time.strftime("%Y-%m-%d", time.gmtime())}
+    return target
 
 
 def history(folder: Path) -> list[dict[str, Any]]:

@@ -211,7 +211,9 @@ def write_report(out: Path) -> Path:
             lines.append(f"**The plan changed** on {changed.get('on', '?')} (`{changed.get('from') or 'none'}` → "
                          f"`{changed.get('to')}`): the earlier results are kept under `{name}/{changed['moved_to']}/`.")
         for old in history(out / name):
-            lines.append(f"Earlier results under another plan: `{name}/{old['path']}/` (plan "
+            kind = ("An earlier run of this plan" if old["plan_hash"] == record.get("plan_hash")
+                    else "Earlier results under another plan")
+            lines.append(f"{kind}: `{name}/{old['path']}/` (plan "
                          f"`{old['plan_hash'] or 'none'}`, commit `{(old['commit'] or 'unknown')[:10]}`, "
                          f"{old['scale']} scale, {_seeds(old)}).")
         lines += ["", record.get("table", "").strip(), ""]

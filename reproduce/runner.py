@@ -63,7 +63,7 @@ def run(experiment: Experiment, options: Options) -> tuple[Path, dict[str, Any]]
         measured = experiment.measure(experiment.scales[options.scale], options, folder)
         seconds = time.perf_counter() - start
         findings = judged(experiment.findings, measured.findings, options.scale, seeds, experiment.deterministic)
-        changed = keep_history(target, folder, hashed)  # an earlier result under another plan is kept, not replaced
+        changed = keep_history(target, folder, hashed, commit)  # an earlier result is kept, not replaced
         deviation = {} if experiment.deterministic or seeds == planned["seeds"] else {
             "deviation": f"ran {seeds} seed(s); the plan says {planned['seeds']}"}
         if (after := tree_state((Path(options.out),))) != (commit, dirty):  # said, not refused: hours of work

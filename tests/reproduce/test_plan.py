@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -188,6 +189,32 @@ def test_a_result_under_another_plan_moves_to_history_and_the_report_says_so(tmp
     folder, same = run(second, Options(out=tmp_path, overwrite=True))  # same plan: replaced, history kept
     assert "plan_changed" not in same and (folder / "history" / old["plan_hash"] / "results.json").is_file()
     assert [e["plan_hash"] for e in plans.history(folder)] == [old["plan_hash"]]
+
+
+def test_a_committed_result_rerun_at_another_commit_is_kept_beside_the_new_one(tmp_path):
+    """Same plan, other code: the earlier run stays under history/<plan>-<commit>/ (a rerun's differences are a
+    result too) and the report calls it an earlier run of this plan; a rerun at the same commit, or of a smoke
+    result, just replaces it."""
+    old, new = tmp_path / "ladder", tmp_path / "new"
+    old.mkdir()
+    record = {"experiment": "ladder", "scale": "small", "plan_hash": "p" * 16, "commit": "a" * 40, "seeds": 5,
+              "findings": []}
+    (old / "results.json").write_text(json.dumps(record))
+    (old / "table.md").write_text("| old |")
+    assert plans.keep_history(old, new, "p" * 16, "a" * 40) is None and not (new / "history").exists()
+    assert plans.keep_history(old, new, "p" * 16, "b" * 40) is None  # the plan did not change
+    kept = new / "history" / f"{'p' * 16}-{'a' * 10}"
+    assert json.loads((kept / "results.json").read_text()) == record and (kept / "table.md").read_text() == "| old |"
+    smoke = tmp_path / "smoke"
+    smoke.mkdir()
+    (smoke / "results.json").write_text(json.dumps({**record, "scale": "smoke"}))
+    assert plans.keep_history(smoke, tmp_path / "smoke-new", "p" * 16, "b" * 40) is None
+    assert not (tmp_path / "smoke-new" / "history").exists()
+    (new / "results.json").write_text(json.dumps({**record, "commit": "b" * 40, "table": "| new |",
+                                                  "wall_seconds": 1.0, "hardware": "CPU"}))
+    shutil.rmtree(old)
+    new.rename(old)
+    assert "An earlier run of this plan: `ladder/history/" in write_report(tmp_path).read_text()
 
 
 def test_results_from_before_plans_move_to_history_too(tmp_path):
