@@ -18,7 +18,7 @@ from typing import Any, Mapping
 from reproduce import pretrained
 from reproduce.cache import read_json, study_units, units_summary
 from reproduce.experiment import Experiment, Measured, Options
-from reproduce.tables import fmt, markdown, shown
+from reproduce.tables import fmt, located, markdown, shown
 from reproduce.verdict import Finding
 from tinylm.artifacts.cache import cache_key
 from tinylm.artifacts.model_dir import model_fingerprint
@@ -142,19 +142,27 @@ def near_chance(row: dict[str, float | None], items: int) -> list[str]:
             and abs(row[name] - chance) <= 2 * math.sqrt(chance * (100 - chance) / items)]
 
 
+def ladder_models(rows: Mapping[str, dict[str, Any]]) -> tuple[dict[str, list[str]], list[str]]:
+    """The ladder's first and last step models on this machine (the rows of its results.json, by step), as
+    ``{row name: model dirs}``, and the dirs its results name that are gone."""
+    found: dict[str, list[str]] = {}
+    gone: list[str] = []
+    for step in ("base", "+rounds"):
+        dirs = [str(located(d)) for d in rows.get(step, {}).get("model_dirs", [])]
+        gone += [d for d in dirs if not (Path(d) / "config.json").is_file()]
+        if dirs := [d for d in dirs if (Path(d) / "config.json").is_file()]:
+            found[f"tinylm ladder {step}"] = dirs
+    return found, gone
+
+
 def measure(setting: Scale, options: Options, folder: Path) -> Measured:
     limit, reference_limit = setting.items, setting.reference_items
     reference = {"SmolLM2-135M-Instruct (reference)" if options.scale != "smoke" else "tiny random-init (reference)":
                  str(pretrained.source(options.scale))}
     ours: dict[str, list[str]] = {f"tinylm {Path(m).name}": [m] for m in options.models}
-    ladder = read_json(Path(options.out) / "ladder" / "results.json", {"rows": []})["rows"]
-    ladder = {row["step"]: row for row in ladder}
-    gone: list[str] = []
-    for step in ("base", "+rounds"):
-        dirs = [str(Path(d).expanduser()) for d in ladder.get(step, {}).get("model_dirs", [])]
-        gone += [d for d in dirs if not (Path(d) / "config.json").is_file()]
-        if dirs := [d for d in dirs if (Path(d) / "config.json").is_file()]:
-            ours[f"tinylm ladder {step}"] = dirs
+    ladder = {row["step"]: row for row in read_json(Path(options.out) / "ladder" / "results.json", {"rows": []})["rows"]}
+    found, gone = ladder_models(ladder)
+    ours.update(found)
     columns, note = (*BENCHMARKS, "Avg."), ""
     units: dict[str, dict] = {}
 

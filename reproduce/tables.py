@@ -28,6 +28,14 @@ def shown(text: str | Path) -> str:
         str(Path.home()) + "/", "~/")
 
 
+def located(text: str) -> Path:
+    """The path a committed result names (``shown``'s inverse): ``$TINYLM_CACHE/...`` under this machine's tinylm
+    cache, ``~/...`` under its home folder."""
+    if text.startswith("$TINYLM_CACHE/"):
+        return Path(default_cache_dir()) / text.removeprefix("$TINYLM_CACHE/")
+    return Path(text).expanduser()
+
+
 def tokens_line(tokens: Mapping[str, int]) -> str:
     """The tokens every arm saw, for a table caption."""
     return "Training tokens per arm (every step that touched data): " + ", ".join(

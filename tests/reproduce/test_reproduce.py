@@ -98,6 +98,25 @@ def test_results_write_the_home_folder_as_a_tilde_and_replace_only_with_overwrit
     assert (tmp_path / "user" / "notes.txt").read_text() == "mine"
 
 
+def test_final_finds_the_ladder_models_its_results_name_under_the_cache(tmp_path, monkeypatch):
+    """Committed results write cache paths as ``$TINYLM_CACHE/...``: final reads them back on this machine's cache
+    and names the ones that are gone."""
+    from reproduce.final import ladder_models
+    from reproduce.tables import shown
+
+    monkeypatch.setenv("TINYLM_CACHE", str(tmp_path / "cache"))
+    kept = tmp_path / "cache" / "ladder" / "small-v1" / "seed0"
+    for step in ("base", "rounds"):
+        (kept / step).mkdir(parents=True)
+        (kept / step / "config.json").write_text("{}")
+    rows = {"base": {"model_dirs": [shown(kept / "base"), shown(kept.parent / "seed1" / "base")]},
+            "+rounds": {"model_dirs": [shown(kept / "rounds")]}}
+    assert rows["base"]["model_dirs"][0] == "$TINYLM_CACHE/ladder/small-v1/seed0/base"
+    found, gone = ladder_models(rows)
+    assert found == {"tinylm ladder base": [str(kept / "base")], "tinylm ladder +rounds": [str(kept / "rounds")]}
+    assert gone == [str(kept.parent / "seed1" / "base")]
+
+
 @pytest.mark.parametrize("scale", ["smoke", "small", "paper"])
 def test_every_ladder_scale_is_a_fair_ladder(scale):
     """+arch spends about what the compact vocabulary freed (same total as base, within 5%, at the source
