@@ -17,6 +17,7 @@ import torch
 
 from reproduce.plan import tree_state
 from tinylm.artifacts.io import MARKER, atomic_file, is_tinylm_dir
+from tinylm.artifacts.provenance import hardware
 from tinylm.errors import TinyLMError
 
 UNITS = "units"  # <out>/units/<study>-<key>/<unit>.json, committed with the results: a study spans sittings
@@ -38,7 +39,7 @@ def write_json(path: Path, record: Any) -> None:
 def study_units(out: Path, study: str, key: str, jobs: Mapping[str, Callable[[], dict[str, Any]]],
                 log: Callable[[str], None] = print) -> dict[str, dict[str, Any]]:
     """Every unit of a long study, by name (in ``jobs``' order), each computed once and kept under
-    ``<out>/units/<study>-<key>/<name>.json`` with the commit, threads and seconds it ran with: commit the
+    ``<out>/units/<study>-<key>/<name>.json`` with the commit, threads, hardware and seconds it ran with: commit the
     units and the study resumes on any clone (``key`` from ``cache_key`` carries the code version, so a unit from
     changed code is never reused). Several processes may run one study at once: each claims a unit before
     computing it (``<name>.claim``, ignored by git), passes over units a live process holds, then waits for
@@ -87,7 +88,7 @@ def _compute(path: Path, compute: Callable[[], dict[str, Any]], out: Path) -> di
         record = compute()
         commit, dirty = tree_state((Path(out),))
         record = {**record, "ran": {"commit": commit, "dirty": dirty, "torch_threads": torch.get_num_threads(),
-                                    "seconds": round(time.perf_counter() - start, 1)}}
+                                    "hardware": hardware(), "seconds": round(time.perf_counter() - start, 1)}}
         write_json(path, record)
         return record
     finally:

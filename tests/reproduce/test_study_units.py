@@ -17,6 +17,7 @@ import pytest
 from reproduce import cache
 from reproduce.cache import study_units, units_summary
 from reproduce.report import core_seconds, units_rows
+from tinylm.artifacts.provenance import hardware
 from tinylm.errors import TinyLMError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -37,7 +38,8 @@ def test_units_are_computed_once_and_resumed(tmp_path):
     assert calls == ["a-seed0", "b-seed0"]
     assert list(first) == ["a-seed0", "b-seed0"] and first["a-seed0"]["value"] == 7
     ran = first["a-seed0"]["ran"]
-    assert set(ran) == {"commit", "dirty", "torch_threads", "seconds"} and ran["torch_threads"] >= 1
+    assert set(ran) == {"commit", "dirty", "torch_threads", "hardware", "seconds"} and ran["torch_threads"] >= 1
+    assert ran["hardware"] == hardware()  # units of one study may run on several machines
     assert json.loads((tmp_path / "units" / "study-k1" / "a-seed0.json").read_text()) == first["a-seed0"]
 
     again = study_units(tmp_path, "study", "k1", counting_jobs(["a-seed0", "b-seed0", "a-seed1"], calls),

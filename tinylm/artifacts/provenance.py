@@ -40,10 +40,23 @@ def git_state(root: Path = CHECKOUT, outside: tuple[Path, ...] = ()) -> tuple[st
 
 
 def hardware() -> str:
-    """The accelerator a run used, in words: the GPUs, or the CPU and its torch threads."""
+    """The accelerator a run used, in words: the GPUs, or the CPU, the vector instructions torch's kernels use on it
+    and its torch threads (two CPUs that differ there may round differently, and a run from random init can
+    amplify that)."""
     if torch.cuda.is_available():
         return f"{torch.cuda.device_count()}× {torch.cuda.get_device_name(0)}"
-    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    return f"CPU ({cpu_name()}, {torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads)"
+
+
+def cpu_name() -> str:
+    """The CPU's model name (Linux's /proc/cpuinfo), else its architecture."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def environment() -> dict[str, Any]:
