@@ -16,6 +16,7 @@ from typing import Any, Callable
 import torch
 
 from reproduce.plan import tree_state
+from reproduce.tables import portable
 from tinylm.artifacts.io import MARKER, atomic_file, is_tinylm_dir
 from tinylm.artifacts.provenance import hardware
 from tinylm.errors import TinyLMError
@@ -87,7 +88,7 @@ def _compute(path: Path, compute: Callable[[], dict[str, Any]], out: Path) -> di
         start = time.perf_counter()
         record = compute()
         commit, dirty = tree_state((Path(out),))
-        record = {**record, "ran": {"commit": commit, "dirty": dirty, "torch_threads": torch.get_num_threads(),
+        record = {**portable(record), "ran": {"commit": commit, "dirty": dirty, "torch_threads": torch.get_num_threads(),
                                     "hardware": hardware(), "seconds": round(time.perf_counter() - start, 1)}}
         write_json(path, record)
         return record

@@ -15,7 +15,7 @@ from typing import Any
 
 from reproduce.experiment import DEFAULT_SEEDS, SCALES, Experiment, Options, seeds_words
 from reproduce.plan import check_plan_written, checked_tree, keep_history, plan, plan_hash, provenance, tree_state
-from reproduce.tables import shown
+from reproduce.tables import portable, shown
 from reproduce.verdict import judged
 from tinylm.artifacts.io import atomic_dir, check_output_dir
 from tinylm.artifacts.provenance import hardware
@@ -26,16 +26,6 @@ RESULTS = Path("results")  # the committed small-scale results and REPORT.md
 def default_out(scale: str) -> Path:
     """Smoke runs prove the pipeline and stay out of the committed ``results/``."""
     return Path("runs") / "smoke" if scale == "smoke" else RESULTS
-
-
-def _portable(value: Any) -> Any:
-    if isinstance(value, (str, Path)):
-        return shown(value)
-    if isinstance(value, dict):
-        return {key: _portable(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_portable(item) for item in value]
-    return value
 
 
 def check_out(experiment: Experiment, options: Options) -> Path:
@@ -68,7 +58,7 @@ def run(experiment: Experiment, options: Options) -> tuple[Path, dict[str, Any]]
             "deviation": f"ran {seeds} seed(s); the plan says {planned['seeds']}"}
         if (after := tree_state((Path(options.out),))) != (commit, dirty):  # said, not refused: hours of work
             deviation["tree_changed_during_run"] = f"commit {after[0]}, dirty {after[1]} at the end"
-        record = _portable({
+        record = portable({
             "experiment": experiment.name, "title": experiment.title, "scale": options.scale,
             "seeds": "deterministic" if experiment.deterministic else seeds, "wall_seconds": round(seconds, 1),
             "hardware": hardware(), **provenance(commit, dirty, hashed), **deviation,

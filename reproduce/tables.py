@@ -28,6 +28,17 @@ def shown(text: str | Path) -> str:
         str(Path.home()) + "/", "~/")
 
 
+def portable(value: Any) -> Any:
+    """``value`` (JSON data) with every path written as ``shown`` writes it, for a committed record."""
+    if isinstance(value, (str, Path)):
+        return shown(value)
+    if isinstance(value, dict):
+        return {key: portable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [portable(item) for item in value]
+    return value
+
+
 def located(text: str) -> Path:
     """The path a committed result names (``shown``'s inverse): ``$TINYLM_CACHE/...`` under this machine's tinylm
     cache, ``~/...`` under its home folder."""

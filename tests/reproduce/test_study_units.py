@@ -156,3 +156,13 @@ def test_a_study_costs_its_units_not_the_wall_time_of_its_last_process():
     units = {"count": 4, "commits": ["c"], "core_seconds": 7200.0}
     assert core_seconds({"wall_seconds": 3600.0, "torch_threads": 1, "units": units}) == 7200.0
     assert core_seconds({"wall_seconds": 3600.0, "torch_threads": 2}) == 7200.0  # no units: wall × threads
+
+
+def test_a_unit_names_cache_paths_portably(tmp_path, monkeypatch):
+    """Units are committed: a path under this machine's cache is written ``$TINYLM_CACHE/...``, never the machine's."""
+    monkeypatch.setenv("TINYLM_CACHE", str(tmp_path / "cache"))
+    model = tmp_path / "cache" / "ladder" / "seed0" / "base"
+    done = study_units(tmp_path / "out", "study", "k", {"seed0": lambda: {"model_dir": str(model)}},
+                       log=lambda _: None)
+    assert done["seed0"]["model_dir"] == "$TINYLM_CACHE/ladder/seed0/base"
+    assert str(tmp_path) not in next((tmp_path / "out" / "units").glob("study-k/seed0.json")).read_text()
