@@ -157,7 +157,7 @@ def tally(findings: list[dict]) -> str:
 def summary(out: Path, committed: Path | None = None) -> str:
     """What the terminal shows after a run: one line per experiment (scale, seeds, wall time, verdicts, Holm over
     the report). A smoke run's verdicts are inconclusive by design, so its lines say what ran and, beside them,
-    the committed small-scale verdicts from ``committed``."""
+    the committed small-scale verdicts from ``committed``, marked where they ran under an earlier plan."""
     records, width = read_records(out), max(map(len, EXPERIMENTS))
     found = across(records)
     smoke = bool(records) and all(r["scale"] == "smoke" for r in records.values())
@@ -166,14 +166,16 @@ def summary(out: Path, committed: Path | None = None) -> str:
                          f"{name:<{width}}  {r['scale']:<5}  {_seeds(r)}  {r['wall_seconds']:>6.0f} s  "
                          f"{verdicts(found[name])}" for name in EXPERIMENTS)
     small = read_records(committed) if committed is not None and Path(committed).is_dir() else {}
-    small_found = across(small) if small else {}
+    small_found, small_pending = (across(small), pending_plans(small)) if small else ({}, {})
     lines = ["Smoke scale ran each experiment's whole pipeline (data, training, scoring, tables, figures, judge) on "
              "tiny models: it proves the code, not the findings, so its own verdicts are inconclusive by design.",
              f"Beside each: the committed small-scale verdicts ({committed}/REPORT.md)." if small else "", ""]
     for name in EXPERIMENTS:
         r = records.get(name)
         ran = "not run" if r is None else f"ran in {r['wall_seconds']:.0f} s ({len(found[name])} findings)"
-        kept = f"small: {tally(small_found[name])}" if name in small_found else ("small: not run" if small else "")
+        earlier = " (an earlier plan's; its rerun is pending)" if small_pending.get(name) is not None else ""
+        kept = f"small: {tally(small_found[name])}{earlier}" if name in small_found else \
+            ("small: not run" if small else "")
         lines.append(f"{name:<{width}}  {ran:<26}  {kept}".rstrip())
     return "\n".join(line for line in lines if line is not None)
 

@@ -18,7 +18,7 @@ import torch
 import tinylm
 from reproduce import plan as plans
 from reproduce.experiment import Experiment, Measured, Options
-from reproduce.report import EXPERIMENTS, load, write_report
+from reproduce.report import EXPERIMENTS, load, summary, write_report
 from reproduce.runner import run
 from reproduce.verdict import Finding
 from tinylm.errors import TinyLMError
@@ -250,3 +250,17 @@ def test_the_report_says_which_results_ran_under_an_earlier_plan_and_what_they_c
     assert rows["coverage"].endswith("| yes |") and rows["tokenizer"].endswith("| no: rerun pending |")
     hours = record["wall_seconds"] * record["torch_threads"] / 3600
     assert f"| {hours:.2f} |" in rows["tokenizer"] and rows["architecture"].endswith("| not run | – |")
+
+
+def test_the_smoke_summary_marks_committed_verdicts_that_ran_under_an_earlier_plan(tmp_path):
+    """A newcomer's first run prints the committed verdicts beside its own: one from a plan since replaced must
+    say so, or it reads as the current finding."""
+    committed = tmp_path / "committed"
+    for name in ("coverage", "tokenizer"):
+        shutil.copytree(Path(__file__).resolve().parents[2] / "results" / name, committed / name)
+    record = json.loads((committed / "tokenizer" / "results.json").read_text())
+    (committed / "tokenizer" / "results.json").write_text(json.dumps({**record, "plan_hash": "0" * 16}))
+    run(toy(), Options(out=tmp_path / "smoke"))
+    lines = {line.split()[0]: line for line in summary(tmp_path / "smoke", committed).splitlines() if line.strip()}
+    assert lines["tokenizer"].endswith("(an earlier plan's; its rerun is pending)")
+    assert "earlier plan" not in lines["coverage"] and lines["coverage"].endswith("reproduced")
