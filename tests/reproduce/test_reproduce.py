@@ -279,6 +279,25 @@ def test_the_ladder_resumes_at_the_first_seed_not_yet_trained(tmp_path, monkeypa
     assert trained == [1] and again.rows == more.rows and again.extra["units"]["count"] == 2
 
 
+def test_a_ladder_seed_trains_the_same_whatever_ran_before_it(tmp_path, monkeypatch):
+    """Study units assume a seed's result does not depend on which process ran it or what that process ran first
+    (two processes share the seeds): seed 1 after seed 0, and again after both, agree to the bit."""
+    import shutil
+
+    from reproduce import ladder
+    from reproduce.experiment import Options
+
+    monkeypatch.setattr(ladder, "ablation_scores", lambda model_dir, limit: None)  # the training is the question
+    smoke = ladder.SCALES["smoke"]
+    both = ladder.measure(smoke, Options(scale="smoke", seeds=2, out=tmp_path / "a"), tmp_path / "a")
+    shutil.copytree(tmp_path / "a" / "units", tmp_path / "b" / "units")
+    (seed1,) = (tmp_path / "b" / "units").glob("ladder-seeds-*/seed1.json")
+    seed1.unlink()  # b trains seed 1 again, now after this process trained seeds 0 and 1
+    again = ladder.measure(smoke, Options(scale="smoke", seeds=2, out=tmp_path / "b"), tmp_path / "b")
+    assert again.extra["units"]["count"] == 2
+    assert [r["bpb_seeds"] for r in again.rows] == [r["bpb_seeds"] for r in both.rows]
+
+
 def _benchmarks_found() -> bool:
     from tinylm.evaluation.datasets import has_benchmark
 
