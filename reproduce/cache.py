@@ -88,8 +88,9 @@ def _compute(path: Path, compute: Callable[[], dict[str, Any]], out: Path) -> di
         start = time.perf_counter()
         record = compute()
         commit, dirty = tree_state((Path(out),))
-        record = {**portable(record), "ran": {"commit": commit, "dirty": dirty, "torch_threads": torch.get_num_threads(),
-                                    "hardware": hardware(), "seconds": round(time.perf_counter() - start, 1)}}
+        ran = {"commit": commit, "dirty": dirty, "torch_threads": torch.get_num_threads(), "hardware": hardware(),
+               "seconds": round(time.perf_counter() - start, 1)}
+        record = {**portable(record), "ran": ran}  # committed: cache paths as $TINYLM_CACHE/..., not this machine's
         write_json(path, record)
         return record
     finally:

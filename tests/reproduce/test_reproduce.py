@@ -280,8 +280,8 @@ def test_the_ladder_resumes_at_the_first_seed_not_yet_trained(tmp_path, monkeypa
 
 
 def test_a_ladder_seed_trains_the_same_whatever_ran_before_it(tmp_path, monkeypatch):
-    """Study units assume a seed's result does not depend on which process ran it or what that process ran first
-    (two processes share the seeds): seed 1 after seed 0, and again after both, agree to the bit."""
+    """Study units assume a seed's result does not depend on what the process that ran it ran first (two
+    processes share the seeds): seed 1 trained after seed 0, and again after both, agree to the bit."""
     import shutil
 
     from reproduce import ladder
