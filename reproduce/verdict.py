@@ -24,7 +24,7 @@ import numpy as np
 from scipy import stats
 
 from reproduce.shapes import spearman
-from tinylm.evaluation.stats import ALPHA, POWER, mde, paired_t, t_quantile
+from tinylm.evaluation.stats import ALPHA, POWER, mde, no_spread, paired_t, t_quantile
 
 REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, EXPLORATORY = "reproduced", "not reproduced", "inconclusive", "exploratory"
 UNDERPOWERED = "underpowered"  # not significant, and the run could not have seen the effect that matters
@@ -167,8 +167,14 @@ def _differences(better: Sequence[float], worse: Sequence[float], lower_is_bette
 def paired(better: Sequence[float], worse: Sequence[float], lower_is_better: bool) -> dict[str, Any]:
     """Per-seed differences, signed so that positive agrees with ``better`` being better, summarized by
     ``tinylm.evaluation.stats.paired_t``: mean, 95% t interval, two-sided p of the one-sample t-test against zero,
-    spread and minimal detectable effect; no spread gives p = nan and ``seed_free`` (no p = 0 shortcut)."""
-    return paired_t(_differences(better, worse, lower_is_better))
+    spread and minimal detectable effect; no spread beyond float rounding of the arms' values gives p = nan and
+    ``seed_free`` (no p = 0 shortcut)."""
+    return paired_t(_differences(better, worse, lower_is_better), scale=_size(better, worse))
+
+
+def _size(*arms: Sequence[float]) -> float:
+    """The size of the measured values, against which a spread of their differences is told from float rounding."""
+    return max(abs(float(v)) for arm in arms for v in arm)
 
 
 def tost(a: Sequence[float], b: Sequence[float], margin: float) -> dict[str, Any]:
@@ -186,8 +192,8 @@ def tost(a: Sequence[float], b: Sequence[float], margin: float) -> dict[str, Any
     if n < 2:
         return result
     sd = statistics.stdev(diffs)
-    if sd == 0:
-        return {**result, "low": mean, "high": mean, "low90": mean, "high90": mean, "sd": 0.0, "mde": math.nan,
+    if no_spread(sd, _size(a, b)):
+        return {**result, "low": mean, "high": mean, "low90": mean, "high90": mean, "sd": sd, "mde": math.nan,
                 "seed_free": True}
     se, df = sd / math.sqrt(n), n - 1
     p_tost = max(float(stats.t.sf((mean + margin) / se, df)), float(stats.t.cdf((mean - margin) / se, df)))

@@ -30,6 +30,7 @@ from reproduce.verdict import (
     mde,
     paired,
     seeds_needed,
+    tost,
 )
 
 PAIR = Finding("f", "a beats b", "P", "bpb", ("a", "b"))  # lower is better
@@ -172,6 +173,20 @@ def test_a_zero_spread_of_differences_is_no_evidence_not_p_zero():
     assert judge(chain, {"a": [1.0, 1.1, 1.05], "b": [2.0, 2.0, 2.0], "c": [3.0, 3.0, 3.0]}, "small", 3).verdict \
         == INCONCLUSIVE
     assert "p = 0" not in RULE and "p = nan" in RULE
+
+
+def test_a_spread_of_float_rounding_is_no_spread():
+    """inheritance v3's step-0 L1 vs L2, as committed: L1's seed-0 child was scored on another machine and moved in
+    the 8th digit, which the old judge read as p = 5e-32. Rounding is not the seed: no evidence, not counted."""
+    l1 = [4.003227360732957, 4.0032273199375465, 4.0032273199375465, 4.0032273199375465, 4.0032273199375465]
+    l2 = [4.838712208935415] * 5
+    result = paired(l1, l2, lower_is_better=True)
+    assert result["seed_free"] and math.isnan(result["p"]) and result["mean"] == pytest.approx(0.8355, abs=1e-4)
+    assert judge(PAIR, {"a": l1, "b": l2}, "small", 5).verdict == INCONCLUSIVE
+    same = tost([1.0, 1.0 + 1e-9, 1.0 - 1e-9], [1.0, 1.0, 1.0], margin=0.05)  # one arm twice, up to rounding
+    assert same["seed_free"] and math.isnan(same["p"])
+    seeded = paired([2.0, 2.1, 2.05], [2.3, 2.35, 2.4], lower_is_better=True)  # a real spread is still tested
+    assert not seeded["seed_free"] and seeded["p"] < 0.05
 
 
 def test_equivalence_is_reproduced_inside_the_margin():

@@ -13,6 +13,9 @@ from scipy import stats
 
 ALPHA = 0.05  # two-sided: the interval is 95%
 POWER = 0.8  # for the minimal detectable effect
+# A spread below this share of the measured values' size is float rounding, not the seed: a seed-free number
+# recomputed under another machine or thread count moves in its 8th digit, which a t-test reads as p = 1e-30.
+ROUNDING = 1e-6
 
 
 def t_quantile(q: float, df: int) -> float:
@@ -28,11 +31,17 @@ def mde(sd: float, n: int, alpha: float = ALPHA, power: float = POWER) -> float:
     return (t_quantile(1 - alpha / 2, n - 1) + t_quantile(power, n - 1)) * sd / math.sqrt(n)
 
 
-def paired_t(differences: Sequence[float]) -> dict[str, Any]:
+def no_spread(sd: float, scale: float) -> bool:
+    """Whether differences of sample SD ``sd`` vary by no more than float rounding of values of size ``scale``."""
+    return sd <= ROUNDING * scale
+
+
+def paired_t(differences: Sequence[float], scale: float | None = None) -> dict[str, Any]:
     """One difference per seed: ``n``, ``mean``, the 95% t interval (``low``, ``high``), the two-sided p of the
     one-sample t-test against zero, the sample ``sd`` and the minimal detectable effect ``mde``. One seed has no
-    interval and no p (nan). Differences with no spread give p = nan and ``seed_free``: a constant shift across
-    seeds says the arms did not depend on the seed, so seeds give no evidence either way (no p = 0 shortcut)."""
+    interval and no p (nan). Differences with no spread beyond float rounding of values of size ``scale`` (by
+    default the largest difference) give p = nan and ``seed_free``: a constant shift across seeds says the arms
+    did not depend on the seed, so seeds give no evidence either way (no p = 0 shortcut)."""
     diffs = list(differences)
     n, mean = len(diffs), statistics.fmean(diffs)
     result = {"n": n, "mean": mean, "low": math.nan, "high": math.nan, "p": math.nan, "sd": math.nan,
@@ -40,8 +49,8 @@ def paired_t(differences: Sequence[float]) -> dict[str, Any]:
     if n < 2:
         return result
     sd = statistics.stdev(diffs)
-    if sd == 0:
-        return {**result, "low": mean, "high": mean, "sd": 0.0, "mde": math.nan, "seed_free": True}
+    if no_spread(sd, max(abs(d) for d in diffs) if scale is None else scale):
+        return {**result, "low": mean, "high": mean, "sd": sd, "mde": math.nan, "seed_free": True}
     half = t_quantile(1 - ALPHA / 2, n - 1) * sd / math.sqrt(n)
     p = float(stats.ttest_1samp(diffs, 0.0).pvalue)
     return {**result, "low": mean - half, "high": mean + half, "p": p, "sd": sd, "mde": mde(sd, n)}
