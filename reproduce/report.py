@@ -101,9 +101,11 @@ def current_plan(name: str, record: dict) -> str | None:
 
 
 def core_seconds(record: dict) -> float:
-    """What a result cost: the summed core-seconds of its units where it has them, else wall × threads."""
-    if units := record.get("units"):
-        return units["core_seconds"]
+    """What a result cost: the summed core-seconds of its units where it has them (a section with its own units,
+    as inheritance's gentle cut, adds its own), else wall × threads."""
+    sections = [record, *(value for value in record.values() if isinstance(value, dict))]
+    if summed := [section["units"]["core_seconds"] for section in sections if isinstance(section.get("units"), dict)]:
+        return sum(summed)
     return record["wall_seconds"] * int(record.get("torch_threads") or 1)
 
 

@@ -156,6 +156,9 @@ def test_a_study_costs_its_units_not_the_wall_time_of_its_last_process():
     units = {"count": 4, "commits": ["c"], "core_seconds": 7200.0}
     assert core_seconds({"wall_seconds": 3600.0, "torch_threads": 1, "units": units}) == 7200.0
     assert core_seconds({"wall_seconds": 3600.0, "torch_threads": 2}) == 7200.0  # no units: wall × threads
+    # inheritance's gentle cut keeps its own units inside its section: the study costs both
+    gentle = {"child": {}, "units": {"count": 6, "commits": ["c"], "core_seconds": 3600.0}}
+    assert core_seconds({"wall_seconds": 60.0, "units": units, "gentle": gentle}) == 10800.0
 
 
 def test_a_unit_names_cache_paths_portably(tmp_path, monkeypatch):
