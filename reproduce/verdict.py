@@ -24,7 +24,7 @@ import numpy as np
 from scipy import stats
 
 from reproduce.shapes import spearman
-from tinylm.evaluation.stats import ALPHA, POWER, mde, no_spread, paired_t, t_quantile
+from tinylm.evaluation.stats import ALPHA, POWER, ROUNDING, mde, no_spread, paired_t, t_quantile
 
 REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, EXPLORATORY = "reproduced", "not reproduced", "inconclusive", "exploratory"
 UNDERPOWERED = "underpowered"  # not significant, and the run could not have seen the effect that matters
@@ -46,8 +46,8 @@ RULE = (
     "Every paired test reports its minimal detectable effect at the run's n from the measured spread "
     f"((t(1 − α/2, n − 1) + t({POWER}, n − 1)) · sd / √n, two-sided α = {ALPHA}, power {POWER}); when a test is not "
     "significant and that exceeds the finding's declared smallest effect that matters, the verdict is underpowered, "
-    "never not reproduced, with the seeds that effect would need. Differences that do not vary with the seed give "
-    "no evidence from seeds (p = nan, inconclusive). Claims of no difference are equivalence tests against a declared "
+    "never not reproduced, with the seeds that effect would need. Differences that do not vary with the seed (by "
+    f"more than float rounding, {ROUNDING:g} of the values' size) give no evidence from seeds (p = nan, inconclusive). Claims of no difference are equivalence tests against a declared "
     f"margin (two one-sided t-tests): reproduced when the 90% interval lies inside ± margin (p < {ALPHA}), not "
     "reproduced when the 95% interval lies wholly outside it, underpowered when the run could not show equivalence "
     "even for a true difference of zero, otherwise inconclusive. Correlations use Spearman's p (exact permutation "
