@@ -115,7 +115,8 @@ def keep_history(old: Path, new: Path, new_hash: str, new_commit: str | None = N
     another plan (or none recorded), also move that result (results.json, table.md, figures) to
     ``new/history/<its plan hash>/``; a small- or paper-scale result of the same plan from another commit goes to
     ``new/history/<plan hash>-<commit>/`` (what a rerun changed is a result too). Nothing is deleted. Returns the
-    plan change, or None."""
+    plan change, or None; a rerun under the same plan carries the change that plan's first result recorded (two
+    processes finishing one study both write it, and the second must not forget what the first moved)."""
     old, new = Path(old), Path(new)
     if (old / HISTORY).is_dir():
         shutil.copytree(old / HISTORY, new / HISTORY, dirs_exist_ok=True)
@@ -129,7 +130,7 @@ def keep_history(old: Path, new: Path, new_hash: str, new_commit: str | None = N
     if old_hash == new_hash:
         if record.get("scale") in ("small", "paper") and old_commit and new_commit and old_commit != new_commit:
             _keep(old, new, f"{old_hash}-{old_commit[:10]}")
-        return None
+        return record.get("plan_changed")
     name = old_hash or "unplanned-" + time.strftime("%Y-%m-%d", time.gmtime((old / "results.json").stat().st_mtime))
     target = _keep(old, new, name)
     return {"from": old_hash, "to": new_hash, "moved_to": f"{HISTORY}/{target.name}",
